@@ -1,0 +1,94 @@
+"""The small interface every LLM backend implements, and the request/response types.
+
+Stages never talk to a backend directly: they build a `ChatRequest` and hand it to the
+engine (`realign.engine.Engine.chat`), which adds caching, rate limiting, retries, re-asking
+on invalid structured output and cost accounting, then calls `Backend.chat`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+
+class Message(BaseModel):
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+class ChatRequest(BaseModel):
+    """One LLM call. `schema_name` + `json_schema` describe the structured output wanted."""
+
+    stage: str  # "classify", "rewrite", "judge", … (for stats and the cost table)
+    messages: list[Message]
+    json_schema: dict[str, Any] | None = None  # pydantic `model_json_schema()` of the output
+    schema_name: str | None = None
+    n: int = 1
+    temperature: float = 0.0
+    max_tokens: int | None = None
+    record_id: str | None = None  # for error messages only; not part of the cache key
+
+    def cache_key(self, backend_id: str) -> str:
+        """Hash of everything that determines the answer (backend id includes base URL + model)."""
+        payload = self.model_dump(exclude={"record_id", "stage"})
+        payload["backend"] = backend_id
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class ChatResponse(BaseModel):
+    """What a backend returns: `n` raw texts (JSON text for structured requests)."""
+
+    texts: list[str]
+    usage: Usage = Field(default_factory=Usage)
+    headers: dict[str, str] = Field(default_factory=dict)  # e.g. x-ratelimit-* when available
+    cached: bool = False
+
+
+class BackendError(RuntimeError):
+    """A backend failure. `retryable` tells the engine whether to try again."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.headers = headers or {}
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str  # registry name: "openai", "local", "fake"
+    model: str
+
+    @property
+    def backend_id(self) -> str:
+        """Identifies where answers come from (name, base URL, model): part of every cache key."""
+        ...
+
+    @property
+    def supports_n(self) -> bool:
+        """True when one request with `n` returns n candidates."""
+        ...
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """One request, no retries (the engine retries). Raise BackendError on failure."""
+        ...
+
+    async def aclose(self) -> None: ...

