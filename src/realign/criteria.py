@@ -21,6 +21,7 @@ File layout::
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import yaml
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 DEFAULT_PACK = "realign"
 MIN_EXAMPLES = 8
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class CriteriaError(ValueError):
@@ -37,7 +39,7 @@ class CriteriaError(ValueError):
 class Criterion(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(pattern=_NAME_RE.pattern)
     group: str
     description: str = Field(min_length=10)
     rewrite: bool
@@ -46,6 +48,14 @@ class Criterion(BaseModel):
     examples: list[str] = Field(min_length=MIN_EXAMPLES)
     format: str = ""  # the Markdown body of the file
     path: str = ""  # where it was loaded from
+
+    @field_validator("description")
+    @classmethod
+    def _one_line_description(cls, v: str) -> str:
+        # The classifier prompt lists one description per line; a line break would split it.
+        if "\n" in v.strip():
+            raise ValueError("description must be a single line")
+        return v.strip()
 
     @field_validator("examples")
     @classmethod
@@ -69,22 +79,47 @@ _FIX_HINTS = {
     "too_short": f"give at least {MIN_EXAMPLES} examples",
     "bool_parsing": "use yes or no",
     "string_pattern_mismatch": "use lower_snake_case",
+    "string_too_short": "write a longer value",
+    "string_type": "quote the value so it is text",
+    "list_type": "give a YAML list, one '- item' per line",
 }
+
+
+def _split_front_matter(text: str, path: str) -> tuple[str, str]:
+    """(YAML header, Markdown body). The header closes at the first line that is exactly
+    `---`; indented lines (e.g. inside a block-scalar example) never close it."""
+    text = text.lstrip("\ufeff").replace("\r\n", "\n")  # same hash on every platform
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].rstrip() != "---":
+        raise CriteriaError(f"{path}: the file must start with a YAML header between '---' lines")
+    for i, line in enumerate(lines[1:], start=1):
+        if line.rstrip() == "---":
+            return "".join(lines[1:i]), "".join(lines[i + 1 :])
+    raise CriteriaError(f"{path}: the YAML header is not closed by a '---' line")
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A one-line description of a YAML error, with the line number in the file."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    # The header starts on the file's second line, after the opening '---'.
+    where = f" at line {mark.line + 2}, column {mark.column + 1}" if mark is not None else ""
+    ctx, ctx_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if ctx and ctx_mark is not None:
+        problem += f" ({ctx} started at line {ctx_mark.line + 2}, column {ctx_mark.column + 1})"
+    return (
+        f"the YAML header does not parse{where}: {problem} "
+        f"(fix: check the quoting and indentation there; quote values that contain ': ' or '#')"
+    )
 
 
 def parse_criterion(text: str, path: str = "<string>") -> Criterion:
     """Parse one criteria file's text. Raises CriteriaError naming the file, field and fix."""
-    if not text.startswith("---"):
-        raise CriteriaError(f"{path}: the file must start with a YAML header between '---' lines")
-    parts = text.split("\n---", 1)
-    if len(parts) != 2:
-        raise CriteriaError(f"{path}: the YAML header is not closed by a '---' line")
-    header_text = parts[0][3:]
-    body = parts[1].split("\n", 1)[1] if "\n" in parts[1] else ""
+    header_text, body = _split_front_matter(text, path)
     try:
         header = yaml.safe_load(header_text) or {}
     except yaml.YAMLError as e:
-        raise CriteriaError(f"{path}: the YAML header does not parse: {e}") from e
+        raise CriteriaError(f"{path}: {_yaml_problem(e)}") from e
     if not isinstance(header, dict):
         raise CriteriaError(f"{path}: the YAML header must be a mapping of fields")
     if "format" in header or "path" in header:
@@ -96,7 +131,9 @@ def parse_criterion(text: str, path: str = "<string>") -> Criterion:
         for err in e.errors():
             field = ".".join(str(p) for p in err["loc"]) or "(header)"
             hint = _FIX_HINTS.get(err["type"], "")
-            msgs.append(f"{path}: field '{field}': {err['msg']}" + (f" (fix: {hint})" if hint else ""))
+            msgs.append(
+                f"{path}: field '{field}': {err['msg']}" + (f" (fix: {hint})" if hint else "")
+            )
         raise CriteriaError("\n".join(msgs)) from e
     stem = Path(path).stem
     if path != "<string>" and stem != crit.name:
@@ -104,9 +141,73 @@ def parse_criterion(text: str, path: str = "<string>") -> Criterion:
             f"{path}: field 'name': is '{crit.name}' but the file is named '{stem}.md' "
             f"(fix: rename the file or the field so they match)"
         )
-    if not crit.rewrite and not (crit.note or "why" in crit.format.lower()):
-        pass  # a reason is recommended, not required: the built-in pack gives one in `note`
+    if crit.rewrite and not crit.format:
+        raise CriteriaError(
+            f"{path}: field 'format': `rewrite: yes` needs the format to follow "
+            f"(fix: write it as Markdown below the closing '---', or set `rewrite: no`)"
+        )
     return crit
+
+
+def criterion_warnings(crit: Criterion) -> list[str]:
+    """Advice that does not make a file invalid: shown by `realign criteria validate`."""
+    where = crit.path or crit.name
+    out: list[str] = []
+    if not crit.rewrite and not crit.note.strip():
+        out.append(f"{where}: field 'note': `rewrite: no` without a reason (fix: say why in note)")
+    if (
+        "TODO" in crit.description
+        or any("TODO" in e for e in crit.examples)
+        or "TODO" in crit.format
+    ):
+        out.append(
+            f"{where}: still has TODO placeholders from `realign criteria new` (fix: edit them)"
+        )
+    seen: set[str] = set()
+    for ex in crit.examples:
+        key = " ".join(ex.lower().split())
+        if key in seen:
+            out.append(f"{where}: field 'examples': duplicate example {ex[:60]!r} (fix: remove it)")
+        seen.add(key)
+    return out
+
+
+def dump_criterion(crit: Criterion) -> str:
+    """The file text for a criterion (the inverse of `parse_criterion`)."""
+    header = crit.model_dump(exclude={"format", "path"})
+    if not header["note"]:
+        del header["note"]
+    text = yaml.dump(header, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=10_000)
+    return f"---\n{text}---\n{crit.format.strip()}\n"
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Writes multi-line strings as `|` blocks so examples with inputs stay readable."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+def _bool_representer(dumper: yaml.SafeDumper, data: bool) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:bool", "yes" if data else "no")
+
+
+_BlockDumper.add_representer(str, _str_representer)
+_BlockDumper.add_representer(bool, _bool_representer)
+
+TEMPLATE_FILE = "_template.md"  # in the built-in criteria root, used by `realign criteria new`
+
+
+def new_criterion_text(name: str) -> str:
+    """A valid starter file for a new task type, from the template in the criteria root."""
+    if not _NAME_RE.fullmatch(name):
+        raise CriteriaError(
+            f"'{name}' is not a valid name (fix: use lower_snake_case, e.g. my_task)"
+        )
+    template = (builtin_criteria_root() / TEMPLATE_FILE).read_text(encoding="utf-8")
+    return template.replace("{{ name }}", name)
 
 
 def builtin_criteria_root() -> Path:
@@ -133,10 +234,15 @@ class CriteriaPack(BaseModel):
 
     @property
     def content_hash(self) -> str:
-        h = hashlib.sha256()
-        for n in self.names():
-            h.update(f"{n}:{self.criteria[n].content_hash}\n".encode())
-        return h.hexdigest()[:16]
+        return content_hash_of(self.criteria)
+
+
+def content_hash_of(criteria: dict[str, Criterion]) -> str:
+    """Hash of a set of criteria (independent of where the files live)."""
+    h = hashlib.sha256()
+    for n in sorted(criteria):
+        h.update(f"{n}:{criteria[n].content_hash}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def load_dir(folder: Path) -> dict[str, Criterion]:
@@ -149,7 +255,7 @@ def load_dir(folder: Path) -> dict[str, Criterion]:
         if p.name.lower() == "readme.md":
             continue
         try:
-            c = parse_criterion(p.read_text(encoding="utf-8"), str(p))
+            c = parse_criterion(p.read_text(encoding="utf-8-sig"), str(p))
         except CriteriaError as e:
             errors.append(str(e))
             continue
@@ -162,20 +268,31 @@ def load_dir(folder: Path) -> dict[str, Criterion]:
     return out
 
 
+def builtin_pack_names() -> list[str]:
+    return sorted(d.name for d in builtin_criteria_root().iterdir() if d.is_dir())
+
+
+def pack_folder(pack: str | Path) -> Path:
+    """The folder of a pack: an existing folder path, else the built-in pack of that name."""
+    p = Path(pack)
+    if p.is_dir():
+        return p
+    root = builtin_criteria_root() / str(pack)
+    if not root.is_dir():
+        raise CriteriaError(
+            f"no built-in criteria pack named '{pack}' and no such folder "
+            f"(available: {', '.join(builtin_pack_names())})"
+        )
+    return root
+
+
 def load_pack(pack: str = DEFAULT_PACK, user_dir: Path | str | None = None) -> CriteriaPack:
     """The built-in pack `pack`, overridden/extended by name with the files of `user_dir`.
 
     `pack` may also be a folder path, in which case it is the whole pack.
     """
-    p = Path(pack)
-    if p.is_dir():
-        crits, name = load_dir(p), p.name
-    else:
-        root = builtin_criteria_root() / pack
-        if not root.is_dir():
-            avail = ", ".join(sorted(d.name for d in builtin_criteria_root().iterdir() if d.is_dir()))
-            raise CriteriaError(f"no built-in criteria pack named '{pack}' (available: {avail})")
-        crits, name = load_dir(root), pack
+    folder = pack_folder(pack)
+    crits, name = load_dir(folder), (folder.name if Path(pack).is_dir() else pack)
     if user_dir is not None:
         crits = {**crits, **load_dir(Path(user_dir))}
     if not crits:

@@ -1,27 +1,67 @@
 """The one async engine every LLM and search call goes through.
 
 Stages call `Engine.structured(request, Schema)` (LLM, validated pydantic output, re-asked with
-the validation error a bounded number of times) or `Engine.call(kind, key, fn)` (anything else,
-e.g. a search request, cached under `key`). The engine owns concurrency, caching, retries and
-accounting, so stages stay pure functions of their inputs plus these calls.
+the validation error a bounded number of times), `Engine.chat(request)` (raw texts) or
+`Engine.call(kind, key, fn)` (anything else, e.g. a search request, cached under `key`). The
+engine owns everything between a stage and the provider, so stages stay pure functions of their
+inputs plus these calls. For each LLM request, in order:
 
-NOTE: this is the minimal version the stages are written against; the scale issue grows it
-(rate limits, AIMD on 429, circuit breaker, cost cap) without changing these signatures.
+1. cache: an answer stored under `request.cache_key(backend_id)` is returned, never re-paid;
+   identical requests in flight at the same time are sent once (single flight);
+2. stop conditions: an open circuit breaker raises `CircuitOpen`; a request whose estimated
+   cost would take the spend past `max_cost` raises `BudgetExceeded` (both: clean, resumable);
+3. concurrency: at most `concurrency` requests in flight (default 32, sized for hosted APIs:
+   at 2–5 s per request that is 400–900 requests/min, about an OpenAI tier-1 key's limit),
+   cut in half on a 429 and grown back by one per window of successes (AIMD);
+4. pacing: requests/min and tokens/min (estimated with tiktoken: prompt + `max_tokens` or the
+   stage's output estimate) from `rpm`/`tpm`, replaced by the provider's `x-ratelimit-*`
+   headers when it sends them; a 429's `retry-after` pauses every sender;
+5. the call, under a per-request timeout; 429s, 5xx, timeouts and connection errors are
+   retried with exponential backoff and full jitter (`BackendError.retryable`);
+6. accounting: tokens, dollars (`realign.pricing`), 429s, retries, cache hits → `stats`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import logging
+import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from realign import tokens
 from realign.llm.base import Backend, BackendError, ChatRequest, ChatResponse, Message
+from realign.pricing import Price, PriceTable, load_prices
+from realign.ratelimit import (
+    AdaptiveLimit,
+    CircuitBreaker,
+    CircuitOpen,
+    Pacer,
+    retry_after_seconds,
+)
+
+__all__ = [
+    "BudgetExceeded",
+    "CircuitOpen",
+    "Engine",
+    "EngineStats",
+    "RequestFailed",
+    "StructuredOutputError",
+]
 
 T = TypeVar("T", bound=BaseModel)
+log = logging.getLogger("realign.engine")
+
+DEFAULT_CONCURRENCY = 32
+# Output tokens assumed per request when `max_tokens` is not set (rate limiting and budget).
+DEFAULT_OUTPUT_ESTIMATE = {"classify": 64, "judge": 256, "query": 64, "rewrite": 1024}
+_FALLBACK_OUTPUT_ESTIMATE = 512
 
 
 class StructuredOutputError(RuntimeError):
@@ -32,18 +72,47 @@ class StructuredOutputError(RuntimeError):
         self.raw_output = raw_output
 
 
+class BudgetExceeded(RuntimeError):
+    """Sending the next request could pass `max_cost`: stop cleanly (the run is resumable)."""
+
+
+class RequestFailed(BackendError):
+    """A request that failed for good (not retryable, or out of retries); says which and why."""
+
+
 @dataclass
 class EngineStats:
-    requests: int = 0
+    requests: int = 0  # HTTP requests sent (retries included)
+    completed: int = 0  # LLM requests answered by the backend
     cache_hits: int = 0
+    coalesced: int = 0  # identical requests that waited for one in flight instead of sending
     retries: int = 0
-    rate_limited: int = 0
-    errors: int = 0
+    rate_limited: int = 0  # 429s received
+    timeouts: int = 0
+    errors: int = 0  # requests that failed for good
     reasks: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
     by_stage: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    in_flight: int = 0
+    concurrency_limit: float = 0.0
+
+    @property
+    def elapsed_s(self) -> float:
+        return max(time.monotonic() - self.started, 1e-9)
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.elapsed_s
+
+    def summary(self) -> str:
+        """One line for the progress bar."""
+        return (
+            f"${self.cost_usd:,.4f} · {self.requests_per_s:,.1f} req/s · "
+            f"{self.rate_limited} 429s · {self.retries} retries · {self.cache_hits} cached"
+        )
 
 
 class Engine:
@@ -51,19 +120,53 @@ class Engine:
         self,
         backend: Backend,
         *,
-        concurrency: int = 8,
+        concurrency: int = DEFAULT_CONCURRENCY,
         max_retries: int = 4,
         reask: int = 2,
-        cache: Any | None = None,  # realign.cache.Cache
+        cache: Any | None = None,  # realign.cache.Cache (anything with get/set)
+        rpm: float | None = None,
+        tpm: float | None = None,
+        request_timeout: float = 120.0,
+        max_cost: float | None = None,
+        prices: PriceTable | None = None,
+        batch_pricing: bool = False,
+        output_estimate: dict[str, int] | None = None,
+        max_rate_limit_retries: int = 50,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        breaker_window: int = 50,
+        breaker_threshold: float = 0.5,
     ) -> None:
         self.backend = backend
         self.cache = cache
         self.max_retries = max_retries
         self.reask = reask
-        self._sem = asyncio.Semaphore(concurrency)
-        self.stats = EngineStats()
+        self.request_timeout = request_timeout
+        self.max_cost = max_cost
+        self.batch_pricing = batch_pricing
+        self.output_estimate = {**DEFAULT_OUTPUT_ESTIMATE, **(output_estimate or {})}
+        self.max_rate_limit_retries = max_rate_limit_retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.limit = AdaptiveLimit(concurrency)
+        self.pacer = Pacer(rpm=rpm, tpm=tpm)
+        self.breaker = CircuitBreaker(window=breaker_window, threshold=breaker_threshold)
+        self.price: Price | None = (prices or load_prices()).lookup(backend.model)
+        if max_cost is not None and self.price is None:
+            raise ValueError(
+                f"--max-cost needs a price for model {backend.model!r}: add it to "
+                "$REALIGN_HOME/prices.yaml or pass --prices FILE"
+            )
+        self.stats = EngineStats(concurrency_limit=self.limit.limit)
+        self._reserved_usd = 0.0  # estimated cost of requests in flight
+        self._budget_hit: str | None = None
+        self._stage_cost: dict[str, tuple[int, float]] = {}  # stage -> (answers, dollars)
+        self._pending: dict[str, asyncio.Future[ChatResponse]] = {}
+
+    # ------------------------------------------------------------------ LLM calls
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
+        self.breaker.check()
         key = request.cache_key(self.backend.backend_id)
         if self.cache is not None:
             hit = self.cache.get(key)
@@ -72,33 +175,152 @@ class Engine:
                 resp = ChatResponse.model_validate_json(hit)
                 resp.cached = True
                 return resp
-        attempt = 0
+        pending = self._pending.get(key)
+        if pending is not None:
+            self.stats.coalesced += 1
+            return (await asyncio.shield(pending)).model_copy()
+        fut: asyncio.Future[ChatResponse] = asyncio.get_running_loop().create_future()
+        self._pending[key] = fut
+        try:
+            resp = await self._send(request)
+        except BaseException as e:
+            if isinstance(e, Exception):
+                fut.set_exception(e)
+                fut.exception()  # mark retrieved: nobody may be waiting
+            else:
+                fut.cancel()
+            raise
+        else:
+            fut.set_result(resp)
+        finally:
+            del self._pending[key]
+        if self.cache is not None:
+            stored = resp.model_copy(update={"headers": {}})  # rate-limit headers are not answers
+            self.cache.set(key, stored.model_dump_json(), stage=request.stage)
+        return resp
+
+    async def _send(self, request: ChatRequest) -> ChatResponse:
+        """One logical request: pacing, retries, accounting. Raises RequestFailed when done trying."""
+        attempt = 0  # failures other than 429
+        throttled = 0  # 429s
         while True:
+            self.breaker.check()
+            est_in, est_out = self._estimate_tokens(request)
+            ticket = await self.limit.acquire()
+            est_usd = 0.0
+            self.stats.in_flight += 1
             try:
-                async with self._sem:
-                    self.stats.requests += 1
-                    self.stats.by_stage[request.stage] = self.stats.by_stage.get(request.stage, 0) + 1
-                    resp = await self.backend.chat(request)
-                break
-            except BackendError as e:
-                if e.status == 429:
+                # Checked again once we hold a slot: the state may have changed while we waited,
+                # and only requests about to be sent reserve budget.
+                self.breaker.check()
+                est_usd = self._reserve_budget(request, est_in, est_out)
+                await self.pacer.acquire(est_in + est_out)
+                self.stats.requests += 1
+                self.stats.by_stage[request.stage] = self.stats.by_stage.get(request.stage, 0) + 1
+                resp = await asyncio.wait_for(self.backend.chat(request), self.request_timeout)
+            except (BackendError, TimeoutError, OSError) as exc:
+                err = _as_backend_error(exc, self.request_timeout)
+                if err.status == 429:
                     self.stats.rate_limited += 1
-                if not e.retryable or attempt >= self.max_retries:
-                    self.stats.errors += 1
-                    raise
+                    self.limit.on_overload(ticket)
+                    self.pacer.observe(err.headers, throttled=True)
+                if isinstance(exc, TimeoutError):
+                    self.stats.timeouts += 1
+                failure = err
+            else:
+                failure = None
+            finally:
+                self.limit.release(ticket)
+                self.stats.in_flight -= 1
+                self._reserved_usd -= est_usd
+                self.stats.concurrency_limit = self.limit.limit
+
+            if failure is None:
+                self.limit.on_success()
+                self.breaker.record(False)
+                self.pacer.observe(resp.headers)
+                used = resp.usage.prompt_tokens + resp.usage.completion_tokens
+                self.pacer.refund(est_in + est_out, used or est_in + est_out)
+                self._account(request, resp)
+                return resp
+
+            # A 429 is the provider pacing us, not a failure of the endpoint.
+            is_429 = failure.status == 429
+            if not is_429:
+                self.breaker.record(True, _describe(failure))
+            if is_429:
+                throttled += 1
+                out_of_tries = throttled > self.max_rate_limit_retries
+            else:
                 attempt += 1
-                self.stats.retries += 1
-                await asyncio.sleep(e.retry_after if e.retry_after is not None else 0.5 * 2**attempt)
+                out_of_tries = attempt > self.max_retries
+            if not failure.retryable or out_of_tries:
+                self.stats.errors += 1
+                tries = attempt + throttled
+                raise RequestFailed(
+                    f"{request.stage} request{_for_record(request)} failed after {tries} "
+                    f"attempt{'s' if tries != 1 else ''}: {_describe(failure)}",
+                    status=failure.status,
+                    retryable=False,
+                    headers=failure.headers,
+                ) from failure
+            self.stats.retries += 1
+            wait = failure.retry_after or retry_after_seconds(failure.headers)
+            if wait is None:
+                # Full jitter: spreads the retries of many failed requests over the window.
+                wait = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
+            if is_429:
+                self.pacer.pause(wait)  # everyone backs off, not only this request
+            log.debug("retrying %s%s in %.2fs: %s", request.stage, _for_record(request), wait, _describe(failure))
+            await asyncio.sleep(wait)
+
+    def _estimate_tokens(self, request: ChatRequest) -> tuple[int, int]:
+        """(prompt, output) tokens before sending; 0s when neither pacing nor budget need them."""
+        if not self.pacer.counts_tokens and self.max_cost is None:
+            return 0, 0
+        prompt = sum(tokens.count(m.content) + 4 for m in request.messages) + 3
+        if request.json_schema is not None:
+            prompt += tokens.count(json.dumps(request.json_schema))
+        out = request.max_tokens or self.output_estimate.get(request.stage, _FALLBACK_OUTPUT_ESTIMATE)
+        return prompt, out * request.n
+
+    def _reserve_budget(self, request: ChatRequest, est_in: int, est_out: int) -> float:
+        if self.max_cost is None or self.price is None:
+            return 0.0
+        if self._budget_hit is not None:
+            raise BudgetExceeded(self._budget_hit)
+        est = self.price.cost(est_in, est_out, batch=self.batch_pricing)
+        # Token estimates miss when max_tokens is unset: never assume less than this stage's
+        # average so far.
+        done, spent = self._stage_cost.get(request.stage, (0, 0.0))
+        if done:
+            est = max(est, spent / done)
+        if self.stats.cost_usd + self._reserved_usd + est > self.max_cost:
+            self._budget_hit = (
+                f"--max-cost ${self.max_cost:,.2f} reached: spent ${self.stats.cost_usd:,.4f}, "
+                f"${self._reserved_usd:,.4f} in flight, next {request.stage} request "
+                f"~${est:,.4f}; rerun with a higher --max-cost to continue"
+            )
+            raise BudgetExceeded(self._budget_hit)
+        self._reserved_usd += est
+        return est
+
+    def _account(self, request: ChatRequest, resp: ChatResponse) -> None:
+        self.stats.completed += 1
         self.stats.prompt_tokens += resp.usage.prompt_tokens
         self.stats.completion_tokens += resp.usage.completion_tokens
-        if self.cache is not None:
-            self.cache.set(key, resp.model_dump_json())
-        return resp
+        if self.price is not None:
+            usd = self.price.cost(
+                resp.usage.prompt_tokens, resp.usage.completion_tokens, batch=self.batch_pricing
+            )
+            self.stats.cost_usd += usd
+            done, spent = self._stage_cost.get(request.stage, (0, 0.0))
+            self._stage_cost[request.stage] = (done + 1, spent + usd)
 
     async def structured(self, request: ChatRequest, schema: type[T]) -> list[T]:
         """`request.n` validated outputs; invalid ones are re-asked with the validation error."""
         request = request.model_copy(
-            update={"json_schema": schema.model_json_schema(), "schema_name": schema.__name__}
+            update={"json_schema": _json_schema(schema), "schema_name": schema.__name__}
         )
         out: list[T] = []
         last_raw = ""
@@ -116,28 +338,58 @@ class Engine:
                 return out
             self.stats.reasks += 1
         raise StructuredOutputError(
-            f"{request.stage}: output did not match {schema.__name__} after "
-            f"{self.reask + 1} attempts: {last_err}",
+            f"{request.stage}{_for_record(request)}: output did not match {schema.__name__} "
+            f"after {self.reask + 1} attempts: {last_err}",
             raw_output=last_raw,
         )
 
+    # ------------------------------------------------------------------ other calls
+
     async def call(self, kind: str, key: str, fn: Callable[[], Awaitable[str]]) -> str:
         """A non-LLM call (e.g. a search) cached under `key` and bounded by the engine."""
+        self.breaker.check()
         full_key = f"{kind}:{key}"
         if self.cache is not None:
             hit = self.cache.get(full_key)
             if hit is not None:
                 self.stats.cache_hits += 1
                 return hit
-        async with self._sem:
+        ticket = await self.limit.acquire()
+        try:
             self.stats.by_stage[kind] = self.stats.by_stage.get(kind, 0) + 1
             out = await fn()
+        finally:
+            self.limit.release(ticket)
         if self.cache is not None:
-            self.cache.set(full_key, out)
+            self.cache.set(full_key, out, stage=kind)
         return out
 
     async def aclose(self) -> None:
         await self.backend.aclose()
+
+
+@functools.cache
+def _json_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    # Generating a schema costs ~0.5 ms; at hundreds of requests/s that is a core's worth.
+    # Shared, so never mutated by anyone downstream.
+    return schema.model_json_schema()
+
+
+def _as_backend_error(exc: BaseException, timeout: float) -> BackendError:
+    if isinstance(exc, BackendError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return BackendError(f"no answer within {timeout:g}s (request timeout)", retryable=True)
+    return BackendError(f"connection error: {exc}", retryable=True)
+
+
+def _describe(err: BackendError) -> str:
+    status = f"HTTP {err.status}: " if err.status else ""
+    return f"{status}{err}"
+
+
+def _for_record(request: ChatRequest) -> str:
+    return f" for record {request.record_id}" if request.record_id else ""
 
 
 def _short_error(e: Exception) -> str:

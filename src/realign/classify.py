@@ -1,0 +1,147 @@
+"""Stage 1: give each unit (assistant turn) a task type from the active criteria pack.
+
+Order of sources: the input's own label (ReAlign's `category`) unless `reclassify`; then the
+offline embedding classifier when chosen and confident enough; then the LLM classifier;
+finally `default`. Every choice records where it came from and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, Field, create_model
+
+from realign import prompts, tokens
+from realign.criteria import CriteriaPack
+from realign.engine import Engine
+from realign.llm.base import ChatRequest
+from realign.records import Record, UnitMeta
+
+DEFAULT_TYPE = "default"
+CONTEXT_TOKENS = 600  # earlier turns shown to the classifier, newest kept
+INSTRUCTION_TOKENS = 1500
+
+Source = Literal["input", "llm", "embedding", "default"]
+
+
+@dataclass(frozen=True)
+class TaskChoice:
+    task_type: str
+    source: Source
+    reason: str
+    confidence: float | None = None
+
+
+class EmbeddingPredictor(Protocol):
+    """What the offline classifier offers (see `realign.embedding_classifier`)."""
+
+    def predict(self, instructions: Sequence[str]) -> Sequence[object]: ...
+
+
+def classification_schema(pack: CriteriaPack) -> type[BaseModel]:
+    """Output model whose JSON schema lists the pack's names (so constrained decoding can only
+    emit a known name) but which validates any string, so an unknown answer is not re-asked
+    forever: it becomes `default` with the reason recorded."""
+    return create_model(
+        "TaskClassification",
+        reason=(str, Field(description="One short sentence.", max_length=400)),
+        task_type=(str, Field(json_schema_extra={"enum": pack.names()})),
+    )
+
+
+def context_text(record: Record, turn: int, budget: int = CONTEXT_TOKENS) -> str:
+    """The turns before the unit's instruction, newest last, cut to `budget` tokens."""
+    user_turn = max((i for i in range(turn) if record.turns[i].role == "user"), default=-1)
+    lines = [f"{t.role}: {t.content}" for t in record.turns[: max(user_turn, 0)]]
+    text = "\n".join(lines)
+    if tokens.count(text) <= budget:
+        return text
+    enc = tokens.encoding()
+    ids = enc.encode(text, disallowed_special=())
+    return "…" + enc.decode(ids[-budget:])
+
+
+def input_label(record: Record, turn: int) -> str | None:
+    """The task type the input itself gives for this unit (ReAlign's `category`)."""
+    for i in range(turn - 1, -1, -1):
+        if record.turns[i].role == "user":
+            cat = record.turns[i].extra.get("category")
+            if isinstance(cat, str) and cat.strip():
+                return cat.strip()
+            break
+    for key in ("category", "task_type"):
+        val = record.raw.get(key)
+        if isinstance(val, str) and val.strip():
+            return val.strip()
+    return None
+
+
+def resolve_name(name: str, pack: CriteriaPack, why: str) -> TaskChoice | None:
+    """Map an answer onto the pack; None when it is not in it."""
+    clean = name.strip().strip("`'\"").lower().replace(" ", "_").replace("-", "_")
+    return TaskChoice(clean, "llm", why) if clean in pack else None
+
+
+def fallback(pack: CriteriaPack, reason: str) -> TaskChoice:
+    return TaskChoice(DEFAULT_TYPE, "default", reason)
+
+
+async def classify_llm(engine: Engine, pack: CriteriaPack, record: Record, turn: int) -> TaskChoice:
+    schema = classification_schema(pack)
+    messages = prompts.render(
+        "classify",
+        criteria=[pack[n] for n in pack.names()],
+        context=context_text(record, turn),
+        instruction=tokens.truncate(record.instruction_for(turn), INSTRUCTION_TOKENS),
+    )
+    request = ChatRequest(stage="classify", messages=messages, max_tokens=200, record_id=record.id)
+    (answer,) = await engine.structured(request, schema)
+    data = answer.model_dump()
+    choice = resolve_name(data["task_type"], pack, data["reason"])
+    if choice is None:
+        return fallback(pack, f"classifier answered unknown type {data['task_type']!r}: used default")
+    return choice
+
+
+def apply_choice(unit: UnitMeta, choice: TaskChoice) -> None:
+    unit.task_type = choice.task_type
+    unit.task_source = choice.source
+    unit.task_reason = choice.reason
+    unit.task_confidence = choice.confidence
+
+
+async def classify_unit(
+    engine: Engine | None,
+    pack: CriteriaPack,
+    record: Record,
+    unit: UnitMeta,
+    *,
+    reclassify: bool = False,
+    embedding: EmbeddingPredictor | None = None,
+    min_confidence: float = 0.0,
+) -> None:
+    """Set `unit.task_type` and its provenance. Never raises for an unknown name."""
+    label = input_label(record, unit.turn)
+    note = ""
+    if label is not None and not reclassify:
+        if label in pack:
+            apply_choice(unit, TaskChoice(label, "input", "task type given in the input"))
+            return
+        note = f"input task type {label!r} is not in criteria pack '{pack.name}'; "
+    if embedding is not None:
+        (pred,) = embedding.predict([record.instruction_for(unit.turn)])
+        name, conf = pred.task_type, float(pred.confidence)  # type: ignore[attr-defined]
+        if conf >= min_confidence and name in pack:
+            apply_choice(unit, TaskChoice(name, "embedding", note + "embedding classifier", conf))
+            return
+        note += f"embedding classifier unsure ({name}, confidence {conf:.2f} < {min_confidence}); "
+        if engine is None:
+            apply_choice(unit, fallback(pack, note + "no LLM classifier configured: used default"))
+            return
+    if engine is None:
+        apply_choice(unit, fallback(pack, note + "no classifier available: used default"))
+        return
+    choice = await classify_llm(engine, pack, record, unit.turn)
+    apply_choice(unit, TaskChoice(choice.task_type, choice.source, note + choice.reason))

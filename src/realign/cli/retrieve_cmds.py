@@ -1,0 +1,290 @@
+"""`realign retrieve`: add search evidence to a dataset, without rewriting anything."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from realign.cli import common
+from realign.search.registry import SPEC_HELP, default_retrieval_spec
+
+if TYPE_CHECKING:
+    from realign.criteria import CriteriaPack
+    from realign.records import Record
+    from realign.retrieve import Retriever
+
+__all__ = ["default_retrieval_spec", "register"]
+
+WINDOW = 64  # records in flight at once; output stays in input order, memory stays flat
+SHOWN_ERRORS = 20
+
+HELP = f"""Add search evidence to each record, for the task types whose criterion says
+`retrieval: yes` (in the built-in pack: open_qa, how_to_generation, fact_verification,
+recommendations, explain_answer). Nothing is rewritten: the query, the cleaned snippets with their sources and a
+note explaining any missing evidence go into each record's `realign` key, where `realign run`
+and `realign stats` find them.
+
+**Providers** (`--retrieval`): {SPEC_HELP}.
+`google` uses GOOGLE_API_KEY and GOOGLE_CSE_ID, `serper` uses SERPER_API_KEY, `local:PATH`
+searches your own documents offline (a JSONL file of `{{"id", "text", "title"?, "url"?}}` or a
+folder of .txt/.md files; its BM25 index is saved beside it and rebuilt when it changes).
+Every answer is cached in the realign store, so a rerun never pays twice.
+
+**Task types** come from a previous `realign classify`/`run`, or from the input's ReAlign
+`category`. Records with neither get no evidence unless `--all-types` is given.
+
+Example (offline):
+
+    realign retrieve examples/realign_items.json -o ev.json --retrieval local:examples/corpus/docs.jsonl
+
+Example (Google through a proxy or a test server answering `URL/customsearch/v1`):
+
+    realign retrieve data.json -o ev.json --retrieval google --search-endpoint http://127.0.0.1:8080/
+"""
+
+
+class _NoLLM:
+    """The engine needs a backend; `realign retrieve` makes search calls only."""
+
+    name = "none"
+    model = ""
+    backend_id = "none"
+    supports_n = False
+
+    async def chat(self, request: Any) -> Any:
+        from realign.llm.base import BackendError
+
+        raise BackendError("realign retrieve makes no LLM calls")
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class Summary:
+    records: int = 0
+    failed: int = 0
+    units: int = 0
+    with_evidence: int = 0
+    no_task_type_records: int = 0
+    by_type: Counter[str] = field(default_factory=Counter)  # units with evidence per task type
+    notes: Counter[str] = field(default_factory=Counter)  # why units got no evidence
+
+    def add(self, record: Record) -> None:
+        self.records += 1
+        if any(u.task_type is None for u in record.meta.units):
+            self.no_task_type_records += 1
+        for u in record.meta.units:
+            self.units += 1
+            if u.evidence:
+                self.with_evidence += 1
+                self.by_type[u.task_type or "(no type)"] += 1
+            elif u.evidence_note:
+                # group "no usable evidence (5 results: …)" variants under one line
+                self.notes[u.evidence_note.split(" (")[0]] += 1
+
+
+def _say(text: str, *, err: bool = True, fg: str | None = None) -> None:
+    typer.secho(text, err=err, fg=fg)
+
+
+async def _process(
+    args: dict[str, Any], pack: CriteriaPack, retriever: Retriever, summary: Summary
+) -> None:
+    from realign.datafiles import (
+        JsonlAppender,
+        ReadError,
+        RecordWriteError,
+        RecordWriter,
+        read_records,
+    )
+    from realign.records import Failure
+    from realign.retrieve import attach_evidence
+
+    output: Path = args["output"]
+    failures_path = output.with_name(f"{output.stem}.failures.jsonl")
+    reader = read_records(args["input"], args["input_format"])
+    shown = 0
+
+    def fail(failures: JsonlAppender, item: Failure) -> None:
+        nonlocal shown
+        summary.failed += 1
+        failures.write(item.model_dump(mode="json"))
+        if shown < SHOWN_ERRORS:
+            _say(f"error: {item.error}", fg="red")
+            shown += 1
+
+    with RecordWriter(output) as writer, JsonlAppender(failures_path) as failures:
+        window: list[Record] = []
+
+        async def flush() -> None:
+            await asyncio.gather(
+                *(
+                    attach_evidence(
+                        r,
+                        pack,
+                        retriever,
+                        args["k"],
+                        args["max_evidence_tokens"],
+                        all_types=args["all_types"],
+                    )
+                    for r in window
+                )
+            )
+            for r in window:
+                try:
+                    writer.write(r)
+                except RecordWriteError as e:
+                    fail(
+                        failures, Failure(id=r.id, index=r.index, stage="write", error=str(e.error))
+                    )
+                    continue
+                summary.add(r)
+            window.clear()
+
+        for n, item in enumerate(reader):
+            if args["limit"] is not None and n >= args["limit"]:
+                break
+            if isinstance(item, ReadError):
+                fail(
+                    failures,
+                    Failure(
+                        id=str(item.id if item.id is not None else item.index),
+                        index=item.index or 0,
+                        stage="load",
+                        error=str(item),
+                        record=item.record or {},
+                    ),
+                )
+                continue
+            window.append(item)
+            if len(window) >= WINDOW:
+                await flush()
+        await flush()
+        for rej in writer.take_rejected():
+            fail(
+                failures,
+                Failure(id=str(rej.id), index=rej.index or 0, stage="write", error=str(rej)),
+            )
+    if summary.failed:
+        _say(f"{summary.failed} record(s) failed: see {failures_path}", fg="red")
+
+
+def retrieve_command(
+    input: Path = common.INPUT,
+    output: Path = common.OUTPUT,
+    retrieval: str | None = common.RETRIEVAL,
+    search_endpoint: str | None = common.SEARCH_ENDPOINT,
+    k: int = typer.Option(
+        5, "--k", min=1, max=10, help="Results asked per query (Google: 10 at most)."
+    ),
+    max_evidence_tokens: int = typer.Option(
+        600, min=50, help="Cap on the cleaned evidence per unit (cl100k tokens)."
+    ),
+    all_types: bool = typer.Option(
+        False, help="Retrieve for every unit, whatever its task type (or lack of one)."
+    ),
+    pack: str = common.PACK,
+    criteria: Path | None = common.CRITERIA,
+    google_api_key: str | None = typer.Option(
+        None,
+        help="Google API key (default: $GOOGLE_API_KEY; prefer the variable: flags show in `ps`).",
+    ),
+    google_cse_id: str | None = typer.Option(
+        None, help="Programmable Search Engine id, `cx` (default: $GOOGLE_CSE_ID)."
+    ),
+    input_format: str | None = common.INPUT_FORMAT,
+    limit: int | None = typer.Option(None, min=1, help="Only the first N records."),
+    concurrency: int = typer.Option(8, min=1, help="Searches in flight at most."),
+    no_cache: bool = common.NO_CACHE,
+) -> None:
+    from realign.cache import Cache
+    from realign.criteria import CriteriaError, load_pack
+    from realign.engine import Engine
+    from realign.formats import FormatError
+    from realign.retrieve import Retriever
+    from realign.search.base import SearchError
+    from realign.search.registry import make_provider
+
+    if not input.exists() and not str(input).startswith("hf:"):
+        raise common.die(f"{input}: no such file")
+    if input.exists() and output.resolve() == input.resolve():
+        raise common.die("the output must not overwrite the input; choose another -o path")
+    try:
+        criteria_pack = load_pack(pack, criteria)
+    except CriteriaError as e:
+        raise common.die(f"criteria: {e}") from None
+    if retrieval is None:
+        retrieval, message = default_retrieval_spec(os.environ)
+        _say(message)
+    try:
+        provider = make_provider(
+            retrieval,
+            search_endpoint,
+            google_api_key=google_api_key,
+            google_cse_id=google_cse_id,
+        )
+    except SearchError as e:
+        raise common.die(f"--retrieval {retrieval}: {e}") from None
+    cache = None if no_cache else Cache()
+    engine = Engine(_NoLLM(), concurrency=concurrency, cache=cache)  # type: ignore[arg-type]
+    retriever = Retriever(
+        provider,
+        engine,
+        k=k,
+        max_tokens=max_evidence_tokens,
+        on_message=lambda m: _say(m, fg="yellow"),
+    )
+    summary = Summary()
+    args = {
+        "input": input,
+        "output": output,
+        "input_format": input_format,
+        "k": k,
+        "max_evidence_tokens": max_evidence_tokens,
+        "all_types": all_types,
+        "limit": limit,
+    }
+    try:
+        asyncio.run(_process(args, criteria_pack, retriever, summary))
+    except FormatError as e:
+        raise common.die(str(e)) from None
+    finally:
+        if cache is not None:
+            cache.close()
+
+    st = retriever.stats
+    _say(
+        f"records {summary.records} · units {summary.units} · with evidence {summary.with_evidence}"
+        + (
+            f" ({', '.join(f'{t} {n}' for t, n in summary.by_type.most_common())})"
+            if summary.by_type
+            else ""
+        )
+    )
+    _say(
+        f"searches {st.searches} ({engine.stats.cache_hits} from cache) · provider errors {st.errors}"
+        + (f" · skipped after disable {st.skipped_disabled}" if st.skipped_disabled else "")
+    )
+    for msg, n in st.error_messages.most_common(3):
+        _say(f"  {n}× {msg}")
+    for note, n in summary.notes.most_common():
+        _say(f"  no evidence for {n} unit(s): {note}")
+    if summary.no_task_type_records and not all_types:
+        _say(
+            f"{summary.no_task_type_records} records have no task type: run `realign classify` "
+            "first or pass --all-types"
+        )
+    _say(f"wrote {output}")
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("retrieve", help=HELP, no_args_is_help=True)(retrieve_command)

@@ -1,0 +1,231 @@
+"""What `realign run` / `realign classify` do, kept out of the option declarations."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from realign.cli.common import die, split_csv
+from realign.criteria import CriteriaError, CriteriaPack, load_pack
+from realign.records import Failure, Record
+
+err = Console(stderr=True)
+
+
+@dataclass
+class RunArgs:
+    input: Path
+    output: Path
+    model: str | None = None
+    base_url: str | None = None
+    backend: str | None = None
+    criteria: Path | None = None
+    pack: str = "realign"
+    tasks: str | None = None
+    samples: int = 1
+    selection: str = "longest"
+    force: bool = False
+    reclassify: bool = False
+    classifier: str = "llm"
+    min_confidence: float = 0.5
+    retrieval: str | None = None
+    search_endpoint: str | None = None
+    limit: int | None = None
+    concurrency: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_cost: float | None = None
+    dry_run: bool = False
+    no_cache: bool = False
+    input_format: str | None = None
+    output_format: str | None = None
+    fields: str | None = None
+    classify_only: bool = False
+
+
+def read_items(args: RunArgs) -> Iterator[Record | Failure]:
+    """Records from the input; unreadable ones become `load` failures (never dropped)."""
+    from realign.datafiles import read_records
+
+    mapping = args.fields
+    fmt = args.input_format or ("fields" if mapping else None)
+    for item in read_records(args.input, input_format=fmt, fields=mapping):
+        if isinstance(item, Record):
+            yield item
+        elif item.index is None:  # the file as a whole is unreadable (empty, not UTF-8, …)
+            raise die(str(item))
+        else:  # a read error: it names the file, line/record and field
+            yield Failure(
+                id=item.id if item.id is not None else str(item.index),
+                index=item.index if item.index is not None else -1,
+                stage="load",
+                error=str(item),
+                raw_output=item.text,
+                record=item.record or {},
+            )
+
+
+def load_criteria(args: RunArgs) -> CriteriaPack:
+    try:
+        pack = load_pack(args.pack, args.criteria)
+    except CriteriaError as e:
+        raise die(f"criteria: {e}") from e
+    unknown = [t for t in split_csv(args.tasks) if t not in pack]
+    if unknown:
+        raise die(
+            f"--tasks names {', '.join(unknown)}, not in criteria pack '{pack.name}' "
+            f"(see `realign criteria list`)"
+        )
+    return pack
+
+
+def summary_table(summary: Any, stats: Any, seconds: float) -> Table:
+    t = Table(title="realign run", show_header=False, box=None)
+    t.add_row("records read", str(summary.read))
+    t.add_row("records written", str(summary.written))
+    if summary.resumed:
+        t.add_row("  already done (resumed)", str(summary.resumed))
+    for status in ("rewritten", "kept", "skipped"):
+        t.add_row(f"  {status}", str(summary.statuses.get(status, 0)))
+    t.add_row("  failed", str(summary.failed))
+    if summary.filter_rules:
+        rules = ", ".join(f"{k} {v}" for k, v in summary.filter_rules.most_common())
+        t.add_row("filter decisions", rules)
+    if summary.task_types:
+        top = ", ".join(f"{k} {v}" for k, v in summary.task_types.most_common(8))
+        t.add_row("task types", top)
+    if stats is not None:
+        t.add_row("requests", f"{stats.requests} ({stats.cache_hits} from cache)")
+        t.add_row("tokens in/out", f"{stats.prompt_tokens} / {stats.completion_tokens}")
+        if getattr(stats, "cost_usd", 0):
+            t.add_row("cost", f"${stats.cost_usd:.4f}")
+        if stats.retries or stats.rate_limited:
+            t.add_row("retries / 429s", f"{stats.retries} / {stats.rate_limited}")
+    t.add_row("time", f"{seconds:.1f}s")
+    if summary.output:
+        t.add_row("output", str(summary.output))
+    if summary.failures:
+        t.add_row("failures", str(summary.failures))
+    return t
+
+
+def run_command(args: RunArgs) -> int:
+    from realign import pipeline
+    from realign.runtime import build_runtime, estimate_run
+
+    pack = load_criteria(args)
+    if args.output.resolve() == args.input.resolve():
+        raise die("the output must not overwrite the input; choose another -o path")
+    if args.selection not in ("longest", "first"):
+        raise die(f"--selection {args.selection!r}: use longest or first")
+    if args.classifier not in ("llm", "embedding"):
+        raise die(f"--classifier {args.classifier!r}: use llm or embedding")
+    if not args.input.exists() and not str(args.input).startswith("hf:"):
+        raise die(f"{args.input}: no such file")
+
+    options = pipeline.RunOptions(
+        tasks=frozenset(split_csv(args.tasks)) or None,
+        samples=args.samples,
+        force=args.force,
+        reclassify=args.reclassify,
+        selection=args.selection,
+        limit=args.limit,
+        min_confidence=args.min_confidence,
+        classify_only=args.classify_only,
+    )
+    if args.dry_run:
+        estimate_run(args, pack, options, read_items(args), err)
+        return 0
+
+    runtime = build_runtime(args, pack, options, err)
+    stages = runtime.stages
+    fp = pipeline.fingerprint(args.input, stages, {"output_format": args.output_format})
+    state = pipeline.open_state(args.output, fp)
+    if state.restarted_because:
+        err.print(f"[yellow]previous progress discarded: {state.restarted_because}[/]")
+    elif state.resumed:
+        err.print(f"resuming: {state.count()} records already done")
+
+    summary = pipeline.RunSummary()
+    total = runtime.total_records
+    started = time.monotonic()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}" if total else "{task.completed}"),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal and "--progress" not in sys.argv,
+        transient=False,
+    )
+
+    def counts() -> str:
+        s = summary.statuses
+        parts = [f"rw {s.get('rewritten', 0)}", f"kept {s.get('kept', 0)}",
+                 f"skip {s.get('skipped', 0)}", f"fail {summary.failed}"]
+        st = stages.engine.stats if stages.engine else None
+        if st is not None:
+            elapsed = max(time.monotonic() - started, 1e-6)
+            parts.append(f"tok {st.prompt_tokens + st.completion_tokens}")
+            if getattr(st, "cost_usd", 0):
+                parts.append(f"${st.cost_usd:.4f}")
+            parts.append(f"{st.requests / elapsed:.1f} req/s")
+            if st.rate_limited or st.retries:
+                parts.append(f"429s {st.rate_limited} retries {st.retries}")
+        return " · ".join(parts)
+
+    task = progress.add_task("realign" if not args.classify_only else "classify",
+                             total=total, counts=counts())
+
+    def on_done(_: Record | Failure) -> None:
+        progress.update(task, advance=1, counts=counts())
+
+    async def main() -> None:
+        try:
+            await pipeline.run_records(
+                stages, read_items(args), state, summary, window=runtime.window, on_done=on_done
+            )
+        finally:
+            await runtime.aclose()
+
+    stopped = ""
+    with progress:
+        progress.update(task, advance=state.count() if state.resumed else 0)
+        try:
+            asyncio.run(main())
+        except pipeline.RunStopped as e:
+            stopped = str(e)
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+    if stopped:
+        state.close()
+        err.print(f"[yellow]stopped: {stopped}[/]\n{state.count()} records are saved; rerun the "
+                  "same command to resume.")
+        return 3
+
+    written, failed, fails = pipeline.write_outputs(state, args.output, runtime.open_writer)
+    state.close(remove=True)
+    summary.output, summary.failures = args.output, fails
+    summary.written, summary.failed = written, failed
+    err.print(summary_table(summary, stages.engine.stats if stages.engine else None,
+                            time.monotonic() - started))
+    if failed:
+        err.print(f"[red]{failed} record(s) failed[/]: see {fails}; rerun the same command to "
+                  "retry them (answers already paid for come from the cache).")
+        return 1
+    return 0
+
+
+__all__ = ["RunArgs", "run_command", "typer"]

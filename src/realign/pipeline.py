@@ -1,0 +1,354 @@
+"""`realign run`: classify → retrieve → rewrite → filter, streamed, resumable, in input order.
+
+Records are read lazily and processed concurrently inside a bounded window, so memory does
+not grow with the dataset. Each finished record (or failure) is committed to the run state
+(`state.py`); the output and failures files are written from it in input order at the end.
+Every input record ends in exactly one of the two files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from realign import __version__, tokens
+from realign.classify import DEFAULT_TYPE, EmbeddingPredictor, classify_unit
+from realign.criteria import CriteriaPack
+from realign.engine import Engine, StructuredOutputError
+from realign.filter import decide
+from realign.records import Failure, Provenance, Record, Status, UnitMeta
+from realign.rewrite import SELECTION_POLICIES, rewrite_unit
+from realign.state import RunState, state_path
+
+MAX_RESPONSE_TOKENS = 3000  # longer originals are passed through: a rewrite would not fit
+
+
+@dataclass
+class RunOptions:
+    tasks: frozenset[str] | None = None  # only rewrite these task types
+    samples: int = 1
+    force: bool = False
+    reclassify: bool = False
+    selection: str = "longest"
+    limit: int | None = None
+    min_confidence: float = 0.5
+    max_response_tokens: int = MAX_RESPONSE_TOKENS
+    retrieve_k: int = 5
+    max_evidence_tokens: int = 600
+    classify_only: bool = False
+
+    def fingerprint_data(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["tasks"] = sorted(self.tasks) if self.tasks else None
+        return d
+
+
+@dataclass
+class Stages:
+    """Everything a record needs on its way through; built once per run."""
+
+    pack: CriteriaPack
+    engine: Engine | None  # None: no LLM (e.g. classify with embeddings only)
+    options: RunOptions
+    embedding: EmbeddingPredictor | None = None
+    retriever: Any | None = None  # realign.retrieve.Retriever
+    model: str | None = None
+    backend: str | None = None
+
+
+class StageError(RuntimeError):
+    def __init__(self, stage: str, message: str, raw_output: str | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.raw_output = raw_output
+
+
+@dataclass
+class RunSummary:
+    read: int = 0
+    resumed: int = 0
+    written: int = 0
+    failed: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    task_types: Counter[str] = field(default_factory=Counter)
+    filter_rules: Counter[str] = field(default_factory=Counter)
+    stopped: str = ""  # why the run stopped early (resumable), "" when complete
+    output: Path | None = None
+    failures: Path | None = None
+
+
+# ---------------------------------------------------------------- one record
+
+
+def init_units(record: Record) -> None:
+    if not record.meta.units:
+        record.meta.units = [UnitMeta(turn=i) for i in record.assistant_turns()]
+
+
+def _skip(unit: UnitMeta, reason: str) -> None:
+    unit.status, unit.reason = "skipped", reason
+
+
+async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
+    opts, pack = stages.options, stages.pack
+    instruction = record.instruction_for(unit.turn)
+    original = record.turns[unit.turn].content
+
+    try:
+        await classify_unit(
+            stages.engine,
+            pack,
+            record,
+            unit,
+            reclassify=opts.reclassify,
+            embedding=stages.embedding,
+            min_confidence=opts.min_confidence,
+        )
+    except StructuredOutputError as e:
+        raise StageError("classify", str(e), e.raw_output) from e
+    if opts.classify_only:
+        _skip(unit, "classify only")
+        return
+
+    task = unit.task_type or DEFAULT_TYPE
+    if task not in pack:
+        # The classifier may name a type the active pack lacks (e.g. a user pack).
+        unit.task_reason += f"; criteria pack '{pack.name}' has no '{task}': used default"
+        task = unit.task_type = DEFAULT_TYPE
+        if task not in pack:
+            return _skip(unit, f"criteria pack '{pack.name}' has neither '{task}' nor default")
+    crit = pack[task]
+    if opts.tasks is not None and task not in opts.tasks:
+        return _skip(unit, f"task type '{task}' not selected by --tasks")
+    if not instruction.strip():
+        return _skip(unit, "empty instruction")
+    if not original.strip():
+        return _skip(unit, "empty response")
+    if not crit.rewrite and not opts.force:
+        return _skip(unit, f"criterion '{task}' says rewrite: no")
+    n_tokens = tokens.count(original)
+    if n_tokens > opts.max_response_tokens:
+        return _skip(
+            unit, f"response has {n_tokens} tokens, over the {opts.max_response_tokens} limit"
+        )
+    if stages.engine is None:
+        return _skip(unit, "no LLM configured")
+
+    evidence = []
+    if crit.retrieval and stages.retriever is not None:
+        result = await stages.retriever.evidence_for(instruction, k=opts.retrieve_k)
+        unit.query, unit.evidence, unit.evidence_note = result.query, result.evidence, result.note
+        evidence = result.evidence
+    elif crit.retrieval:
+        unit.evidence_note = "retrieval is off (--retrieval none)"
+
+    try:
+        cands = await rewrite_unit(
+            stages.engine,
+            record,
+            unit.turn,
+            crit,
+            evidence,
+            force=opts.force,
+            samples=opts.samples,
+        )
+    except StructuredOutputError as e:
+        raise StageError("rewrite", str(e), e.raw_output) from e
+    unit.candidates = cands
+    unit.original = original
+    chosen = SELECTION_POLICIES[opts.selection](cands)
+    if chosen is None:
+        unit.status = "kept"
+        unit.reason = "the model judged that the format does not fit this request"
+        return
+    unit.chosen = chosen
+    decision = decide(instruction, original, cands[chosen].response, task)
+    unit.filter = decision
+    if decision.keep_original:
+        unit.status, unit.reason = "kept", f"{decision.rule}: {decision.reason}"
+        return
+    record.turns[unit.turn].content = cands[chosen].response
+    unit.status, unit.reason = "rewritten", cands[chosen].reasoning
+
+
+def aggregate(units: list[UnitMeta]) -> tuple[Status, str]:
+    for status in ("failed", "rewritten", "kept", "skipped"):
+        hits = [u for u in units if u.status == status]
+        if hits:
+            return status, hits[0].reason  # type: ignore[return-value]
+    return "skipped", "no assistant turn to realign"
+
+
+async def process_record(stages: Stages, record: Record) -> Record:
+    init_units(record)
+    # Units run in order: a later turn's context is the original conversation, which is what
+    # the user saw when it was written.
+    for unit in record.meta.units:
+        await process_unit(stages, record, unit)
+    meta = record.meta
+    meta.status, meta.reason = aggregate(meta.units)
+    meta.task_type = meta.units[0].task_type if meta.units else None
+    crit = stages.pack.criteria.get(meta.task_type or "")
+    meta.provenance = Provenance(
+        model=stages.model,
+        backend=stages.backend,
+        criteria_pack=stages.pack.name,
+        criteria_name=crit.name if crit else None,
+        criteria_hash=crit.content_hash if crit else None,
+        realign_version=__version__,
+    )
+    return record
+
+
+# ---------------------------------------------------------------- the run
+
+
+def fingerprint(input_path: Path, stages: Stages, extra: dict[str, Any]) -> str:
+    st = input_path.stat() if input_path.exists() else None
+    data = {
+        "input": str(input_path.resolve()),
+        "size": st.st_size if st else None,
+        "mtime": st.st_mtime_ns if st else None,
+        "options": stages.options.fingerprint_data(),
+        "pack": stages.pack.content_hash,
+        "model": stages.model,
+        "backend": stages.backend,
+        **extra,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def failures_path(output: Path) -> Path:
+    return output.with_name(f"{output.stem}.failures.jsonl")
+
+
+class RunStopped(RuntimeError):
+    """The run stopped early but cleanly; rerunning the same command resumes it."""
+
+
+def _is_stop(exc: BaseException) -> bool:
+    # The engine's budget cap and circuit breaker stop the run cleanly (resumable).
+    return type(exc).__name__ in {"BudgetExceeded", "CircuitOpen", "EngineStop"}
+
+
+async def run_records(
+    stages: Stages,
+    items: Iterable[Record | Failure],
+    state: RunState,
+    summary: RunSummary,
+    *,
+    window: int,
+    on_done: Callable[[Record | Failure], None] | None = None,
+) -> None:
+    """Process `items` (records, or read failures) into `state`, at most `window` at a time."""
+    slots = asyncio.Semaphore(window)
+    stop: list[BaseException] = []
+    running: set[asyncio.Task[None]] = set()
+
+    async def handle(rec: Record) -> None:
+        try:
+            out: Record | Failure = await process_record(stages, rec)
+        except Exception as e:
+            if _is_stop(e):
+                stop.append(e)
+                return
+            stage = e.stage if isinstance(e, StageError) else "pipeline"
+            raw = e.raw_output if isinstance(e, StageError) else None
+            out = Failure(
+                id=rec.id, index=rec.index, stage=stage, error=f"{type(e).__name__}: {e}",
+                raw_output=raw, record=rec.raw,
+            )
+        commit(out)
+
+    def commit(out: Record | Failure) -> None:
+        ok = isinstance(out, Record)
+        state.commit(out.index, ok, out.model_dump_json())
+        if ok:
+            summary.statuses[out.meta.status] += 1
+            summary.task_types[out.meta.task_type or "?"] += 1
+            for u in out.meta.units:
+                if u.filter is not None:
+                    summary.filter_rules[u.filter.rule] += 1
+        else:
+            summary.failed += 1
+        if on_done is not None:
+            on_done(out)
+
+    for item in items:
+        if stop:
+            break
+        if stages.options.limit is not None and summary.read >= stages.options.limit:
+            break
+        summary.read += 1
+        if state.is_done(item.index):
+            summary.resumed += 1
+            continue
+        if isinstance(item, Failure):
+            commit(item)
+            continue
+        await slots.acquire()
+        if stop:
+            slots.release()
+            break
+        task = asyncio.create_task(handle(item))
+        running.add(task)
+        task.add_done_callback(lambda t: (running.discard(t), slots.release()))
+    if running:
+        await asyncio.gather(*running)
+    if stop:
+        raise RunStopped(f"{type(stop[0]).__name__}: {stop[0]}")
+
+
+def write_outputs(
+    state: RunState,
+    output: Path,
+    open_writer: Callable[[Path], Any],
+) -> tuple[int, int, Path]:
+    """Write the output (records in input order) and the failures file from the run state.
+
+    The writer is atomic (renamed into place when closed). A record the output format cannot
+    hold is not dropped: it goes to the failures file with stage `write`.
+    """
+    from realign.datafiles import RecordWriteError
+
+    fails = failures_path(output)
+    written = failed = 0
+    with fails.open("w", encoding="utf-8") as f:
+
+        def fail(line: Failure) -> None:
+            nonlocal failed
+            f.write(line.model_dump_json() + "\n")
+            failed += 1
+
+        def rejected(errors: Iterable[Any]) -> None:
+            for e in errors:
+                fail(Failure(id=str(e.id), index=e.index if e.index is not None else -1,
+                             stage="write", error=str(e), record=e.record or {}))
+
+        with open_writer(output) as writer:
+            for payload in state.iter_payloads(ok=True):
+                record = Record.model_validate_json(payload)
+                try:
+                    writer.write(record)
+                    written += 1
+                except RecordWriteError as e:
+                    rejected([e.error])
+                late = writer.take_rejected()
+                written -= len(late)
+                rejected(late)
+        late = writer.take_rejected()
+        written -= len(late)
+        rejected(late)
+        for payload in state.iter_payloads(ok=False):
+            fail(Failure.model_validate_json(payload))
+    return written, failed, fails
+
+
+def open_state(output: Path, fp: str) -> RunState:
+    return RunState(state_path(output), fp)

@@ -1,0 +1,44 @@
+"""Prompt templates are data: Jinja2 Markdown files in `realign/prompts/`.
+
+A template file holds a system part and a user part separated by a line `=== user ===`
+(the part before it is the system message). Variables are plain Jinja2.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+import jinja2
+
+from realign.llm.base import Message
+
+_SPLIT = "=== user ==="
+
+_env = jinja2.Environment(
+    undefined=jinja2.StrictUndefined,  # a missing variable is a bug, not an empty string
+    keep_trailing_newline=False,
+    autoescape=False,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+@functools.cache
+def _source(name: str) -> str:
+    return resources.files("realign").joinpath("prompts", f"{name}.md").read_text(encoding="utf-8")
+
+
+def render(name: str, **variables: object) -> list[Message]:
+    """Render template `name` into [system, user] messages."""
+    src = _source(name)
+    if _SPLIT in src:
+        system_src, user_src = src.split(_SPLIT, 1)
+    else:
+        system_src, user_src = "", src
+    out = []
+    system = _env.from_string(system_src).render(**variables).strip()
+    if system:
+        out.append(Message(role="system", content=system))
+    out.append(Message(role="user", content=_env.from_string(user_src).render(**variables).strip()))
+    return out

@@ -1,0 +1,250 @@
+"""Builds what a run needs from command-line settings: backend, engine, cache, retriever,
+classifier, writer; and the `--dry-run` cost estimate. I/O and configuration live here so the
+stage modules stay pure."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from realign import prompts, tokens
+from realign.classify import classification_schema, context_text, input_label
+from realign.criteria import CriteriaPack
+from realign.engine import Engine
+from realign.pipeline import RunOptions, Stages
+from realign.records import Failure, Record
+from realign.rewrite import build_request, output_budget
+
+if TYPE_CHECKING:
+    from realign.cli.run_impl import RunArgs
+
+LOCAL_CONCURRENCY = 2  # llama.cpp serves one request at a time; one more keeps it busy
+HOSTED_CONCURRENCY = 32
+
+
+@dataclass
+class Runtime:
+    stages: Stages
+    window: int
+    total_records: int | None
+    open_writer: Callable[[Path], Any]
+    closers: list[Callable[[], Any]]
+
+    async def aclose(self) -> None:
+        for close in self.closers:
+            result = close()
+            if hasattr(result, "__await__"):
+                await result
+
+
+def count_records(path: Path) -> int | None:
+    """Cheap total for the progress bar: lines of a JSONL file, rows of a Parquet file."""
+    try:
+        if path.suffix == ".jsonl":
+            with path.open("rb") as f:
+                return sum(1 for line in f if line.strip())
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+    except OSError:
+        return None
+    return None
+
+
+def needs_llm(args: RunArgs) -> bool:
+    """`classify --method embedding` without any configured LLM runs with no backend at all."""
+    if not args.classify_only or args.classifier == "llm":
+        return True
+    return bool(args.backend or args.base_url or os.environ.get("OPENAI_API_KEY"))
+
+
+def make_backend(args: RunArgs, err: Console) -> Any:
+    from realign.llm.registry import resolve_backend
+
+    return resolve_backend(
+        backend=args.backend, model=args.model, base_url=args.base_url, notify=err.print
+    )
+
+
+def make_retriever(args: RunArgs, engine: Engine | None, err: Console) -> Any:
+    if args.classify_only:
+        return None
+    from realign.retrieve import Retriever, default_retrieval_spec
+    from realign.search.registry import make_provider
+
+    spec = args.retrieval
+    if spec is None:
+        spec, message = default_retrieval_spec(os.environ)
+        if message:
+            err.print(message)
+    provider = make_provider(
+        spec,
+        args.search_endpoint,
+        google_api_key=os.environ.get("GOOGLE_API_KEY"),
+        google_cse_id=os.environ.get("GOOGLE_CSE_ID"),
+        serper_api_key=os.environ.get("SERPER_API_KEY"),
+    )
+    if provider is None:
+        return None
+    return Retriever(provider, engine, on_message=lambda m: err.print(f"[yellow]{m}[/]"))
+
+
+def make_embedding(args: RunArgs, pack: CriteriaPack, err: Console) -> Any:
+    if args.classifier != "embedding":
+        return None
+    from realign.embedding_classifier import ClassifierUnavailable, EmbeddingClassifier
+
+    try:
+        return EmbeddingClassifier.for_pack(pack, on_train=err.print)
+    except ClassifierUnavailable as e:
+        from realign.cli.common import die
+
+        raise die(f"{e}\ninstall the extra: pip install 'realign[classifier]'") from e
+
+
+def build_runtime(args: RunArgs, pack: CriteriaPack, options: RunOptions, err: Console) -> Runtime:
+    from realign.cache import Cache
+    from realign.datafiles import RecordWriter
+    from realign.search.base import SearchError
+
+    closers: list[Callable[[], Any]] = []
+    cache = None if args.no_cache else Cache()
+    if cache is not None:
+        closers.append(cache.close)
+    backend = make_backend(args, err) if needs_llm(args) else None
+    engine = None
+    concurrency = args.concurrency
+    if backend is not None:
+        if concurrency is None:
+            concurrency = LOCAL_CONCURRENCY if backend.name == "local" else HOSTED_CONCURRENCY
+        engine = Engine(
+            backend,
+            concurrency=concurrency,
+            cache=cache,
+            **engine_limits(args),
+        )
+        closers.insert(0, engine.aclose)
+    try:
+        retriever = make_retriever(args, engine, err)
+    except SearchError as e:
+        from realign.cli.common import die
+
+        raise die(str(e)) from e
+    stages = Stages(
+        pack=pack,
+        engine=engine,
+        options=options,
+        embedding=make_embedding(args, pack, err),
+        retriever=retriever,
+        model=getattr(backend, "model", None),
+        backend=getattr(backend, "name", None),
+    )
+    window = max(4 * (concurrency or 1), 16)
+
+    def open_writer(path: Path) -> RecordWriter:
+        return RecordWriter(path, args.output_format, source_fields=args.fields)
+
+    return Runtime(stages, window, count_records(args.input), open_writer, closers)
+
+
+def engine_limits(args: RunArgs) -> dict[str, Any]:
+    """Only the limits the user set, so the engine's own defaults apply otherwise."""
+    out: dict[str, Any] = {}
+    for name in ("rpm", "tpm", "max_cost"):
+        value = getattr(args, name, None)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+# ---------------------------------------------------------------- dry run
+
+
+CLASSIFY_OUTPUT_TOKENS = 40
+REASONING_TOKENS = 60
+
+
+def estimate_run(
+    args: RunArgs,
+    pack: CriteriaPack,
+    options: RunOptions,
+    items: Iterable[Record | Failure],
+    err: Console,
+) -> None:
+    """Requests and tokens per stage, priced for the chosen model. Sends nothing.
+
+    Units whose task type is unknown before classification are counted as rewritten (an upper
+    bound), and said so.
+    """
+    from realign.pricing import StageEstimate, estimate, render_table
+
+    req: Counter[str] = Counter()
+    tin: Counter[str] = Counter()
+    tout: Counter[str] = Counter()
+    unknown_types = 0
+    records = 0
+    schema = classification_schema(pack)
+    crit_list = [pack[n] for n in pack.names()]
+    classify_fixed = sum(tokens.count(m.content) for m in prompts.render(
+        "classify", criteria=crit_list, context="", instruction=""))
+    schema_tokens = tokens.count(str(schema.model_json_schema()))
+    for item in items:
+        if options.limit is not None and records >= options.limit:
+            break
+        records += 1
+        if isinstance(item, Failure):
+            continue
+        for turn in item.assistant_turns():
+            label = input_label(item, turn)
+            task = label if (label in pack and not options.reclassify) else None
+            if task is None:
+                req["classify"] += 1
+                tin["classify"] += classify_fixed + schema_tokens + tokens.count(
+                    item.instruction_for(turn) + context_text(item, turn))
+                tout["classify"] += CLASSIFY_OUTPUT_TOKENS
+                if args.classify_only:
+                    continue
+                unknown_types += 1
+            if args.classify_only:
+                continue
+            crit = pack[task] if task else None
+            if crit is not None and not crit.rewrite and not options.force:
+                continue
+            if options.tasks is not None and task is not None and task not in options.tasks:
+                continue
+            if crit is None:  # count it with the default's format text length as a guess
+                crit = pack["default"] if "default" in pack else pack[pack.names()[0]]
+            if crit.retrieval:
+                req["retrieve (search)"] += 1
+            request = build_request(item, turn, crit, [], force=options.force, samples=options.samples)
+            n_in = sum(tokens.count(m.content) for m in request.messages) + 200  # schema
+            if crit.retrieval:
+                n_in += 600  # evidence cap
+            calls = 1 if options.samples == 1 else options.samples
+            req["rewrite"] += calls
+            tin["rewrite"] += n_in * calls
+            original = item.turns[turn].content
+            tout["rewrite"] += min(output_budget(original),
+                                   int(1.5 * tokens.count(original)) + REASONING_TOKENS) * options.samples
+    stages = [
+        StageEstimate(stage=s, requests=req[s], input_tokens=tin[s],
+                      output_tokens=tout[s] if s != "retrieve (search)" else 0)
+        for s in ("classify", "retrieve (search)", "rewrite") if req[s]
+    ]
+    model = args.model or ("gpt-4o-mini" if (args.base_url or args.backend == "openai"
+                                            or os.environ.get("OPENAI_API_KEY")) else "local")
+    report = estimate(model, [s for s in stages if not s.stage.startswith("retrieve")])
+    err.print(f"dry run: {records} records read from {args.input}; no request was sent.")
+    err.print(render_table(report))
+    if req["retrieve (search)"]:
+        err.print(f"search requests (priced by your search provider): {req['retrieve (search)']}")
+    if unknown_types:
+        err.print(f"{unknown_types} unit(s) have no task type yet: counted as classified and "
+                  "rewritten (an upper bound; `rewrite: no` types will cost less).")

@@ -1,0 +1,101 @@
+"""Serper (https://serper.dev): Google results through a small JSON HTTP API.
+
+Request: `POST <endpoint>/search` with header `X-API-KEY` and JSON body `{"q": ..., "num": k}`.
+Response: `organic: [{title, link, snippet, position, date?, sitelinks?}]`, and when Google
+shows them an `answerBox` (`answer` / `snippet`, `title`, `link`) and a `knowledgeGraph`
+(`title`, `description`, `descriptionLink`, `attributes`). The answer box and knowledge graph
+come first: they are Google's own distilled answer, the most useful evidence for short facts.
+
+Key: `SERPER_API_KEY` or an argument. Endpoint override (`--search-endpoint URL`): requests go
+to `URL/search` (default `https://google.serper.dev`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from realign.records import Evidence
+from realign.search.base import SearchError, kind_for_status, redact
+
+DEFAULT_ENDPOINT = "https://google.serper.dev"
+
+
+class SerperSearch:
+    name = "serper"
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        endpoint: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests inject a mock transport
+    ) -> None:
+        self.api_key = api_key or os.environ.get("SERPER_API_KEY", "")
+        if not self.api_key:
+            raise SearchError(
+                "auth",
+                self.name,
+                "SERPER_API_KEY not set (set it or use --retrieval local:PATH offline)",
+            )
+        self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        self.timeout = timeout
+        self._transport = transport
+
+    @property
+    def provider_id(self) -> str:
+        return f"serper:{self.endpoint}"
+
+    async def search(self, query: str, k: int) -> list[Evidence]:
+        url = f"{self.endpoint}/search"
+        headers = {"X-API-KEY": self.api_key, "Content-Type": "application/json"}
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout, transport=self._transport) as client:
+                resp = await client.post(url, json={"q": query, "num": k}, headers=headers)
+        except httpx.HTTPError as e:
+            raise SearchError(
+                "other", self.name, redact(f"network error: {e}", self.api_key)
+            ) from None
+        if resp.status_code != 200:
+            body = resp.text[:500]
+            kind = kind_for_status(resp.status_code, body)
+            if resp.status_code in (400, 402) and "credit" in body.lower():
+                kind = "quota"  # Serper answers "Not enough credits" when the balance is used up
+            raise SearchError(
+                kind,
+                self.name,
+                redact(f"HTTP {resp.status_code}: {body.strip()}", self.api_key),
+                status=resp.status_code,
+            )
+        try:
+            data = resp.json()
+        except ValueError:
+            raise SearchError("other", self.name, "the answer is not JSON") from None
+        return parse_response(data)[:k]
+
+
+def parse_response(data: dict[str, Any]) -> list[Evidence]:
+    """Evidence from a Serper answer: answer box, knowledge graph, then organic results."""
+    out: list[Evidence] = []
+    box = data.get("answerBox") or {}
+    box_text = box.get("answer") or box.get("snippet") or ""
+    if box_text:
+        out.append(_ev(box_text, box.get("title"), box.get("link")))
+    kg = data.get("knowledgeGraph") or {}
+    if kg.get("description"):
+        attrs = kg.get("attributes") or {}
+        extra = "; ".join(f"{k}: {v}" for k, v in attrs.items())
+        text = kg["description"] + (f" ({extra})" if extra else "")
+        out.append(_ev(text, kg.get("title"), kg.get("descriptionLink") or kg.get("website")))
+    for item in data.get("organic") or []:
+        out.append(_ev(item.get("snippet"), item.get("title"), item.get("link")))
+    return out
+
+
+def _ev(snippet: Any, title: Any, url: Any) -> Evidence:
+    return Evidence(
+        snippet=str(snippet or ""), title=str(title or ""), url=str(url or ""), provider="serper"
+    )

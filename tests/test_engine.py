@@ -1,0 +1,284 @@
+"""Engine behaviour with in-process backends: cache, retries, 429s, timeouts, breaker, budget."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from realign.cache import Cache
+from realign.engine import (
+    BudgetExceeded,
+    CircuitOpen,
+    Engine,
+    RequestFailed,
+    StructuredOutputError,
+)
+from realign.llm.base import BackendError, ChatRequest, ChatResponse, Message, Usage
+from realign.llm.fake import FakeBackend
+from realign.pricing import Price, PriceTable
+from realign.ratelimit import AdaptiveLimit, Pacer, parse_duration
+
+PRICES = PriceTable(models={"test-model": Price(input=1.0, output=2.0)})
+
+
+class Scripted:
+    """A backend whose every call runs `script(call_number, request)`: returns text or raises."""
+
+    name = "scripted"
+
+    def __init__(self, script: Callable[[int, ChatRequest], object], model: str = "test-model") -> None:
+        self.script = script
+        self.model = model
+        self.calls = 0
+        self.in_flight = 0
+        self.peak = 0
+
+    @property
+    def backend_id(self) -> str:
+        return f"scripted:{self.model}"
+
+    @property
+    def supports_n(self) -> bool:
+        return True
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        self.calls += 1
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            out = self.script(self.calls, request)
+            if asyncio.iscoroutine(out):
+                out = await out
+            if isinstance(out, BaseException):
+                raise out
+            if isinstance(out, ChatResponse):
+                return out
+            return ChatResponse(texts=[str(out)], usage=Usage(prompt_tokens=1000, completion_tokens=500))
+        finally:
+            self.in_flight -= 1
+
+    async def aclose(self) -> None:
+        return None
+
+
+def req(i: int = 0, stage: str = "classify") -> ChatRequest:
+    return ChatRequest(stage=stage, messages=[Message(role="user", content=f"q{i}")], record_id=f"r{i}")
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_cache_hit_never_calls_the_backend_again(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c.sqlite")
+    headers = {"x-ratelimit-limit-requests": "100"}
+    backend = Scripted(lambda n, r: ChatResponse(texts=["a"], headers=headers))
+    first = run(Engine(backend, cache=cache, prices=PRICES).chat(req()))
+    assert not first.cached
+    engine = Engine(backend, cache=cache, prices=PRICES)
+    again = run(engine.chat(req()))
+    assert again.cached and again.texts == ["a"] and again.headers == {}
+    assert backend.calls == 1 and engine.stats.cache_hits == 1
+    assert cache.info().by_stage == {"classify": 1}
+
+
+def test_identical_requests_in_flight_are_sent_once() -> None:
+    async def slow(n: int, r: ChatRequest) -> str:
+        await asyncio.sleep(0.05)
+        return "same"
+
+    backend = Scripted(slow)
+    engine = Engine(backend, prices=PRICES)
+
+    async def go() -> list[ChatResponse]:
+        return await asyncio.gather(*(engine.chat(req(0)) for _ in range(10)))
+
+    out = run(go())
+    assert backend.calls == 1 and engine.stats.coalesced == 9
+    assert all(r.texts == ["same"] for r in out)
+
+
+def test_5xx_is_retried_then_succeeds() -> None:
+    def flaky(n: int, r: ChatRequest) -> object:
+        return BackendError("boom", status=500, retryable=True) if n <= 2 else "ok"
+
+    engine = Engine(Scripted(flaky), backoff_base=0.001, prices=PRICES)
+    assert run(engine.chat(req())).texts == ["ok"]
+    assert engine.stats.retries == 2 and engine.stats.errors == 0
+
+
+def test_non_retryable_error_fails_at_once_naming_stage_and_record() -> None:
+    backend = Scripted(lambda n, r: BackendError("bad request", status=400))
+    engine = Engine(backend, prices=PRICES)
+    with pytest.raises(RequestFailed, match=r"classify request for record r7 failed after 1 attempt: HTTP 400"):
+        run(engine.chat(req(7)))
+    assert backend.calls == 1 and engine.stats.errors == 1
+
+
+def test_out_of_retries_is_a_clear_error() -> None:
+    backend = Scripted(lambda n, r: BackendError("unavailable", status=503, retryable=True))
+    engine = Engine(backend, max_retries=2, backoff_base=0.001, prices=PRICES)
+    with pytest.raises(RequestFailed, match="failed after 3 attempts: HTTP 503"):
+        run(engine.chat(req()))
+    assert backend.calls == 3
+
+
+def test_timeout_is_retried_and_counted() -> None:
+    async def hang_once(n: int, r: ChatRequest) -> str:
+        if n == 1:
+            await asyncio.sleep(10)
+        return "late but fine"
+
+    engine = Engine(Scripted(hang_once), request_timeout=0.05, backoff_base=0.001, prices=PRICES)
+    t = time.monotonic()
+    assert run(engine.chat(req())).texts == ["late but fine"]
+    assert time.monotonic() - t < 2
+    assert engine.stats.timeouts == 1 and engine.stats.retries == 1
+
+
+def test_429_obeys_retry_after_and_halves_concurrency() -> None:
+    def limited(n: int, r: ChatRequest) -> object:
+        if n == 1:
+            return BackendError("slow down", status=429, retryable=True, retry_after=0.3)
+        return "ok"
+
+    engine = Engine(Scripted(limited), concurrency=16, prices=PRICES)
+    t = time.monotonic()
+    run(engine.chat(req()))
+    assert time.monotonic() - t >= 0.3
+    assert engine.stats.rate_limited == 1
+    assert engine.limit.limit == pytest.approx(8.0, abs=0.2)  # cut in half, then +1/limit
+    assert engine.stats.errors == 0
+
+
+def test_concurrency_is_bounded() -> None:
+    async def slow(n: int, r: ChatRequest) -> str:
+        await asyncio.sleep(0.01)
+        return "ok"
+
+    backend = Scripted(slow)
+    engine = Engine(backend, concurrency=5, prices=PRICES)
+
+    async def go() -> None:
+        await asyncio.gather(*(engine.chat(req(i)) for i in range(40)))
+
+    run(go())
+    assert backend.peak == 5 and backend.calls == 40
+
+
+def test_circuit_breaker_stops_a_failing_run() -> None:
+    backend = Scripted(lambda n, r: BackendError("down", status=502, retryable=True))
+    engine = Engine(
+        backend, concurrency=2, max_retries=0, breaker_window=10, breaker_threshold=0.5, prices=PRICES
+    )
+
+    async def go() -> list[object]:
+        return await asyncio.gather(*(engine.chat(req(i)) for i in range(30)), return_exceptions=True)
+
+    out = run(go())
+    assert any(isinstance(o, CircuitOpen) for o in out)
+    assert backend.calls <= 12  # stops soon after the window fills, not after all 30
+    with pytest.raises(CircuitOpen, match="10 of the last 10 requests failed"):
+        run(engine.chat(req(99)))
+
+
+def test_cost_is_accounted_from_usage() -> None:
+    engine = Engine(Scripted(lambda n, r: "ok"), prices=PRICES)
+    run(engine.chat(req()))
+    # 1000 input tokens at $1/M + 500 output at $2/M
+    assert engine.stats.cost_usd == pytest.approx(0.002)
+    assert "$0.0020" in engine.stats.summary()
+
+
+def test_max_cost_stops_before_overspending() -> None:
+    backend = Scripted(lambda n, r: "ok")  # each answer costs $0.002
+    engine = Engine(backend, max_cost=0.011, concurrency=1, prices=PRICES)
+
+    async def go() -> list[object]:
+        out: list[object] = []
+        for i in range(20):
+            try:
+                out.append(await engine.chat(req(i)))
+            except BudgetExceeded as e:
+                out.append(e)
+        return out
+
+    out = run(go())
+    assert isinstance(out[-1], BudgetExceeded)
+    assert engine.stats.cost_usd <= 0.011  # the first answer teaches the real cost per request
+    assert engine.stats.completed == 5
+    assert backend.calls < 20
+    assert "--max-cost $0.01 reached" in str(out[-1])
+
+
+def test_max_cost_needs_a_known_price() -> None:
+    with pytest.raises(ValueError, match="needs a price for model 'mystery'"):
+        Engine(Scripted(lambda n, r: "ok", model="mystery"), max_cost=1.0, prices=PRICES)
+
+
+def test_rpm_paces_requests() -> None:
+    backend = Scripted(lambda n, r: "ok")
+    engine = Engine(backend, rpm=1200, prices=PRICES)  # 20/s, bursts of 20
+
+    async def go() -> None:
+        await asyncio.gather(*(engine.chat(req(i)) for i in range(50)))
+
+    t = time.monotonic()
+    run(go())
+    assert time.monotonic() - t >= 1.3  # 20 at once, then 30 more at 20/s
+
+
+def test_limits_are_learned_from_headers() -> None:
+    headers = {"x-ratelimit-limit-requests": "500", "x-ratelimit-limit-tokens": "90000"}
+    engine = Engine(Scripted(lambda n, r: ChatResponse(texts=["ok"], headers=headers)), prices=PRICES)
+    run(engine.chat(req()))
+    assert engine.pacer.requests is not None and engine.pacer.requests.per_minute == 500
+    assert engine.pacer.tokens is not None and engine.pacer.tokens.per_minute == 90000
+
+
+def test_structured_reasks_then_fails_with_record_id() -> None:
+    class Out(BaseModel):
+        score: int
+
+    engine = Engine(FakeBackend(lambda r: "not json", model="test-model"), reask=1, prices=PRICES)
+    with pytest.raises(StructuredOutputError, match="judge for record r3: output did not match Out"):
+        run(engine.structured(req(3, stage="judge"), Out))
+    assert engine.stats.reasks == 2
+
+
+def test_adaptive_limit_cuts_once_per_overload_and_grows_back() -> None:
+    async def go() -> None:
+        lim = AdaptiveLimit(8)
+        tickets = [await lim.acquire() for _ in range(8)]
+        assert lim.on_overload(tickets[0]) is True
+        assert lim.limit == 4
+        # Requests sent before the cut do not cut again.
+        assert lim.on_overload(tickets[1]) is False
+        for t in tickets:
+            lim.release(t)
+        for _ in range(40):
+            lim.on_success()
+        assert lim.limit == 8
+
+    run(go())
+
+
+def test_pacer_tokens_and_duration_parsing() -> None:
+    assert parse_duration("6m0s") == 360
+    assert parse_duration("20ms") == pytest.approx(0.02)
+    assert parse_duration("1.5") == 1.5
+    assert parse_duration("soon") is None
+
+    async def go() -> float:
+        pacer = Pacer(tpm=6000)  # 100 tokens/s, bucket of 100
+        t = time.monotonic()
+        for _ in range(3):
+            await pacer.acquire(50)
+        return time.monotonic() - t
+
+    assert 0.4 <= run(go()) < 1.5  # 100 free, then 50 more at 100/s

@@ -1,0 +1,145 @@
+"""`realign judge` end to end on the registry's `fake` backend (no model, no network)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from realign.cli.main import app
+
+QUESTIONS = ["Capital of France?", "Largest planet?", "Author of Hamlet?"]
+
+
+def items(
+    path: Path, answers: list[str], ids: list[object] | None = None, category: str | None = None
+) -> Path:
+    rows = []
+    for k, (q, a) in enumerate(zip(QUESTIONS, answers, strict=False)):
+        human = {"from": "human", "value": q} | ({"category": category} if category else {})
+        rows.append(
+            {
+                "id": (ids or list(range(len(answers))))[k],
+                "items": [human, {"from": "gpt", "value": a}],
+            }
+        )
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    return path
+
+
+def test_judge_pairwise_writes_comparison_and_report(tmp_path: Path) -> None:
+    a = items(tmp_path / "a.json", ["It is Paris.", "Saturn.", "Shakespeare wrote it."])
+    b = items(tmp_path / "b.json", ["**Paris**", "- Jupiter", "Marlowe"], category="open_qa")
+    gold = items(tmp_path / "gold.json", ["Paris", "Jupiter", "William Shakespeare\nShakespeare"])
+    out, page = tmp_path / "cmp.json", tmp_path / "cmp.html"
+    res = CliRunner().invoke(
+        app,
+        [
+            "judge",
+            str(a),
+            str(b),
+            "--reference",
+            str(gold),
+            "-o",
+            str(out),
+            "--html",
+            str(page),
+            "--backend",
+            "fake",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    cmp = json.loads(out.read_text(encoding="utf-8"))
+    assert cmp["kind"] == "comparison" and cmp["model"] == "gpt-4o"  # the judge's default model
+    assert len(cmp["pairs"]) == 3
+    assert set(cmp["summary"]) == {"alignment", "factuality", "readability"}
+    # The fake judge always answers "A": pure position bias, so every verdict is a tie.
+    assert cmp["summary"]["factuality"]["overall"]["counts"] == {"win": 0, "tie": 3, "lose": 0}
+    assert cmp["metrics_a"]["containment_rate"] == 2 / 3
+    assert cmp["metrics_b"]["containment_rate"] == 2 / 3
+    v = cmp["pairs"][0]["verdicts"]["readability"]
+    assert v["a_first"]["winner"] == "a" and v["b_first"]["winner"] == "b"
+    assert "B (the second input)" in cmp["convention"]
+    assert "<title>realign comparison" in page.read_text(encoding="utf-8")
+    assert "contains a gold answer: 66.7%" in res.output
+
+
+def test_judge_pointwise_scores(tmp_path: Path) -> None:
+    a = items(tmp_path / "a.json", ["It is Paris.", "Saturn."], category="open_qa")
+    out = tmp_path / "scores.json"
+    res = CliRunner().invoke(
+        app, ["judge", str(a), "-o", str(out), "--aspects", "readability", "--backend", "fake"]
+    )
+    assert res.exit_code == 0, res.output
+    rep = json.loads(out.read_text(encoding="utf-8"))
+    assert rep["kind"] == "scores" and rep["aspects"] == ["readability"]
+    assert [u["scores"]["readability"]["score"] for u in rep["units"]] == [7, 7]
+
+
+def test_judge_lists_unmatched_and_unreadable_and_exits_non_zero(tmp_path: Path) -> None:
+    a = items(tmp_path / "a.json", ["x", "y", "z"], ids=["1", "2", "3"])
+    b_rows = json.loads(items(tmp_path / "b.json", ["x", "y"], ids=["1", "9"]).read_text())
+    b_rows[1]["items"][0]["value"] = "A question nobody asked?"
+    b_rows.append({"id": "bad", "items": "not a list"})
+    (tmp_path / "b.json").write_text(json.dumps(b_rows), encoding="utf-8")
+    out = tmp_path / "cmp.json"
+    res = CliRunner().invoke(
+        app,
+        [
+            "judge",
+            str(a),
+            str(tmp_path / "b.json"),
+            "-o",
+            str(out),
+            "--aspects",
+            "readability",
+            "--backend",
+            "fake",
+        ],
+    )
+    assert res.exit_code == 1
+    cmp = json.loads(out.read_text(encoding="utf-8"))
+    assert [p["id_a"] for p in cmp["pairs"]] == ["1"]
+    assert sorted((u["side"], u["id"]) for u in cmp["matching"]["unmatched"]) == [
+        ("a", "2"),
+        ("a", "3"),
+        ("b", "9"),
+    ]
+    assert (
+        len(cmp["read_errors"]) == 1
+        and "b.json" in cmp["read_errors"][0]
+        and "bad" in cmp["read_errors"][0]
+    )
+
+
+def test_judge_rejects_bad_arguments(tmp_path: Path) -> None:
+    a = items(tmp_path / "a.json", ["x"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "judge",
+            str(a),
+            "-o",
+            str(tmp_path / "o.json"),
+            "--aspects",
+            "beauty",
+            "--backend",
+            "fake",
+        ],
+    )
+    assert r.exit_code == 2 and "unknown aspect(s) beauty" in r.output
+    r = CliRunner().invoke(app, ["judge", str(a), str(a), str(a), "-o", str(tmp_path / "o.json")])
+    assert r.exit_code == 2 and "not 3" in r.output
+    r = CliRunner().invoke(
+        app,
+        [
+            "judge",
+            str(tmp_path / "missing.json"),
+            "-o",
+            str(tmp_path / "o.json"),
+            "--backend",
+            "fake",
+        ],
+    )
+    assert r.exit_code == 2 and "missing.json: no such file" in r.output

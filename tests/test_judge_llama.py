@@ -1,0 +1,101 @@
+"""Judge calls against the real llama.cpp server (SmolLM2-135M), replayed from cassettes.
+
+The cassettes in `cassettes/test_judge_llama/` were recorded against
+`python -m realign.llm.local --model <SmolLM2 GGUF> --port 8766 …` (the embedded server
+command). To re-record, start that server and run
+`REALIGN_RECORD_MODE=once pytest tests/test_judge_llama.py` after deleting the old cassettes.
+
+A 135M model is no judge: these tests check the wiring (prompts, grammar-constrained JSON,
+both orders, parsing), not the quality of its verdicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import pytest
+
+from realign import judge
+from realign.engine import Engine
+from realign.llm.openai_backend import OpenAIBackend
+from realign.records import Record, Turn
+
+LLAMA_URL = "http://127.0.0.1:8766/v1"
+LLAMA_MODEL = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def vcr_config(vcr_config: dict[str, Any]) -> dict[str, Any]:
+    return {**vcr_config, "record_mode": os.environ.get("REALIGN_RECORD_MODE", "none")}
+
+
+def rec(rid: str, q: str, a: str) -> Record:
+    return Record(
+        id=rid,
+        index=0,
+        source_format="items",
+        turns=[
+            Turn(role="user", content=q, extra={"category": "open_qa"}),
+            Turn(role="assistant", content=a),
+        ],
+    )
+
+
+def engine() -> Engine:
+    return Engine(
+        OpenAIBackend(LLAMA_MODEL, base_url=LLAMA_URL, api_key=None, trust_env=False), concurrency=1
+    )
+
+
+QUESTION = "when did the democratic party change its name?"
+PLAIN = "The Democratic Party officially changed its name from the Democratic-Republican Party to the Democratic Party in the 1830s."
+REALIGNED = "The Democratic Party changed its name in the 1830s."
+
+
+@pytest.mark.vcr
+def test_llama_pointwise_factuality_with_reference() -> None:
+    refs = judge.ReferenceIndex([rec("0", QUESTION, "the 1830s")])
+    eng = engine()
+
+    async def go() -> judge.ScoresReport:
+        try:
+            return await judge.judge_pointwise(
+                eng, [rec("0", QUESTION, REALIGNED)], ["factuality"], pack=None, references=refs
+            )
+        finally:
+            await eng.aclose()
+
+    out = asyncio.run(go())
+    assert out.failures == []
+    score = out.units[0].scores["factuality"]
+    assert 1 <= score.score <= 10 and isinstance(score.rationale, str)
+    assert out.units[0].metrics.contains_answer is True
+    assert out.backend.startswith("openai:http://127.0.0.1:8766/v1:smollm2")
+
+
+@pytest.mark.vcr
+def test_llama_pairwise_both_orders() -> None:
+    eng = engine()
+
+    async def go() -> judge.Comparison:
+        try:
+            return await judge.judge_pairwise(
+                eng,
+                [rec("0", QUESTION, PLAIN)],
+                [rec("0", QUESTION, REALIGNED)],
+                ["readability"],
+                pack=None,
+            )
+        finally:
+            await eng.aclose()
+
+    out = asyncio.run(go())
+    assert out.failures == []
+    v = out.pairs[0].verdicts["readability"]
+    assert v.a_first is not None and v.b_first is not None
+    assert (v.a_first.shown_first, v.b_first.shown_first) == ("a", "b")
+    assert v.outcome == judge.combine_orders(v.a_first.winner, v.b_first.winner)
+    assert out.summary["readability"].overall.n == 1
+    assert eng.stats.completed == 2  # one request per order
