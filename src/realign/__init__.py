@@ -1,4 +1,7 @@
-"""realign: make SFT data better without collecting new data (ReAlign, production grade)."""
+"""realign: make SFT data better without collecting new data (ReAlign, production grade).
+
+The Python API mirrors the CLI; see `realign.api` and the README.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 
@@ -7,4 +10,24 @@ try:
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+# Imported lazily so `import realign` (and the CLI's --help) stays fast.
+_API = {
+    "run": "realign.api",
+    "realign_records": "realign.api",
+    "arealign_records": "realign.api",
+    "read_records": "realign.datafiles",
+    "RecordWriter": "realign.datafiles",
+    "load_pack": "realign.criteria",
+    "Record": "realign.records",
+    "Turn": "realign.records",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> object:
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'realign' has no attribute {name!r}")

@@ -140,13 +140,16 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
     if stages.engine is None:
         return _skip(unit, "no LLM configured")
 
-    evidence = []
-    if crit.retrieval and stages.retriever is not None:
-        result = await stages.retriever.evidence_for(instruction, k=opts.retrieve_k)
-        unit.query, unit.evidence, unit.evidence_note = result.query, result.evidence, result.note
-        evidence = result.evidence
-    elif crit.retrieval:
-        unit.evidence_note = "retrieval is off (--retrieval none)"
+    evidence = unit.evidence  # attached earlier by `realign retrieve`, if it was run
+    if not evidence and crit.retrieval:
+        if stages.retriever is not None:
+            result = await stages.retriever.evidence_for(instruction, k=opts.retrieve_k)
+            unit.query, unit.evidence, unit.evidence_note = (
+                result.query, result.evidence, result.note
+            )
+            evidence = result.evidence
+        else:
+            unit.evidence_note = "retrieval is off (--retrieval none)"
 
     try:
         cands = await rewrite_unit(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 LOCAL_CONCURRENCY = 2  # llama.cpp serves one request at a time; one more keeps it busy
 HOSTED_CONCURRENCY = 32
+LOCAL_REQUEST_TIMEOUT_S = 900.0
 
 
 @dataclass
@@ -62,22 +63,32 @@ def needs_llm(args: RunArgs) -> bool:
     """`classify --method embedding` without any configured LLM runs with no backend at all."""
     if not args.classify_only or args.classifier == "llm":
         return True
-    return bool(args.backend or args.base_url or os.environ.get("OPENAI_API_KEY"))
+    from realign.config import load_settings
+
+    s = load_settings({"backend": args.backend, "base_url": args.base_url})
+    return bool(s.backend or s.base_url or s.api_key)
 
 
-def make_backend(args: RunArgs, err: Console) -> Any:
+def make_backend(args: Any, err: Console) -> Any:
+    """The backend from flags > environment > config file > defaults (see realign.config)."""
+    from realign.cli.common import die
+    from realign.config import ConfigError, load_settings
     from realign.llm.registry import resolve_backend
 
-    return resolve_backend(
-        backend=args.backend, model=args.model, base_url=args.base_url, notify=err.print
-    )
+    try:
+        settings = load_settings(
+            {"backend": args.backend, "model": args.model, "base_url": args.base_url}
+        )
+        return resolve_backend(settings, stderr=err.file)
+    except ConfigError as e:
+        raise die(str(e)) from e
 
 
 def make_retriever(args: RunArgs, engine: Engine | None, err: Console) -> Any:
     if args.classify_only:
         return None
-    from realign.retrieve import Retriever, default_retrieval_spec
-    from realign.search.registry import make_provider
+    from realign.retrieve import Retriever
+    from realign.search.registry import default_retrieval_spec, make_provider
 
     spec = args.retrieval
     if spec is None:
@@ -128,6 +139,8 @@ def build_runtime(args: RunArgs, pack: CriteriaPack, options: RunOptions, err: C
             backend,
             concurrency=concurrency,
             cache=cache,
+            # The embedded model queues requests on 2 cores: a long wait is not a failure.
+            request_timeout=LOCAL_REQUEST_TIMEOUT_S if backend.name == "local" else 120.0,
             **engine_limits(args),
         )
         closers.insert(0, engine.aclose)

@@ -69,9 +69,10 @@ def register(app: typer.Typer) -> None:
         output_format: str | None = common.OUTPUT_FORMAT,
         fields: str | None = common.FIELDS,
     ) -> None:
+        options = dict(locals())
         from realign.cli.run_impl import RunArgs, run_command
 
-        raise typer.Exit(run_command(RunArgs(**locals())))
+        raise typer.Exit(run_command(RunArgs(**options)))
 
     @app.command(no_args_is_help=True)
     def classify(
@@ -102,11 +103,8 @@ def register(app: typer.Typer) -> None:
 
         Example: `realign classify data.json -o typed.json --method embedding`
         """
+        options = {k: v for k, v in locals().items() if k != "method"}
         from realign.cli.run_impl import RunArgs, run_command
 
-        args = RunArgs(
-            **{k: v for k, v in locals().items() if k != "method"},
-            classifier=method,
-            classify_only=True,
-        )
+        args = RunArgs(**options, classifier=method, classify_only=True)
         raise typer.Exit(run_command(args))

@@ -1,0 +1,73 @@
+"""The Python API, mirroring the CLI.
+
+    from realign import realign_records, read_records, run
+
+    # Whole files, exactly like `realign run` (resumable, failures file, progress on stderr):
+    exit_code = run("data.json", "out.json", model="gpt-4o-mini")
+
+    # Records in memory, with any backend (a test can pass FakeBackend):
+    records = list(read_records("data.json"))
+    out = realign_records(records, base_url="http://127.0.0.1:8000/v1", model="my-model")
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from realign.criteria import CriteriaPack, load_pack
+from realign.engine import Engine
+from realign.llm.base import Backend
+from realign.pipeline import RunOptions, Stages, StageError, process_record
+from realign.records import Failure, Record
+
+
+def run(input: str | Path, output: str | Path, **options: Any) -> int:
+    """`realign run INPUT -o OUTPUT` with the same options (as keyword arguments, underscores
+    for dashes). Returns the command's exit status (0 ok, 1 some records failed, 3 stopped)."""
+    from realign.cli.run_impl import RunArgs, run_command
+
+    return run_command(RunArgs(input=Path(input), output=Path(output), **options))
+
+
+async def arealign_records(
+    records: Iterable[Record],
+    *,
+    backend: Backend | None = None,
+    model: str | None = None,
+    base_url: str | None = None,
+    pack: CriteriaPack | str = "realign",
+    criteria: str | Path | None = None,
+    concurrency: int = 8,
+    retriever: Any | None = None,
+    **options: Any,
+) -> list[Record | Failure]:
+    """Realign records in memory; a failed record comes back as a `Failure` in its place."""
+    if backend is None:
+        from realign.config import load_settings
+        from realign.llm.registry import resolve_backend
+
+        backend = resolve_backend(load_settings({"model": model, "base_url": base_url}))
+    crit = pack if isinstance(pack, CriteriaPack) else load_pack(pack, criteria)
+    engine = Engine(backend, concurrency=concurrency)
+    stages = Stages(pack=crit, engine=engine, options=RunOptions(**options), retriever=retriever,
+                    model=backend.model, backend=backend.name)
+
+    async def one(rec: Record) -> Record | Failure:
+        try:
+            return await process_record(stages, rec)
+        except StageError as e:
+            return Failure(id=rec.id, index=rec.index, stage=e.stage, error=str(e),
+                           raw_output=e.raw_output, record=rec.raw)
+
+    try:
+        return list(await asyncio.gather(*(one(r) for r in records)))
+    finally:
+        await engine.aclose()
+
+
+def realign_records(records: Iterable[Record], **kwargs: Any) -> list[Record | Failure]:
+    """Synchronous `arealign_records`."""
+    return asyncio.run(arealign_records(records, **kwargs))
