@@ -238,9 +238,9 @@ class Engine:
             if failure is None:
                 self.limit.on_success()
                 self.breaker.record(False)
+                # No refund of unused max_tokens: providers charge the limit on arrival with
+                # prompt + max_tokens and do not give back what the answer did not use.
                 self.pacer.observe(resp.headers)
-                used = resp.usage.prompt_tokens + resp.usage.completion_tokens
-                self.pacer.refund(est_in + est_out, used or est_in + est_out)
                 self._account(request, resp)
                 return resp
 

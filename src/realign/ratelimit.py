@@ -145,10 +145,6 @@ class TokenBucket:
         self._refill()
         self.level -= amount  # may go negative for oversized requests: later ones wait it out
 
-    def give_back(self, amount: float) -> None:
-        self._refill()
-        self.level = min(self.capacity, self.level + amount)
-
     def clamp(self, remaining: float) -> None:
         """The provider says only `remaining` is left: never believe we have more."""
         self._refill()
@@ -199,11 +195,6 @@ class Pacer:
                 self.requests.take(1)
             if self.tokens is not None:
                 self.tokens.take(tokens)
-
-    def refund(self, tokens: int, used: int) -> None:
-        """After a response: return what we reserved beyond what was really used."""
-        if self.tokens is not None and used < tokens:
-            self.tokens.give_back(tokens - used)
 
     def observe(self, headers: Mapping[str, str], *, throttled: bool = False) -> None:
         """Learn limits from `x-ratelimit-*` response headers (OpenAI, Azure, vLLM, …).

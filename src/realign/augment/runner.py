@@ -1,0 +1,157 @@
+"""The loop `rephrase`, `generate` and `filter` share: resumable, ordered, bounded.
+
+It is `realign.pipeline.run_records` made generic over the work done per item: items are
+processed concurrently inside a window of `window` items; each result (or failure) is
+committed to the `RunState` on its own, so a crash or kill loses at most the items in flight;
+the outputs are written from the state in input order once everything is done. An engine stop
+(budget cap, circuit breaker) ends the loop cleanly with `RunStopped`: rerunning resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from realign.engine import BudgetExceeded, StructuredOutputError
+from realign.pipeline import RunStopped
+from realign.ratelimit import CircuitOpen
+from realign.records import Failure
+from realign.state import RunState
+
+__all__ = ["RunCounts", "RunStopped", "fingerprint", "process_items", "write_failures"]
+
+
+class Item(Protocol):
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def id(self) -> str: ...
+
+
+T = TypeVar("T", bound=Item)
+Done = Callable[[BaseModel | Failure], None]
+
+
+@dataclass
+class RunCounts:
+    read: int = 0
+    resumed: int = 0
+    ok: int = 0
+    failed: int = 0
+
+
+def _failure(item: Item, stage: str, exc: Exception, record: dict[str, Any]) -> Failure:
+    raw = exc.raw_output if isinstance(exc, StructuredOutputError) else None
+    return Failure(
+        id=item.id,
+        index=item.index,
+        stage=stage,
+        error=f"{type(exc).__name__}: {exc}",
+        raw_output=raw,
+        record=record,
+    )
+
+
+async def process_items(
+    items: Iterable[T | Failure],
+    state: RunState,
+    work: Callable[[T], Awaitable[BaseModel]],
+    *,
+    stage: str,
+    window: int,
+    record_of: Callable[[T], dict[str, Any]],
+    limit: int | None = None,
+    on_done: Done | None = None,
+) -> RunCounts:
+    """Run `work` on every item not yet in `state`; commit each result or `Failure`.
+
+    `items` may contain `Failure`s (e.g. unreadable inputs): they are committed as they are.
+    `record_of(item)` is what a failure line carries so the input is never lost. Only the first
+    `limit` items are read.
+    """
+    counts = RunCounts()
+    slots = asyncio.Semaphore(window)
+    stop: list[BaseException] = []
+    running: set[asyncio.Task[None]] = set()
+
+    def commit(out: BaseModel | Failure, index: int) -> None:
+        ok = not isinstance(out, Failure)
+        state.commit(index, ok, out.model_dump_json())
+        if ok:
+            counts.ok += 1
+        else:
+            counts.failed += 1
+        if on_done is not None:
+            on_done(out)
+
+    async def handle(item: T) -> None:
+        try:
+            out: BaseModel | Failure = await work(item)
+        except (BudgetExceeded, CircuitOpen) as e:
+            stop.append(e)
+            return
+        except Exception as e:  # any error of one item is that item's failure, not the run's
+            out = _failure(item, stage, e, record_of(item))
+        commit(out, item.index)
+
+    for item in items:
+        if stop or (limit is not None and counts.read >= limit):
+            break
+        counts.read += 1
+        if state.is_done(item.index):
+            counts.resumed += 1
+            continue
+        if isinstance(item, Failure):
+            commit(item, item.index)
+            continue
+        await slots.acquire()
+        if stop:
+            slots.release()
+            break
+        task = asyncio.create_task(handle(item))
+        running.add(task)
+        task.add_done_callback(lambda t: (running.discard(t), slots.release()))
+    if running:
+        await asyncio.gather(*running)
+    if stop:
+        raise RunStopped(f"{type(stop[0]).__name__}: {stop[0]}")
+    return counts
+
+
+def results(state: RunState, model: type[BaseModel]) -> Iterator[Any]:
+    """The committed results, in input order, as `model` instances (streamed)."""
+    for payload in state.iter_payloads(ok=True):
+        yield model.model_validate_json(payload)
+
+
+def write_failures(state: RunState, path: Path, extra: Iterable[Failure] = ()) -> int:
+    """Write `<OUTPUT stem>.failures.jsonl` (always, so a stale one never lingers)."""
+    n = 0
+    with path.open("w", encoding="utf-8") as f:
+        for payload in state.iter_payloads(ok=False):
+            f.write(payload + "\n")
+            n += 1
+        for fail in extra:
+            f.write(fail.model_dump_json() + "\n")
+            n += 1
+    return n
+
+
+def fingerprint(command: str, input_path: Path, settings: dict[str, Any]) -> str:
+    """Identifies a job, so a changed input, option or model never resumes old progress."""
+    st = input_path.stat() if input_path.exists() else None
+    if input_path.is_dir():  # a folder of text files: its files' sizes and times
+        files = sorted(p for p in input_path.rglob("*") if p.is_file())
+        stamp: Any = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    else:
+        stamp = (st.st_size, st.st_mtime_ns) if st else None
+    data = {"command": command, "input": str(input_path.resolve()), "stamp": stamp, **settings}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()

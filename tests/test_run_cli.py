@@ -1,0 +1,135 @@
+"""`realign run` end to end through the CLI: outputs, failures, dry run, and exact resume
+after SIGKILL against a local OpenAI-compatible server (benchmarks/fake_openai_server.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from packs import write_pack
+from realign.cli.main import app
+from realign.state import state_path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from fake_openai_server import ServerConfig, fetch_stats, serve_in_subprocess  # noqa: E402
+
+runner = CliRunner()
+
+
+def alpaca(n: int) -> str:
+    return "".join(
+        json.dumps({"instruction": f"Question number {i}: who wrote book {i}?", "input": "",
+                    "output": f"Author {i} wrote book {i} in year {1900 + i}.", "id": f"r{i}"}) + "\n"
+        for i in range(n)
+    )
+
+
+def test_run_writes_output_and_failures_in_input_order(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    lines = alpaca(5).splitlines()
+    lines.insert(2, "{not json")
+    src.write_text("\n".join(lines) + "\n")
+    pack = write_pack(tmp_path / "pack")
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(app, ["run", str(src), "-o", str(out), "--backend", "fake", "--pack", str(pack)])
+    assert res.exit_code == 1, res.output  # one record failed (unreadable line)
+    ids = [json.loads(x)["id"] for x in out.read_text().splitlines()]
+    assert ids == ["r0", "r1", "r2", "r3", "r4"]
+    (fail,) = [json.loads(x) for x in (tmp_path / "out.failures.jsonl").read_text().splitlines()]
+    assert fail["stage"] == "load" and "in.jsonl:3" in fail["error"]
+    assert not state_path(out).exists()  # the state is removed once the output is written
+
+
+def test_dry_run_sends_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(alpaca(4))
+    pack = write_pack(tmp_path / "pack")
+    # Nothing listens on port 9: any request would fail the run.
+    res = runner.invoke(app, ["run", str(src), "-o", str(tmp_path / "o.jsonl"), "--dry-run",
+                              "--base-url", "http://127.0.0.1:9/v1", "--model", "gpt-4o-mini",
+                              "--pack", str(pack)])
+    assert res.exit_code == 0, res.output
+    assert "classify" in res.output and "rewrite" in res.output and "$" in res.output
+    assert not (tmp_path / "o.jsonl").exists()
+    assert not (Path(os.environ["REALIGN_HOME"]) / "cache.sqlite").exists()
+
+
+def test_unknown_task_and_missing_file_are_clear_errors(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(alpaca(1))
+    res = runner.invoke(app, ["run", str(src), "-o", str(tmp_path / "o.jsonl"), "--backend", "fake",
+                              "--tasks", "open_qa,not_a_type"])
+    assert res.exit_code == 2 and "not_a_type" in res.output
+    res = runner.invoke(app, ["run", str(tmp_path / "nope.json"), "-o", str(tmp_path / "o.json")])
+    assert res.exit_code == 2 and "no such file" in res.output
+
+
+def _run(src: Path, out: Path, pack: Path, url: str, home: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "REALIGN_HOME": str(home), "OPENAI_API_KEY": "sk-test-secret-123456"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "realign.cli.main", "run", str(src), "-o", str(out), "--pack",
+         str(pack), "--base-url", url, "--model", "gpt-4o-mini", "--concurrency", "4"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+def _done(out: Path) -> int:
+    p = state_path(out)
+    if not p.exists():
+        return 0
+    try:
+        with sqlite3.connect(p, timeout=1) as db:
+            return db.execute("SELECT COUNT(*) FROM done").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.block_network(allowed_hosts=["127.0.0.1"])  # our own fake server only
+def test_sigkill_then_rerun_gives_exactly_once_output(tmp_path: Path) -> None:
+    n = 80
+    src = tmp_path / "in.jsonl"
+    src.write_text(alpaca(n))
+    pack = write_pack(tmp_path / "pack")
+    with serve_in_subprocess(ServerConfig(latency=0.05, seed=1)) as url:
+        # Uninterrupted reference run.
+        ref = tmp_path / "ref.jsonl"
+        p = _run(src, ref, pack, url, tmp_path / "home-ref")
+        assert p.wait(120) == 0, p.stderr.read().decode() if p.stderr else ""
+        ref_requests = fetch_stats(url).requests
+
+        out = tmp_path / "out.jsonl"
+        home = tmp_path / "home"
+        p = _run(src, out, pack, url, home)
+        deadline = time.monotonic() + 60
+        while _done(out) < 15 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        done_at_kill = _done(out)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(10)
+        assert 15 <= done_at_kill < n, "the kill must land mid-run"
+        assert not out.exists()
+
+        p = _run(src, out, pack, url, home)
+        assert p.wait(120) == 0, p.stderr.read().decode() if p.stderr else ""
+        total_requests = fetch_stats(url).requests - ref_requests
+
+    ref_ids = [json.loads(x)["id"] for x in ref.read_text().splitlines()]
+    out_ids = [json.loads(x)["id"] for x in out.read_text().splitlines()]
+    assert out_ids == ref_ids == [f"r{i}" for i in range(n)]
+    assert (tmp_path / "out.failures.jsonl").read_text() == ""
+    # Nothing paid twice: at most the requests in flight at the kill (concurrency 4) repeat.
+    assert total_requests <= ref_requests + 4
+    # The API key never lands in the outputs, the state or the cache.
+    for f in [out, tmp_path / "out.failures.jsonl", *home.rglob("*")]:
+        if f.is_file():
+            assert b"sk-test-secret-123456" not in f.read_bytes(), f
