@@ -5,7 +5,8 @@ embedded model) on the fixed address http://127.0.0.1:8765/v1 that cassette test
 runs pytest with `--record-mode=rewrite` on the given tests, then stops the server.
 
     .venv/bin/python scripts/record_cassettes.py                     # tests/test_backends.py
-    .venv/bin/python scripts/record_cassettes.py tests/test_judge.py -k cassette
+    .venv/bin/python scripts/record_cassettes.py tests/test_x.py -k cassette
+    .venv/bin/python scripts/record_cassettes.py --port 8766 tests/test_y.py
 
 Needs `pip install 'realign[local]'`. Authorization headers are filtered by the `vcr_config`
 fixture in tests/conftest.py; see cassettes/README.md.
@@ -24,8 +25,11 @@ DEFAULT_ARGS = ["tests/test_backends.py", "-k", "cassette"]
 
 
 def main(argv: list[str]) -> int:
+    port = PORT
+    if argv[:1] == ["--port"]:
+        port, argv = int(argv[1]), argv[2:]
     args = argv or DEFAULT_ARGS
-    server = LlamaServer(find_local_model(), port=PORT)
+    server = LlamaServer(find_local_model(), port=port)
     print(f"starting llama.cpp on {server.base_url} …", file=sys.stderr)
     with server:
         print(f"ready in {server.start_seconds:.1f}s; recording", file=sys.stderr)

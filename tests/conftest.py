@@ -10,7 +10,13 @@ import pytest
 os.environ["LANGSMITH_TRACING"] = "false"
 os.environ["LANGCHAIN_TRACING_V2"] = "false"
 # Never let a developer's real keys leak into a test or a cassette.
-for _k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "GOOGLE_API_KEY", "GOOGLE_CSE_ID", "SERPER_API_KEY"):
+for _k in (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "GOOGLE_API_KEY",
+    "GOOGLE_CSE_ID",
+    "SERPER_API_KEY",
+):
     os.environ.pop(_k, None)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +34,6 @@ def vcr_config() -> dict:
     return {
         "filter_headers": ["authorization", "api-key", "x-api-key", "openai-organization"],
         "filter_query_parameters": ["key"],
-        "record_mode": "none",
         "match_on": ["method", "scheme", "host", "port", "path", "query", "body"],
     }
 

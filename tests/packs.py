@@ -20,10 +20,18 @@ examples:
 """
 
 TYPES = {
-    "open_qa": ("Questions about facts of the world answered from knowledge.", "yes", "yes",
-                "Start with a direct answer, then one short paragraph of context."),
-    "math_puzzles": ("Arithmetic and word problems solved step by step.", "yes", "no",
-                     "Restate the facts, compute step by step, end with the final answer."),
+    "open_qa": (
+        "Questions about facts of the world answered from knowledge.",
+        "yes",
+        "yes",
+        "Start with a direct answer, then one short paragraph of context.",
+    ),
+    "math_puzzles": (
+        "Arithmetic and word problems solved step by step.",
+        "yes",
+        "no",
+        "Restate the facts, compute step by step, end with the final answer.",
+    ),
     "story_generation": ("Write a short story or narrative.", "no", "no", "Free form."),
     "planning": ("Make a plan, schedule or itinerary.", "yes", "no", "A numbered plan."),
     "default": ("Anything that fits no other type.", "no", "no", "Free form."),
@@ -35,8 +43,14 @@ def write_pack(folder: Path, types: dict[str, tuple[str, str, str, str]] = TYPES
     for name, (desc, rewrite, retrieval, body) in types.items():
         examples = "\n".join(f"  - example {i} for {name}" for i in range(8))
         (folder / f"{name}.md").write_text(
-            _TEMPLATE.format(name=name, desc=desc, rewrite=rewrite, retrieval=retrieval,
-                             examples=examples, body=body),
+            _TEMPLATE.format(
+                name=name,
+                desc=desc,
+                rewrite=rewrite,
+                retrieval=retrieval,
+                examples=examples,
+                body=body,
+            ),
             encoding="utf-8",
         )
     return folder

@@ -14,6 +14,7 @@ import asyncio
 import http.server
 import io
 import json
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -262,6 +263,16 @@ def test_llama_server_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert cmd[cmd.index("--model_alias") + 1] == LLAMA_MODEL
 
 
+def test_llama_server_refuses_a_busy_port(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        server = local_mod.LlamaServer(tmp_path / "m.gguf", port=busy.getsockname()[1])
+        with pytest.raises(LocalModelError, match="already in use"):
+            server.start()
+    assert server.proc is None
+
+
 @pytest.mark.block_network(allowed_hosts=[r"^127\.0\.0\.1$"])
 def test_llama_server_start_failure_shows_its_output(tmp_path: Path) -> None:
     bad = tmp_path / "not-a-model.gguf"
@@ -389,6 +400,16 @@ def test_unparseable_output_is_returned_raw_for_the_engine_to_reask() -> None:
     backend = mock_backend(handler, structured_method="function_calling")
     resp = run(backend.chat(request(schema=Classification)))
     assert resp.texts == ['{"reasoning": "cut']
+
+
+def test_refusal_is_returned_as_raw_text() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        body = completion(None)
+        body["choices"][0]["message"]["refusal"] = "I can't help with that."
+        return httpx.Response(200, json=body)
+
+    resp = run(mock_backend(handler).chat(request(schema=Classification)))
+    assert resp.texts == ["(model refused: I can't help with that.)"]
 
 
 def test_base_url_without_key_sends_a_dummy_key() -> None:

@@ -31,7 +31,9 @@ class Scripted:
 
     name = "scripted"
 
-    def __init__(self, script: Callable[[int, ChatRequest], object], model: str = "test-model") -> None:
+    def __init__(
+        self, script: Callable[[int, ChatRequest], object], model: str = "test-model"
+    ) -> None:
         self.script = script
         self.model = model
         self.calls = 0
@@ -58,7 +60,9 @@ class Scripted:
                 raise out
             if isinstance(out, ChatResponse):
                 return out
-            return ChatResponse(texts=[str(out)], usage=Usage(prompt_tokens=1000, completion_tokens=500))
+            return ChatResponse(
+                texts=[str(out)], usage=Usage(prompt_tokens=1000, completion_tokens=500)
+            )
         finally:
             self.in_flight -= 1
 
@@ -67,7 +71,9 @@ class Scripted:
 
 
 def req(i: int = 0, stage: str = "classify") -> ChatRequest:
-    return ChatRequest(stage=stage, messages=[Message(role="user", content=f"q{i}")], record_id=f"r{i}")
+    return ChatRequest(
+        stage=stage, messages=[Message(role="user", content=f"q{i}")], record_id=f"r{i}"
+    )
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -115,7 +121,9 @@ def test_5xx_is_retried_then_succeeds() -> None:
 def test_non_retryable_error_fails_at_once_naming_stage_and_record() -> None:
     backend = Scripted(lambda n, r: BackendError("bad request", status=400))
     engine = Engine(backend, prices=PRICES)
-    with pytest.raises(RequestFailed, match=r"classify request for record r7 failed after 1 attempt: HTTP 400"):
+    with pytest.raises(
+        RequestFailed, match=r"classify request for record r7 failed after 1 attempt: HTTP 400"
+    ):
         run(engine.chat(req(7)))
     assert backend.calls == 1 and engine.stats.errors == 1
 
@@ -174,11 +182,18 @@ def test_concurrency_is_bounded() -> None:
 def test_circuit_breaker_stops_a_failing_run() -> None:
     backend = Scripted(lambda n, r: BackendError("down", status=502, retryable=True))
     engine = Engine(
-        backend, concurrency=2, max_retries=0, breaker_window=10, breaker_threshold=0.5, prices=PRICES
+        backend,
+        concurrency=2,
+        max_retries=0,
+        breaker_window=10,
+        breaker_threshold=0.5,
+        prices=PRICES,
     )
 
     async def go() -> list[object]:
-        return await asyncio.gather(*(engine.chat(req(i)) for i in range(30)), return_exceptions=True)
+        return await asyncio.gather(
+            *(engine.chat(req(i)) for i in range(30)), return_exceptions=True
+        )
 
     out = run(go())
     assert any(isinstance(o, CircuitOpen) for o in out)
@@ -235,10 +250,16 @@ def test_rpm_paces_requests() -> None:
 
 def test_limits_are_learned_from_headers() -> None:
     headers = {"x-ratelimit-limit-requests": "500", "x-ratelimit-limit-tokens": "90000"}
-    engine = Engine(Scripted(lambda n, r: ChatResponse(texts=["ok"], headers=headers)), prices=PRICES)
+    engine = Engine(
+        Scripted(lambda n, r: ChatResponse(texts=["ok"], headers=headers)), prices=PRICES
+    )
     run(engine.chat(req()))
-    assert engine.pacer.requests is not None and engine.pacer.requests.per_minute == 500
-    assert engine.pacer.tokens is not None and engine.pacer.tokens.per_minute == 90000
+    assert engine.pacer.requests is not None and engine.pacer.requests.per_minute == pytest.approx(
+        500 * 0.97
+    )
+    assert engine.pacer.tokens is not None and engine.pacer.tokens.per_minute == pytest.approx(
+        90000 * 0.97
+    )
 
 
 def test_structured_reasks_then_fails_with_record_id() -> None:
@@ -246,7 +267,9 @@ def test_structured_reasks_then_fails_with_record_id() -> None:
         score: int
 
     engine = Engine(FakeBackend(lambda r: "not json", model="test-model"), reask=1, prices=PRICES)
-    with pytest.raises(StructuredOutputError, match="judge for record r3: output did not match Out"):
+    with pytest.raises(
+        StructuredOutputError, match="judge for record r3: output did not match Out"
+    ):
         run(engine.structured(req(3, stage="judge"), Out))
     assert engine.stats.reasks == 2
 

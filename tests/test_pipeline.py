@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from packs import tiny_pack
+
 from realign.engine import Engine
 from realign.llm.base import ChatRequest
 from realign.llm.fake import FakeBackend
@@ -19,9 +19,13 @@ from realign.records import Record, Turn
 def rec(instruction: str, response: str, category: str | None = None, idx: int = 0) -> Record:
     extra = {"category": category} if category else {}
     return Record(
-        id=str(idx), index=idx, source_format="items",
-        turns=[Turn(role="user", content=instruction, extra=extra),
-               Turn(role="assistant", content=response)],
+        id=str(idx),
+        index=idx,
+        source_format="items",
+        turns=[
+            Turn(role="user", content=instruction, extra=extra),
+            Turn(role="assistant", content=response),
+        ],
     )
 
 
@@ -32,6 +36,7 @@ def responder(task_type: str = "open_qa", rewrite: str | None = None, fits: bool
         original = req.messages[-1].content.split("<response>")[1].split("</response>")[0].strip()
         text = rewrite if rewrite is not None else f"**Answer:** {original}\n\nMore context here."
         return json.dumps({"reasoning": "add structure", "format_fits": fits, "response": text})
+
     return answer
 
 
@@ -58,13 +63,18 @@ def test_rewrites_and_records_everything(tmp_path: Path) -> None:
 def test_input_category_is_kept_unless_reclassify(tmp_path: Path) -> None:
     pack = tiny_pack(tmp_path)
     backend = FakeBackend(responder(task_type="open_qa"))
-    out = run(pack, rec("Add 2 and 3", "5 is it: 2+3=5", category="math_puzzles"), backend,
-              force=False)
+    out = run(
+        pack, rec("Add 2 and 3", "5 is it: 2+3=5", category="math_puzzles"), backend, force=False
+    )
     assert out.meta.units[0].task_type == "math_puzzles"
     assert out.meta.units[0].task_source == "input"
     assert all(c.stage != "classify" for c in backend.calls)
-    out = run(pack, rec("Add 2 and 3", "2+3=5", category="math_puzzles"),
-              FakeBackend(responder(task_type="open_qa")), reclassify=True)
+    out = run(
+        pack,
+        rec("Add 2 and 3", "2+3=5", category="math_puzzles"),
+        FakeBackend(responder(task_type="open_qa")),
+        reclassify=True,
+    )
     assert out.meta.units[0].task_type == "open_qa"
 
 
@@ -74,8 +84,11 @@ def test_unknown_answer_and_unknown_input_type_become_default(tmp_path: Path) ->
     u = out.meta.units[0]
     assert u.task_type == "default" and "astrology" in u.task_reason
     assert u.status == "skipped" and "rewrite: no" in u.reason
-    out = run(pack, rec("hi", "hello", category="no_such_type"),
-              FakeBackend(responder(task_type="open_qa")))
+    out = run(
+        pack,
+        rec("hi", "hello", category="no_such_type"),
+        FakeBackend(responder(task_type="open_qa")),
+    )
     assert out.meta.units[0].task_type == "open_qa"
     assert "no_such_type" in out.meta.units[0].task_reason
 
@@ -88,23 +101,33 @@ def test_rewrite_no_types_are_skipped_without_a_rewrite_call(tmp_path: Path) -> 
     assert out.turns[1].content == "Once upon a time."
     assert backend.calls == []
     # --force rewrites regardless
-    out = run(pack, rec("Tell a story", "Once upon a time.", category="story_generation"),
-              FakeBackend(responder()), force=True)
+    out = run(
+        pack,
+        rec("Tell a story", "Once upon a time.", category="story_generation"),
+        FakeBackend(responder()),
+        force=True,
+    )
     assert out.meta.status == "rewritten"
 
 
 def test_format_does_not_fit_keeps_original(tmp_path: Path) -> None:
     pack = tiny_pack(tmp_path)
-    out = run(pack, rec("Capital of France? One word.", "Paris"),
-              FakeBackend(responder(fits=False)))
+    out = run(
+        pack, rec("Capital of France? One word.", "Paris"), FakeBackend(responder(fits=False))
+    )
     assert out.meta.status == "kept" and out.turns[1].content == "Paris"
     assert "does not fit" in out.meta.units[0].reason
 
 
 def test_filter_keeps_original_when_final_answer_lost(tmp_path: Path) -> None:
     pack = tiny_pack(tmp_path)
-    out = run(pack, rec("Eggs?", "16-3-4=9, 9*2=18\n#### 18", category="math_puzzles"),
-              FakeBackend(responder(rewrite="We compute many things step by step. The result is 18 dollars.")))
+    out = run(
+        pack,
+        rec("Eggs?", "16-3-4=9, 9*2=18\n#### 18", category="math_puzzles"),
+        FakeBackend(
+            responder(rewrite="We compute many things step by step. The result is 18 dollars.")
+        ),
+    )
     u = out.meta.units[0]
     assert u.status == "kept" and u.filter is not None and u.filter.rule == "final_answer_lost"
     assert out.turns[1].content.endswith("#### 18")
@@ -113,8 +136,12 @@ def test_filter_keeps_original_when_final_answer_lost(tmp_path: Path) -> None:
 
 def test_tasks_filter_and_empty_response(tmp_path: Path) -> None:
     pack = tiny_pack(tmp_path)
-    out = run(pack, rec("Who?", "Him.", category="open_qa"), FakeBackend(responder()),
-              tasks=frozenset({"math_puzzles"}))
+    out = run(
+        pack,
+        rec("Who?", "Him.", category="open_qa"),
+        FakeBackend(responder()),
+        tasks=frozenset({"math_puzzles"}),
+    )
     assert out.meta.status == "skipped" and "--tasks" in out.meta.reason
     out = run(pack, rec("Who?", "   ", category="open_qa"), FakeBackend(responder()))
     assert out.meta.status == "skipped" and out.meta.reason == "empty response"
@@ -124,27 +151,36 @@ def test_samples_pick_longest_fitting(tmp_path: Path) -> None:
     pack = tiny_pack(tmp_path)
 
     def answer(req: ChatRequest) -> list[str]:
-        texts = ["short answer here ok", "a much longer answer with many more words in it " * 3,
-                 "the longest of all but it does not fit " * 5]
+        texts = [
+            "short answer here ok",
+            "a much longer answer with many more words in it " * 3,
+            "the longest of all but it does not fit " * 5,
+        ]
         fits = [True, True, False]
-        return [json.dumps({"reasoning": "r", "format_fits": f, "response": t})
-                for t, f in zip(texts, fits, strict=True)]
+        return [
+            json.dumps({"reasoning": "r", "format_fits": f, "response": t})
+            for t, f in zip(texts, fits, strict=True)
+        ]
 
-    out = run(pack, rec("Who?", "short answer", category="open_qa"), FakeBackend(answer),
-              samples=3)
+    out = run(pack, rec("Who?", "short answer", category="open_qa"), FakeBackend(answer), samples=3)
     u = out.meta.units[0]
     assert len(u.candidates) == 3 and u.chosen == 1
 
 
 def test_multi_turn_each_assistant_turn_is_a_unit(tmp_path: Path) -> None:
     pack = tiny_pack(tmp_path)
-    r = Record(id="m", index=0, source_format="sharegpt", turns=[
-        Turn(role="system", content="Be nice."),
-        Turn(role="user", content="Who wrote Hamlet?"),
-        Turn(role="assistant", content="Shakespeare."),
-        Turn(role="user", content="Tell a story about him"),
-        Turn(role="assistant", content="Once, Will..."),
-    ])
+    r = Record(
+        id="m",
+        index=0,
+        source_format="sharegpt",
+        turns=[
+            Turn(role="system", content="Be nice."),
+            Turn(role="user", content="Who wrote Hamlet?"),
+            Turn(role="assistant", content="Shakespeare."),
+            Turn(role="user", content="Tell a story about him"),
+            Turn(role="assistant", content="Once, Will..."),
+        ],
+    )
     seen: list[str] = []
 
     def answer(req: ChatRequest) -> str:
@@ -178,8 +214,11 @@ def test_invalid_output_is_reasked_then_fails_with_raw_output(tmp_path: Path) ->
 
     def bad(req: ChatRequest) -> str:
         calls["n"] += 1
-        return '{"reasoning": "x"}' if req.stage == "rewrite" else json.dumps(
-            {"reason": "r", "task_type": "open_qa"})
+        return (
+            '{"reasoning": "x"}'
+            if req.stage == "rewrite"
+            else json.dumps({"reason": "r", "task_type": "open_qa"})
+        )
 
     from realign.pipeline import StageError
 

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from packs import write_pack
 from typer.testing import CliRunner
 
-from packs import write_pack
 from realign.cli.main import app
 from realign.state import state_path
 
@@ -28,8 +28,15 @@ runner = CliRunner()
 
 def alpaca(n: int) -> str:
     return "".join(
-        json.dumps({"instruction": f"Question number {i}: who wrote book {i}?", "input": "",
-                    "output": f"Author {i} wrote book {i} in year {1900 + i}.", "id": f"r{i}"}) + "\n"
+        json.dumps(
+            {
+                "instruction": f"Question number {i}: who wrote book {i}?",
+                "input": "",
+                "output": f"Author {i} wrote book {i} in year {1900 + i}.",
+                "id": f"r{i}",
+            }
+        )
+        + "\n"
         for i in range(n)
     )
 
@@ -41,7 +48,9 @@ def test_run_writes_output_and_failures_in_input_order(tmp_path: Path) -> None:
     src.write_text("\n".join(lines) + "\n")
     pack = write_pack(tmp_path / "pack")
     out = tmp_path / "out.jsonl"
-    res = runner.invoke(app, ["run", str(src), "-o", str(out), "--backend", "fake", "--pack", str(pack)])
+    res = runner.invoke(
+        app, ["run", str(src), "-o", str(out), "--backend", "fake", "--pack", str(pack)]
+    )
     assert res.exit_code == 1, res.output  # one record failed (unreadable line)
     ids = [json.loads(x)["id"] for x in out.read_text().splitlines()]
     assert ids == ["r0", "r1", "r2", "r3", "r4"]
@@ -55,9 +64,22 @@ def test_dry_run_sends_nothing(tmp_path: Path) -> None:
     src.write_text(alpaca(4))
     pack = write_pack(tmp_path / "pack")
     # Nothing listens on port 9: any request would fail the run.
-    res = runner.invoke(app, ["run", str(src), "-o", str(tmp_path / "o.jsonl"), "--dry-run",
-                              "--base-url", "http://127.0.0.1:9/v1", "--model", "gpt-4o-mini",
-                              "--pack", str(pack)])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            str(src),
+            "-o",
+            str(tmp_path / "o.jsonl"),
+            "--dry-run",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--model",
+            "gpt-4o-mini",
+            "--pack",
+            str(pack),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "classify" in res.output and "rewrite" in res.output and "$" in res.output
     assert not (tmp_path / "o.jsonl").exists()
@@ -67,8 +89,19 @@ def test_dry_run_sends_nothing(tmp_path: Path) -> None:
 def test_unknown_task_and_missing_file_are_clear_errors(tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text(alpaca(1))
-    res = runner.invoke(app, ["run", str(src), "-o", str(tmp_path / "o.jsonl"), "--backend", "fake",
-                              "--tasks", "open_qa,not_a_type"])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            str(src),
+            "-o",
+            str(tmp_path / "o.jsonl"),
+            "--backend",
+            "fake",
+            "--tasks",
+            "open_qa,not_a_type",
+        ],
+    )
     assert res.exit_code == 2 and "not_a_type" in res.output
     res = runner.invoke(app, ["run", str(tmp_path / "nope.json"), "-o", str(tmp_path / "o.json")])
     assert res.exit_code == 2 and "no such file" in res.output
@@ -77,9 +110,26 @@ def test_unknown_task_and_missing_file_are_clear_errors(tmp_path: Path) -> None:
 def _run(src: Path, out: Path, pack: Path, url: str, home: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "REALIGN_HOME": str(home), "OPENAI_API_KEY": "sk-test-secret-123456"}
     return subprocess.Popen(
-        [sys.executable, "-m", "realign.cli.main", "run", str(src), "-o", str(out), "--pack",
-         str(pack), "--base-url", url, "--model", "gpt-4o-mini", "--concurrency", "4"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "realign.cli.main",
+            "run",
+            str(src),
+            "-o",
+            str(out),
+            "--pack",
+            str(pack),
+            "--base-url",
+            url,
+            "--model",
+            "gpt-4o-mini",
+            "--concurrency",
+            "4",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 

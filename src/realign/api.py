@@ -1,13 +1,13 @@
 """The Python API, mirroring the CLI.
 
-    from realign import realign_records, read_records, run
+from realign import realign_records, read_records, run
 
-    # Whole files, exactly like `realign run` (resumable, failures file, progress on stderr):
-    exit_code = run("data.json", "out.json", model="gpt-4o-mini")
+# Whole files, exactly like `realign run` (resumable, failures file, progress on stderr):
+exit_code = run("data.json", "out.json", model="gpt-4o-mini")
 
-    # Records in memory, with any backend (a test can pass FakeBackend):
-    records = list(read_records("data.json"))
-    out = realign_records(records, base_url="http://127.0.0.1:8000/v1", model="my-model")
+# Records in memory, with any backend (a test can pass FakeBackend):
+records = list(read_records("data.json"))
+out = realign_records(records, base_url="http://127.0.0.1:8000/v1", model="my-model")
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from realign.criteria import CriteriaPack, load_pack
 from realign.engine import Engine
 from realign.llm.base import Backend
-from realign.pipeline import RunOptions, Stages, StageError, process_record
+from realign.pipeline import RunOptions, StageError, Stages, process_record
 from realign.records import Failure, Record
 
 
@@ -52,15 +52,27 @@ async def arealign_records(
         backend = resolve_backend(load_settings({"model": model, "base_url": base_url}))
     crit = pack if isinstance(pack, CriteriaPack) else load_pack(pack, criteria)
     engine = Engine(backend, concurrency=concurrency)
-    stages = Stages(pack=crit, engine=engine, options=RunOptions(**options), retriever=retriever,
-                    model=backend.model, backend=backend.name)
+    stages = Stages(
+        pack=crit,
+        engine=engine,
+        options=RunOptions(**options),
+        retriever=retriever,
+        model=backend.model,
+        backend=backend.name,
+    )
 
     async def one(rec: Record) -> Record | Failure:
         try:
             return await process_record(stages, rec)
         except StageError as e:
-            return Failure(id=rec.id, index=rec.index, stage=e.stage, error=str(e),
-                           raw_output=e.raw_output, record=rec.raw)
+            return Failure(
+                id=rec.id,
+                index=rec.index,
+                stage=e.stage,
+                error=str(e),
+                raw_output=e.raw_output,
+                record=rec.raw,
+            )
 
     try:
         return list(await asyncio.gather(*(one(r) for r in records)))

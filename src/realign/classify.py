@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, create_model
 from realign import prompts, tokens
 from realign.criteria import CriteriaPack
 from realign.engine import Engine
-from realign.llm.base import ChatRequest
+from realign.llm.base import ChatRequest, ShortText
 from realign.records import Record, UnitMeta
 
 DEFAULT_TYPE = "default"
@@ -46,7 +46,7 @@ def classification_schema(pack: CriteriaPack) -> type[BaseModel]:
     forever: it becomes `default` with the reason recorded."""
     return create_model(
         "TaskClassification",
-        reason=(str, Field(description="One short sentence.", max_length=400)),
+        reason=(ShortText, Field(description="One short sentence.")),
         task_type=(str, Field(json_schema_extra={"enum": pack.names()})),
     )
 
@@ -101,7 +101,9 @@ async def classify_llm(engine: Engine, pack: CriteriaPack, record: Record, turn:
     data = answer.model_dump()
     choice = resolve_name(data["task_type"], pack, data["reason"])
     if choice is None:
-        return fallback(pack, f"classifier answered unknown type {data['task_type']!r}: used default")
+        return fallback(
+            pack, f"classifier answered unknown type {data['task_type']!r}: used default"
+        )
     return choice
 
 

@@ -82,8 +82,10 @@ def rule_length_ratio(instruction: str, original: str, rewrite: str, task_type: 
 def rule_code_mismatch(instruction: str, original: str, rewrite: str, task_type: str) -> str | None:
     o, r = has_code(original), has_code(rewrite)
     if o != r:
-        return "the original contains code but the rewrite does not" if o else (
-            "the rewrite adds code the original did not have"
+        return (
+            "the original contains code but the rewrite does not"
+            if o
+            else ("the rewrite adds code the original did not have")
         )
     return None
 

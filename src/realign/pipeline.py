@@ -9,10 +9,11 @@ Every input record ends in exactly one of the two files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,18 @@ from typing import Any
 from realign import __version__, tokens
 from realign.classify import DEFAULT_TYPE, EmbeddingPredictor, classify_unit
 from realign.criteria import CriteriaPack
-from realign.engine import Engine, StructuredOutputError
+from realign.engine import BudgetExceeded, CircuitOpen, Engine, StructuredOutputError
 from realign.filter import decide
 from realign.records import Failure, Provenance, Record, Status, UnitMeta
 from realign.rewrite import SELECTION_POLICIES, rewrite_unit
 from realign.state import RunState, state_path
 
-MAX_RESPONSE_TOKENS = 3000  # longer originals are passed through: a rewrite would not fit
+MAX_RESPONSE_TOKENS = 3000
+# The engine's budget cap and circuit breaker stop the whole run cleanly (resumable).
+STOPS = (
+    BudgetExceeded,
+    CircuitOpen,
+)  # longer originals are passed through: a rewrite would not fit
 
 
 @dataclass
@@ -86,6 +92,20 @@ class RunSummary:
 # ---------------------------------------------------------------- one record
 
 
+@contextlib.asynccontextmanager
+async def stage_errors(stage: str) -> AsyncIterator[None]:
+    """Name the stage in any error a record hits there (run-wide stops pass through)."""
+    try:
+        yield
+    except STOPS:
+        raise
+    except StageError:
+        raise
+    except Exception as e:
+        raw = e.raw_output if isinstance(e, StructuredOutputError) else None
+        raise StageError(stage, f"{type(e).__name__}: {e}", raw) from e
+
+
 def init_units(record: Record) -> None:
     if not record.meta.units:
         record.meta.units = [UnitMeta(turn=i) for i in record.assistant_turns()]
@@ -100,7 +120,7 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
     instruction = record.instruction_for(unit.turn)
     original = record.turns[unit.turn].content
 
-    try:
+    async with stage_errors("classify"):
         await classify_unit(
             stages.engine,
             pack,
@@ -110,8 +130,6 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
             embedding=stages.embedding,
             min_confidence=opts.min_confidence,
         )
-    except StructuredOutputError as e:
-        raise StageError("classify", str(e), e.raw_output) from e
     if opts.classify_only:
         _skip(unit, "classify only")
         return
@@ -143,15 +161,18 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
     evidence = unit.evidence  # attached earlier by `realign retrieve`, if it was run
     if not evidence and crit.retrieval:
         if stages.retriever is not None:
-            result = await stages.retriever.evidence_for(instruction, k=opts.retrieve_k)
+            async with stage_errors("retrieve"):
+                result = await stages.retriever.evidence_for(instruction, k=opts.retrieve_k)
             unit.query, unit.evidence, unit.evidence_note = (
-                result.query, result.evidence, result.note
+                result.query,
+                result.evidence,
+                result.note,
             )
             evidence = result.evidence
         else:
             unit.evidence_note = "retrieval is off (--retrieval none)"
 
-    try:
+    async with stage_errors("rewrite"):
         cands = await rewrite_unit(
             stages.engine,
             record,
@@ -161,8 +182,6 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
             force=opts.force,
             samples=opts.samples,
         )
-    except StructuredOutputError as e:
-        raise StageError("rewrite", str(e), e.raw_output) from e
     unit.candidates = cands
     unit.original = original
     chosen = SELECTION_POLICIES[opts.selection](cands)
@@ -235,11 +254,6 @@ class RunStopped(RuntimeError):
     """The run stopped early but cleanly; rerunning the same command resumes it."""
 
 
-def _is_stop(exc: BaseException) -> bool:
-    # The engine's budget cap and circuit breaker stop the run cleanly (resumable).
-    return type(exc).__name__ in {"BudgetExceeded", "CircuitOpen", "EngineStop"}
-
-
 async def run_records(
     stages: Stages,
     items: Iterable[Record | Failure],
@@ -258,14 +272,18 @@ async def run_records(
         try:
             out: Record | Failure = await process_record(stages, rec)
         except Exception as e:
-            if _is_stop(e):
+            if isinstance(e, STOPS):
                 stop.append(e)
                 return
             stage = e.stage if isinstance(e, StageError) else "pipeline"
             raw = e.raw_output if isinstance(e, StageError) else None
             out = Failure(
-                id=rec.id, index=rec.index, stage=stage, error=f"{type(e).__name__}: {e}",
-                raw_output=raw, record=rec.raw,
+                id=rec.id,
+                index=rec.index,
+                stage=stage,
+                error=str(e) if isinstance(e, StageError) else f"{type(e).__name__}: {e}",
+                raw_output=raw,
+                record=rec.raw,
             )
         commit(out)
 
@@ -331,8 +349,15 @@ def write_outputs(
 
         def rejected(errors: Iterable[Any]) -> None:
             for e in errors:
-                fail(Failure(id=str(e.id), index=e.index if e.index is not None else -1,
-                             stage="write", error=str(e), record=e.record or {}))
+                fail(
+                    Failure(
+                        id=str(e.id),
+                        index=e.index if e.index is not None else -1,
+                        stage="write",
+                        error=str(e),
+                        record=e.record or {},
+                    )
+                )
 
         with open_writer(output) as writer:
             for payload in state.iter_payloads(ok=True):

@@ -160,11 +160,19 @@ class Pacer:
     """
 
     def __init__(
-        self, *, rpm: float | None = None, tpm: float | None = None, burst_seconds: float = 1.0
+        self,
+        *,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        burst_seconds: float = 1.0,
+        headroom: float = 0.97,
     ) -> None:
+        # Aim a little under the limit: sending exactly at it turns every bit of timing jitter
+        # between us and the provider into a 429.
+        self.headroom = headroom
         self.burst_seconds = burst_seconds
-        self.requests = TokenBucket(rpm, burst_seconds=burst_seconds) if rpm else None
-        self.tokens = TokenBucket(tpm, burst_seconds=burst_seconds) if tpm else None
+        self.requests = TokenBucket(rpm * headroom, burst_seconds=burst_seconds) if rpm else None
+        self.tokens = TokenBucket(tpm * headroom, burst_seconds=burst_seconds) if tpm else None
         self._user_rpm = rpm
         self._user_tpm = tpm
         self._lock = asyncio.Lock()
@@ -196,6 +204,14 @@ class Pacer:
             if self.tokens is not None:
                 self.tokens.take(tokens)
 
+    def throttled(self, tokens: int, headers: Mapping[str, str]) -> None:
+        """A 429: the provider did not charge this request, but says how much is left."""
+        if self.requests is not None:
+            self.requests.level = min(self.requests.capacity, self.requests.level + 1)
+        if self.tokens is not None:
+            self.tokens.level = min(self.tokens.capacity, self.tokens.level + tokens)
+        self.observe(headers, throttled=True)
+
     def observe(self, headers: Mapping[str, str], *, throttled: bool = False) -> None:
         """Learn limits from `x-ratelimit-*` response headers (OpenAI, Azure, vLLM, …).
 
@@ -214,7 +230,7 @@ class Pacer:
             user = self._user_rpm if kind == "requests" else self._user_tpm
             if limit is not None and limit > 0:
                 # A user-given limit that is lower than the provider's wins (shared keys).
-                per_minute = min(limit, user) if user else limit
+                per_minute = (min(limit, user) if user else limit) * self.headroom
                 if bucket is None:
                     bucket = TokenBucket(per_minute, burst_seconds=self.burst_seconds)
                     if kind == "requests":

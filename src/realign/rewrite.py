@@ -15,7 +15,7 @@ from realign import prompts, tokens
 from realign.classify import context_text
 from realign.criteria import Criterion
 from realign.engine import Engine
-from realign.llm.base import ChatRequest
+from realign.llm.base import ChatRequest, ShortText
 from realign.records import Candidate, Evidence, Record
 
 MAX_OUTPUT_TOKENS = 4096
@@ -24,7 +24,7 @@ MAX_OUTPUT_TOKENS = 4096
 class RewriteOutput(BaseModel):
     """Field order matters: the model reasons and decides fit before writing the response."""
 
-    reasoning: str = Field(description="One or two sentences.")
+    reasoning: ShortText = Field(description="One or two sentences.")
     format_fits: bool
     response: str
 

@@ -205,8 +205,10 @@ def estimate_run(
     records = 0
     schema = classification_schema(pack)
     crit_list = [pack[n] for n in pack.names()]
-    classify_fixed = sum(tokens.count(m.content) for m in prompts.render(
-        "classify", criteria=crit_list, context="", instruction=""))
+    classify_fixed = sum(
+        tokens.count(m.content)
+        for m in prompts.render("classify", criteria=crit_list, context="", instruction="")
+    )
     schema_tokens = tokens.count(str(schema.model_json_schema()))
     for item in items:
         if options.limit is not None and records >= options.limit:
@@ -219,8 +221,11 @@ def estimate_run(
             task = label if (label in pack and not options.reclassify) else None
             if task is None:
                 req["classify"] += 1
-                tin["classify"] += classify_fixed + schema_tokens + tokens.count(
-                    item.instruction_for(turn) + context_text(item, turn))
+                tin["classify"] += (
+                    classify_fixed
+                    + schema_tokens
+                    + tokens.count(item.instruction_for(turn) + context_text(item, turn))
+                )
                 tout["classify"] += CLASSIFY_OUTPUT_TOKENS
                 if args.classify_only:
                     continue
@@ -236,7 +241,9 @@ def estimate_run(
                 crit = pack["default"] if "default" in pack else pack[pack.names()[0]]
             if crit.retrieval:
                 req["retrieve (search)"] += 1
-            request = build_request(item, turn, crit, [], force=options.force, samples=options.samples)
+            request = build_request(
+                item, turn, crit, [], force=options.force, samples=options.samples
+            )
             n_in = sum(tokens.count(m.content) for m in request.messages) + 200  # schema
             if crit.retrieval:
                 n_in += 600  # evidence cap
@@ -244,20 +251,32 @@ def estimate_run(
             req["rewrite"] += calls
             tin["rewrite"] += n_in * calls
             original = item.turns[turn].content
-            tout["rewrite"] += min(output_budget(original),
-                                   int(1.5 * tokens.count(original)) + REASONING_TOKENS) * options.samples
+            tout["rewrite"] += (
+                min(output_budget(original), int(1.5 * tokens.count(original)) + REASONING_TOKENS)
+                * options.samples
+            )
     stages = [
-        StageEstimate(stage=s, requests=req[s], input_tokens=tin[s],
-                      output_tokens=tout[s] if s != "retrieve (search)" else 0)
-        for s in ("classify", "retrieve (search)", "rewrite") if req[s]
+        StageEstimate(
+            stage=s,
+            requests=req[s],
+            input_tokens=tin[s],
+            output_tokens=tout[s] if s != "retrieve (search)" else 0,
+        )
+        for s in ("classify", "retrieve (search)", "rewrite")
+        if req[s]
     ]
-    model = args.model or ("gpt-4o-mini" if (args.base_url or args.backend == "openai"
-                                            or os.environ.get("OPENAI_API_KEY")) else "local")
+    model = args.model or (
+        "gpt-4o-mini"
+        if (args.base_url or args.backend == "openai" or os.environ.get("OPENAI_API_KEY"))
+        else "local"
+    )
     report = estimate(model, [s for s in stages if not s.stage.startswith("retrieve")])
     err.print(f"dry run: {records} records read from {args.input}; no request was sent.")
     err.print(render_table(report))
     if req["retrieve (search)"]:
         err.print(f"search requests (priced by your search provider): {req['retrieve (search)']}")
     if unknown_types:
-        err.print(f"{unknown_types} unit(s) have no task type yet: counted as classified and "
-                  "rewritten (an upper bound; `rewrite: no` types will cost less).")
+        err.print(
+            f"{unknown_types} unit(s) have no task type yet: counted as classified and "
+            "rewritten (an upper bound; `rewrite: no` types will cost less)."
+        )

@@ -1,6 +1,6 @@
 """Near-duplicate detection for generated data, with no dependency beyond the standard library.
 
-Texts are normalized (lower case, words only) and turned into word 3-gram shingles (fewer for
+Texts are normalized (lower case, words only, apostrophes dropped) and turned into word 3-gram shingles (fewer for
 texts of one or two words). Two texts are near-duplicates when the Jaccard similarity of their
 shingle sets is at least `threshold`. Candidates are found with MinHash + LSH banding (64
 hashes in 16 bands of 4: pairs above ~0.5 similarity almost always share a band), then checked
@@ -16,12 +16,14 @@ import re
 from collections import defaultdict
 
 _WORD = re.compile(r"\w+")
+_APOSTROPHE = re.compile(r"['’]")
 _PRIME = (1 << 61) - 1
 _MAX_HASH = (1 << 32) - 1
 
 
 def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    # "Moon's" and "Moons" are the same word here; punctuation never counts.
+    return _WORD.findall(_APOSTROPHE.sub("", text.lower()))
 
 
 def shingles(text: str, n: int = 3) -> frozenset[int]:

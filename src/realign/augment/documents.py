@@ -95,7 +95,7 @@ def read_documents(
     if not path.is_file():
         raise DocumentsError(f"{path}: no such file or folder")
     if path.suffix.lower() in TEXT_SUFFIXES:
-        yield _text_file(path, 0, path.stem)
+        yield _text_file(path, 0, path.name)
         return
     yield from _records(path, text_field, id_field, title_field)
 

@@ -84,7 +84,10 @@ def work_items(chunks: Iterable[Chunk | DocumentError]) -> Iterator[GenerateItem
     for index, c in enumerate(chunks):
         if isinstance(c, DocumentError):
             yield Failure(
-                id=c.id or str(c.index), index=index, stage="load", error=str(c),
+                id=c.id or str(c.index),
+                index=index,
+                stage="load",
+                error=str(c),
                 record=c.record or {},
             )
         else:
@@ -164,9 +167,7 @@ def pair_id(gen: GeneratedChunk, k: int) -> str:
     return f"{gen.doc_id}:{gen.chunk}:{k}"
 
 
-def to_record(
-    gen: GeneratedChunk, k: int, index: int, fmt: str, provenance: Provenance
-) -> Record:
+def to_record(gen: GeneratedChunk, k: int, index: int, fmt: str, provenance: Provenance) -> Record:
     pair = gen.pairs[k]
     rid = pair_id(gen, k)
     extra = {"category": pair.task_type} if pair.task_type else {}

@@ -156,8 +156,11 @@ def print_estimate(
 
     report = estimate(
         pricing_model(args),
-        [StageEstimate(stage=stage, requests=requests, input_tokens=tokens_in,
-                       output_tokens=tokens_out)],
+        [
+            StageEstimate(
+                stage=stage, requests=requests, input_tokens=tokens_in, output_tokens=tokens_out
+            )
+        ],
     )
     err.print(f"dry run: {what}; no request was sent.")
     err.print(render_table(report))
@@ -240,8 +243,14 @@ def run_job(
     async def main() -> RunCounts:
         try:
             return await process_items(
-                items, job.state, work, stage=stage, window=max(4 * job.engine.limit.limit, 16),
-                record_of=record_of, limit=limit, on_done=done,
+                items,
+                job.state,
+                work,
+                stage=stage,
+                window=max(4 * job.engine.limit.limit, 16),
+                record_of=record_of,
+                limit=limit,
+                on_done=done,
             )
         finally:
             await job.aclose()
@@ -256,10 +265,11 @@ def run_job(
         except KeyboardInterrupt:
             stopped = "interrupted"
     if stopped:
+        saved = job.state.count()
         job.state.close()
         err.print(
-            f"[yellow]stopped: {stopped}[/]\n{job.state.count()} items are saved; rerun the "
-            "same command to resume."
+            f"[yellow]stopped: {stopped}[/]\n{saved} items are saved; rerun the same command "
+            "to resume."
         )
         return 3
     return None
@@ -382,14 +392,23 @@ def rephrase_command(args: RephraseArgs) -> int:
                 req += 1
                 tin += sum(tokens.count(m.content) for m in r.messages) + 40  # + schema
                 tout += int(1.3 * c.tokens) + 20
-        print_estimate(args, "rephrase", req, tin, tout,
-                       f"{chunks} chunks × {len(styles)} styles from {args.input}")
+        print_estimate(
+            args,
+            "rephrase",
+            req,
+            tin,
+            tout,
+            f"{chunks} chunks × {len(styles)} styles from {args.input}",
+        )
         return 0
 
     n_chunks, n_bad = count_chunks(args)
     settings = {
-        "styles": styles, "max_chunk_tokens": args.max_chunk_tokens, "limit": args.limit,
-        "text_field": args.text_field, "id_field": args.id_field,
+        "styles": styles,
+        "max_chunk_tokens": args.max_chunk_tokens,
+        "limit": args.limit,
+        "text_field": args.text_field,
+        "id_field": args.id_field,
         "criteria": {s: pack[s].content_hash for s in styles},
     }
     job = open_job("rephrase", args, settings)
@@ -402,8 +421,13 @@ def rephrase_command(args: RephraseArgs) -> int:
         return await rp.rephrase(job.engine, item, pack[item.style])
 
     code = run_job(
-        job, rp.work_items(chunk_stream(args), styles), work, stage="rephrase",
-        record_of=_chunk_record, total=n_chunks * len(styles) + n_bad, on_result=tally,
+        job,
+        rp.work_items(chunk_stream(args), styles),
+        work,
+        stage="rephrase",
+        record_of=_chunk_record,
+        total=n_chunks * len(styles) + n_bad,
+        on_result=tally,
     )
     if code is not None:
         return code
@@ -426,8 +450,11 @@ def rephrase_command(args: RephraseArgs) -> int:
     table.add_row("chunks", f"{n_chunks} (≤ {args.max_chunk_tokens} tokens each)")
     table.add_row("rephrasings", f"{n_syn} ({', '.join(f'{k} {v}' for k, v in job.tally.items())})")
     if ratio is not None:
-        table.add_row("mixed corpus", f"{written} lines, real:synthetic {ratio[0]}:{ratio[1]} "
-                      f"(the shorter side repeats; repeated lines carry `repeat`)")
+        table.add_row(
+            "mixed corpus",
+            f"{written} lines, real:synthetic {ratio[0]}:{ratio[1]} "
+            f"(the shorter side repeats; repeated lines carry `repeat`)",
+        )
     else:
         table.add_row("lines written", str(written))
     return finish(job, args.output, [], table)
@@ -444,7 +471,9 @@ def generate_command(args: GenerateArgs) -> int:
 
     check_doc_args(args)
     if args.output_format not in FORMAT_NAMES or args.output_format == "fields":
-        raise die(f"--output-format {args.output_format!r}: use items, sharegpt, alpaca or messages")
+        raise die(
+            f"--output-format {args.output_format!r}: use items, sharegpt, alpaca or messages"
+        )
     if not 0.0 < args.dedup_threshold <= 1.0:
         raise die(f"--dedup-threshold {args.dedup_threshold}: use a number in (0, 1]")
     pack = None
@@ -467,14 +496,18 @@ def generate_command(args: GenerateArgs) -> int:
             req += 1
             tin += sum(tokens.count(m.content) for m in r.messages) + schema_tokens
             tout += min(gen.output_budget(n), n * 150)
-        print_estimate(args, "generate", req, tin, tout,
-                       f"{chunks} chunks × {n} pairs from {args.input}")
+        print_estimate(
+            args, "generate", req, tin, tout, f"{chunks} chunks × {n} pairs from {args.input}"
+        )
         return 0
 
     n_chunks, n_bad = count_chunks(args)
     settings = {
-        "per_chunk": n, "max_chunk_tokens": args.max_chunk_tokens, "limit": args.limit,
-        "text_field": args.text_field, "id_field": args.id_field,
+        "per_chunk": n,
+        "max_chunk_tokens": args.max_chunk_tokens,
+        "limit": args.limit,
+        "text_field": args.text_field,
+        "id_field": args.id_field,
         "pack": pack.content_hash if pack else None,
     }
     job = open_job("generate", args, settings)
@@ -487,8 +520,13 @@ def generate_command(args: GenerateArgs) -> int:
         return await gen.generate(job.engine, item, n, pack)
 
     code = run_job(
-        job, gen.work_items(chunk_stream(args)), work, stage="generate",
-        record_of=_chunk_record, total=n_chunks + n_bad, on_result=tally,
+        job,
+        gen.work_items(chunk_stream(args)),
+        work,
+        stage="generate",
+        record_of=_chunk_record,
+        total=n_chunks + n_bad,
+        on_result=tally,
     )
     if code is not None:
         return code
@@ -502,12 +540,21 @@ def generate_command(args: GenerateArgs) -> int:
 
     def rejected(errors: Iterable[Any]) -> None:
         for e in errors:
-            write_fails.append(Failure(id=str(e.id), index=e.index if e.index is not None else -1,
-                                       stage="write", error=str(e), record=e.record or {}))
+            write_fails.append(
+                Failure(
+                    id=str(e.id),
+                    index=e.index if e.index is not None else -1,
+                    stage="write",
+                    error=str(e),
+                    record=e.record or {},
+                )
+            )
 
     try:
-        with RecordWriter(args.output, args.output_format) as writer, \
-                JsonlAppender(dup_path) as dup_file:
+        with (
+            RecordWriter(args.output, args.output_format) as writer,
+            JsonlAppender(dup_path) as dup_file,
+        ):
             last_chunk = None
             for chunk_result, k, dup in gen.deduplicated(
                 results(job.state, gen.GeneratedChunk), args.dedup_threshold
@@ -533,8 +580,12 @@ def generate_command(args: GenerateArgs) -> int:
 
     table = Table(title="realign generate", show_header=False, box=None)
     table.add_row("chunks", str(n_chunks))
-    table.add_row("pairs generated", f"{kept + dups} ({n} asked per chunk"
-                  + (f"; {short} fewer than asked" if short else "") + ")")
+    table.add_row(
+        "pairs generated",
+        f"{kept + dups} ({n} asked per chunk"
+        + (f"; {short} fewer than asked" if short else "")
+        + ")",
+    )
     table.add_row("near-duplicates removed", f"{dups}" + (f" → {dup_path}" if dups else ""))
     table.add_row("pairs written", str(kept))
     if pack is not None:
@@ -590,8 +641,14 @@ def filter_command(args: FilterArgs) -> int:
                     req += 1
                     tin += sum(tokens.count(m.content) for m in r.messages) + schema_tokens
                     tout += qf.ESTIMATED_OUTPUT_TOKENS
-        print_estimate(args, "judge", req, tin, tout,
-                       f"{records} records × {len(aspects)} aspect(s) from {args.input}")
+        print_estimate(
+            args,
+            "judge",
+            req,
+            tin,
+            tout,
+            f"{records} records × {len(aspects)} aspect(s) from {args.input}",
+        )
         return 0
 
     from realign.runtime import count_records
@@ -600,9 +657,13 @@ def filter_command(args: FilterArgs) -> int:
     if total is not None and args.limit:
         total = min(total, args.limit)
     settings = {
-        "aspects": aspects, "min_score": args.min_score, "limit": args.limit,
-        "pack": pack.content_hash if pack else None, "input_format": args.input_format,
-        "output_format": args.output_format, "fields": args.fields,
+        "aspects": aspects,
+        "min_score": args.min_score,
+        "limit": args.limit,
+        "pack": pack.content_hash if pack else None,
+        "input_format": args.input_format,
+        "output_format": args.output_format,
+        "fields": args.fields,
         "reference": str(args.reference) if args.reference else None,
     }
     job = open_job("filter", args, settings)
@@ -617,8 +678,14 @@ def filter_command(args: FilterArgs) -> int:
         )
 
     code = run_job(
-        job, items(), work, stage="judge", record_of=lambda r: r.raw, total=total,
-        limit=args.limit, on_result=tally,
+        job,
+        items(),
+        work,
+        stage="judge",
+        record_of=lambda r: r.raw,
+        total=total,
+        limit=args.limit,
+        on_result=tally,
     )
     if code is not None:
         return code
@@ -629,18 +696,28 @@ def filter_command(args: FilterArgs) -> int:
 
     def rejected(errors: Iterable[Any]) -> None:
         for e in errors:
-            write_fails.append(Failure(id=str(e.id), index=e.index if e.index is not None else -1,
-                                       stage="write", error=str(e), record=e.record or {}))
+            write_fails.append(
+                Failure(
+                    id=str(e.id),
+                    index=e.index if e.index is not None else -1,
+                    stage="write",
+                    error=str(e),
+                    record=e.record or {},
+                )
+            )
 
     try:
-        with RecordWriter(args.output, args.output_format, source_fields=args.fields) as kept_w, \
-                RecordWriter(dropped_path, args.output_format, source_fields=args.fields) as drop_w:
+        with (
+            RecordWriter(args.output, args.output_format, source_fields=args.fields) as kept_w,
+            RecordWriter(dropped_path, args.output_format, source_fields=args.fields) as drop_w,
+        ):
             for f in results(job.state, qf.Filtered):
                 writer = kept_w if f.verdict.kept else drop_w
                 try:
                     writer.write(f.record)
                     per_type.setdefault(f.task_type, Counter())[
-                        "kept" if f.verdict.kept else "dropped"] += 1
+                        "kept" if f.verdict.kept else "dropped"
+                    ] += 1
                 except RecordWriteError as e:
                     rejected([e.error])
                 rejected(kept_w.take_rejected())

@@ -57,7 +57,9 @@ def decide(units: Sequence[UnitScore], aspects: Sequence[str], min_score: int) -
     """Pure: kept when every unit reaches `min_score` on every aspect."""
     if not units:
         return Verdict(
-            aspects=list(aspects), min_score=min_score, kept=False,
+            aspects=list(aspects),
+            min_score=min_score,
+            kept=False,
             reason="no assistant turn to judge",
         )
     lowest: dict[str, UnitScore] = {}

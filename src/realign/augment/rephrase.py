@@ -64,7 +64,10 @@ def work_items(
     for c in chunks:
         if isinstance(c, DocumentError):
             yield Failure(
-                id=c.id or str(c.index), index=index, stage="load", error=str(c),
+                id=c.id or str(c.index),
+                index=index,
+                stage="load",
+                error=str(c),
                 record=c.record or {},
             )
             index += 1

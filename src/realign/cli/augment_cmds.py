@@ -24,7 +24,10 @@ MAX_CHUNK_TOKENS = typer.Option(
     300, help="Chunks hold at most this many tokens (WRAP: longer pieces lose information)."
 )
 LIMIT_CHUNKS = typer.Option(None, min=1, help="Only the first N chunks.")
-MAX_COST = typer.Option(None, help="Stop cleanly (resumable) before spending more than this many USD.")
+MAX_COST = typer.Option(
+    None, help="Stop cleanly (resumable) before spending more than this many USD."
+)
+REFERENCE = typer.Option(None, help="Reference answers (same format) for --aspect factuality.")
 DRY_RUN = typer.Option(False, help="Print requests, tokens and cost; make no request.")
 
 REPHRASE_HELP = """Rephrase documents WRAP-style ("Rephrasing the Web", Maini et al. 2024).
@@ -160,9 +163,7 @@ def register(app: typer.Typer) -> None:
             "readability.",
         ),
         min_score: int = typer.Option(7, min=1, max=10, help="Keep records scoring at least this."),
-        reference: Path | None = typer.Option(
-            None, help="Reference answers (same format) for --aspect factuality."
-        ),
+        reference: Path | None = REFERENCE,
         pack: str = common.PACK,
         criteria: Path | None = common.CRITERIA,
         model: str | None = common.MODEL,

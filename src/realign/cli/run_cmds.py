@@ -41,9 +41,12 @@ def register(app: typer.Typer) -> None:
             None, help="Only rewrite these task types (comma-separated); others pass through."
         ),
         samples: int = typer.Option(1, min=1, max=16, help="Rewrite candidates per response."),
-        selection: str = typer.Option("longest", help="How to pick among candidates: longest|first."),
+        selection: str = typer.Option(
+            "longest", help="How to pick among candidates: longest|first."
+        ),
         force: bool = typer.Option(
-            False, help="Rewrite even `rewrite: no` types and ill-fitting formats (ReAlign's math mode)."
+            False,
+            help="Rewrite even `rewrite: no` types and ill-fitting formats (ReAlign's math mode).",
         ),
         reclassify: bool = typer.Option(
             False, help="Classify even records whose input already gives a task type."

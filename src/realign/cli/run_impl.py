@@ -173,8 +173,12 @@ def run_command(args: RunArgs) -> int:
 
     def counts() -> str:
         s = summary.statuses
-        parts = [f"rw {s.get('rewritten', 0)}", f"kept {s.get('kept', 0)}",
-                 f"skip {s.get('skipped', 0)}", f"fail {summary.failed}"]
+        parts = [
+            f"rw {s.get('rewritten', 0)}",
+            f"kept {s.get('kept', 0)}",
+            f"skip {s.get('skipped', 0)}",
+            f"fail {summary.failed}",
+        ]
         st = stages.engine.stats if stages.engine else None
         if st is not None:
             elapsed = max(time.monotonic() - started, 1e-6)
@@ -186,8 +190,9 @@ def run_command(args: RunArgs) -> int:
                 parts.append(f"429s {st.rate_limited} retries {st.retries}")
         return " · ".join(parts)
 
-    task = progress.add_task("realign" if not args.classify_only else "classify",
-                             total=total, counts=counts())
+    task = progress.add_task(
+        "realign" if not args.classify_only else "classify", total=total, counts=counts()
+    )
 
     def on_done(_: Record | Failure) -> None:
         progress.update(task, advance=1, counts=counts())
@@ -211,19 +216,26 @@ def run_command(args: RunArgs) -> int:
             stopped = "interrupted"
     if stopped:
         state.close()
-        err.print(f"[yellow]stopped: {stopped}[/]\n{state.count()} records are saved; rerun the "
-                  "same command to resume.")
+        err.print(
+            f"[yellow]stopped: {stopped}[/]\n{state.count()} records are saved; rerun the "
+            "same command to resume."
+        )
         return 3
 
     written, failed, fails = pipeline.write_outputs(state, args.output, runtime.open_writer)
     state.close(remove=True)
     summary.output, summary.failures = args.output, fails
     summary.written, summary.failed = written, failed
-    err.print(summary_table(summary, stages.engine.stats if stages.engine else None,
-                            time.monotonic() - started))
+    err.print(
+        summary_table(
+            summary, stages.engine.stats if stages.engine else None, time.monotonic() - started
+        )
+    )
     if failed:
-        err.print(f"[red]{failed} record(s) failed[/]: see {fails}; rerun the same command to "
-                  "retry them (answers already paid for come from the cache).")
+        err.print(
+            f"[red]{failed} record(s) failed[/]: see {fails}; rerun the same command to "
+            "retry them (answers already paid for come from the cache)."
+        )
         return 1
     return 0
 

@@ -9,9 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
+
+SHORT_TEXT_CHARS = 400
+
+# A free-text field (a reason, a rationale) that the schema bounds, so grammar-constrained
+# local models cannot ramble until max_tokens cuts the JSON off, but that validation only
+# trims: a hosted model writing a little more is not re-asked (and paid) for it.
+ShortText = Annotated[
+    str,
+    AfterValidator(lambda s: s[:SHORT_TEXT_CHARS]),
+    WithJsonSchema({"type": "string", "maxLength": SHORT_TEXT_CHARS}),
+]
 
 
 class Message(BaseModel):

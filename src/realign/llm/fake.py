@@ -71,7 +71,9 @@ class FakeBackend:
         prompt_chars = sum(len(m.content) for m in request.messages)
         return ChatResponse(
             texts=texts,
-            usage=Usage(prompt_tokens=prompt_chars // 4, completion_tokens=sum(len(t) for t in texts) // 4),
+            usage=Usage(
+                prompt_tokens=prompt_chars // 4, completion_tokens=sum(len(t) for t in texts) // 4
+            ),
         )
 
     async def aclose(self) -> None:

@@ -104,6 +104,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Like uvicorn: connections in TIME_WAIT from a previous server do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def default_threads() -> int:
     if os.environ.get("REALIGN_LOCAL_THREADS"):
         return max(1, int(os.environ["REALIGN_LOCAL_THREADS"]))
@@ -172,6 +183,12 @@ class LlamaServer:
         if self.proc is not None:
             return
         _require_llama_server()
+        if not _port_is_free(self.port):
+            # Otherwise another server on that port could answer our readiness check.
+            raise LocalModelError(
+                f"port {self.port} on 127.0.0.1 is already in use (REALIGN_LOCAL_PORT?): "
+                "stop what runs there or choose another port"
+            )
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
             prefix="realign-llama-server-", suffix=".log", delete=False
         )

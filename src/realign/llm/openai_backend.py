@@ -317,7 +317,8 @@ class OpenAIBackend:
             self._loop = loop
             self._llm = ChatOpenAI(
                 model=self.model,
-                base_url=self.base_url,
+                # Explicit, so ChatOpenAI never falls back to OPENAI_BASE_URL on its own.
+                base_url=self.base_url or OPENAI_BASE_URL,
                 api_key=self._api_key or NO_KEY,
                 max_retries=0,
                 timeout=self.timeout,
@@ -430,6 +431,9 @@ def _raw_text(message: Any) -> str:
         if call.get("args"):
             return str(call["args"])
     content = message.content
+    refusal = (getattr(message, "additional_kwargs", None) or {}).get("refusal")
+    if not content and refusal:  # OpenAI structured outputs: the model declined
+        return f"(model refused: {refusal})"
     if isinstance(content, list):  # content blocks
         return "".join(b if isinstance(b, str) else str(b.get("text", "")) for b in content)
     return str(content or "")
