@@ -211,8 +211,8 @@ class FakeOpenAIServer:
                 head += [f"{k}: {v}" for k, v in extra.items()]
                 writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
+            pass  # client went away, malformed request line, or server shutting down
         finally:
             self._tasks.discard(task)
             writer.close()

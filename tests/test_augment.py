@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from realign import tokens
-from realign.augment import dedup, documents, generate, quality_filter, rephrase, runner
+from realign import runner, tokens
+from realign.augment import dedup, documents, generate, quality_filter, rephrase
 from realign.criteria import load_pack
 from realign.engine import BudgetExceeded, Engine
 from realign.llm.base import BackendError, ChatRequest
@@ -402,3 +402,16 @@ def test_fingerprint_changes_with_input_and_settings(tmp_path: Path) -> None:
     assert a != runner.fingerprint("generate", p, {"styles": ["easy"]})
     p.write_text('{"x": 1}\n', encoding="utf-8")
     assert a != runner.fingerprint("rephrase", p, {"styles": ["easy"]})
+
+
+def test_educational_value_is_a_judge_aspect_with_a_rubric() -> None:
+    from realign import judge
+
+    assert "educational_value" in judge.available_aspects()
+    text = judge.rubric(
+        "educational_value", pointwise=True, task_type=None, pack=None, reference=None
+    )
+    assert "student" in text and "Scale:" in text
+    assert "Scale:" not in judge.rubric(
+        "educational_value", pointwise=False, task_type=None, pack=None, reference=None
+    )

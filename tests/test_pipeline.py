@@ -220,7 +220,7 @@ def test_invalid_output_is_reasked_then_fails_with_raw_output(tmp_path: Path) ->
             else json.dumps({"reason": "r", "task_type": "open_qa"})
         )
 
-    from realign.pipeline import StageError
+    from realign.runner import StageError
 
     with pytest.raises(StageError) as e:
         run(pack, rec("Who?", "Him.", category="open_qa"), FakeBackend(bad))

@@ -20,8 +20,9 @@ from typing import Any
 from realign.criteria import CriteriaPack, load_pack
 from realign.engine import Engine
 from realign.llm.base import Backend
-from realign.pipeline import RunOptions, StageError, Stages, process_record
+from realign.pipeline import RunOptions, Stages, process_record
 from realign.records import Failure, Record
+from realign.runner import StageError
 
 
 def run(input: str | Path, output: str | Path, **options: Any) -> int:

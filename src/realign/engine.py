@@ -328,9 +328,13 @@ class Engine:
         out: list[T] = []
         last_raw = ""
         last_err = ""
+        req = request
         for attempt in range(self.reask + 1):
             need = request.n - len(out)
-            req = request if attempt == 0 else _reask(request, last_raw, last_err, need)
+            if attempt:
+                # Each re-ask extends the previous one: re-sending the same re-ask would be
+                # answered from the cache with the same invalid output.
+                req = _reask(req, last_raw, last_err, need)
             resp = await self.chat(req)
             for text in resp.texts[:need]:
                 try:

@@ -8,7 +8,6 @@ Every input record ends in exactly one of the two files.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -21,18 +20,14 @@ from typing import Any
 from realign import __version__, tokens
 from realign.classify import DEFAULT_TYPE, EmbeddingPredictor, classify_unit
 from realign.criteria import CriteriaPack
-from realign.engine import BudgetExceeded, CircuitOpen, Engine, StructuredOutputError
+from realign.engine import Engine, StructuredOutputError
 from realign.filter import decide
 from realign.records import Failure, Provenance, Record, Status, UnitMeta
 from realign.rewrite import SELECTION_POLICIES, rewrite_unit
+from realign.runner import STOPS, StageError, process_items
 from realign.state import RunState, state_path
 
-MAX_RESPONSE_TOKENS = 3000
-# The engine's budget cap and circuit breaker stop the whole run cleanly (resumable).
-STOPS = (
-    BudgetExceeded,
-    CircuitOpen,
-)  # longer originals are passed through: a rewrite would not fit
+MAX_RESPONSE_TOKENS = 3000  # longer originals are passed through: a rewrite would not fit
 
 
 @dataclass
@@ -66,13 +61,6 @@ class Stages:
     retriever: Any | None = None  # realign.retrieve.Retriever
     model: str | None = None
     backend: str | None = None
-
-
-class StageError(RuntimeError):
-    def __init__(self, stage: str, message: str, raw_output: str | None = None) -> None:
-        super().__init__(message)
-        self.stage = stage
-        self.raw_output = raw_output
 
 
 @dataclass
@@ -250,10 +238,6 @@ def failures_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.failures.jsonl")
 
 
-class RunStopped(RuntimeError):
-    """The run stopped early but cleanly; rerunning the same command resumes it."""
-
-
 async def run_records(
     stages: Stages,
     items: Iterable[Record | Failure],
@@ -264,33 +248,9 @@ async def run_records(
     on_done: Callable[[Record | Failure], None] | None = None,
 ) -> None:
     """Process `items` (records, or read failures) into `state`, at most `window` at a time."""
-    slots = asyncio.Semaphore(window)
-    stop: list[BaseException] = []
-    running: set[asyncio.Task[None]] = set()
 
-    async def handle(rec: Record) -> None:
-        try:
-            out: Record | Failure = await process_record(stages, rec)
-        except Exception as e:
-            if isinstance(e, STOPS):
-                stop.append(e)
-                return
-            stage = e.stage if isinstance(e, StageError) else "pipeline"
-            raw = e.raw_output if isinstance(e, StageError) else None
-            out = Failure(
-                id=rec.id,
-                index=rec.index,
-                stage=stage,
-                error=str(e) if isinstance(e, StageError) else f"{type(e).__name__}: {e}",
-                raw_output=raw,
-                record=rec.raw,
-            )
-        commit(out)
-
-    def commit(out: Record | Failure) -> None:
-        ok = isinstance(out, Record)
-        state.commit(out.index, ok, out.model_dump_json())
-        if ok:
+    def done(out: Any) -> None:
+        if isinstance(out, Record):
             summary.statuses[out.meta.status] += 1
             summary.task_types[out.meta.task_type or "?"] += 1
             for u in out.meta.units:
@@ -301,29 +261,17 @@ async def run_records(
         if on_done is not None:
             on_done(out)
 
-    for item in items:
-        if stop:
-            break
-        if stages.options.limit is not None and summary.read >= stages.options.limit:
-            break
-        summary.read += 1
-        if state.is_done(item.index):
-            summary.resumed += 1
-            continue
-        if isinstance(item, Failure):
-            commit(item)
-            continue
-        await slots.acquire()
-        if stop:
-            slots.release()
-            break
-        task = asyncio.create_task(handle(item))
-        running.add(task)
-        task.add_done_callback(lambda t: (running.discard(t), slots.release()))
-    if running:
-        await asyncio.gather(*running)
-    if stop:
-        raise RunStopped(f"{type(stop[0]).__name__}: {stop[0]}")
+    counts = await process_items(
+        items,
+        state,
+        lambda rec: process_record(stages, rec),
+        stage="pipeline",
+        window=window,
+        record_of=lambda rec: rec.raw,
+        limit=stages.options.limit,
+        on_done=done,
+    )
+    summary.read, summary.resumed = counts.read, counts.resumed
 
 
 def write_outputs(

@@ -122,7 +122,9 @@ class TokenBucket:
 
     def __init__(self, per_minute: float, *, burst_seconds: float) -> None:
         self.set_rate(per_minute, burst_seconds=burst_seconds)
-        self.level = self.capacity
+        # Start empty: a burst granted now may only reach the provider after a stall (the first
+        # request imports the client library), on top of what refills meanwhile.
+        self.level = 0.0
         self._t = time.monotonic()
 
     def set_rate(self, per_minute: float, *, burst_seconds: float) -> None:

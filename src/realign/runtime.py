@@ -120,21 +120,20 @@ def make_embedding(args: RunArgs, pack: CriteriaPack, err: Console) -> Any:
         raise die(f"{e}\ninstall the extra: pip install 'realign[classifier]'") from e
 
 
-def build_runtime(args: RunArgs, pack: CriteriaPack, options: RunOptions, err: Console) -> Runtime:
-    from realign.cache import Cache
-    from realign.datafiles import RecordWriter
-    from realign.search.base import SearchError
+def make_engine(args: Any, err: Console) -> tuple[Engine, list[Callable[[], Any]]]:
+    """The engine for these options (backend, cache, limits) and what to close after.
 
-    closers: list[Callable[[], Any]] = []
+    `args` needs backend, model, base_url, concurrency, no_cache and optionally rpm, tpm,
+    max_cost: every command that calls an LLM builds its engine here."""
+    from realign.cache import Cache
+    from realign.cli.common import die
+
+    backend = make_backend(args, err)
     cache = None if args.no_cache else Cache()
-    if cache is not None:
-        closers.append(cache.close)
-    backend = make_backend(args, err) if needs_llm(args) else None
-    engine = None
-    concurrency = args.concurrency
-    if backend is not None:
-        if concurrency is None:
-            concurrency = LOCAL_CONCURRENCY if backend.name == "local" else HOSTED_CONCURRENCY
+    concurrency = args.concurrency or (
+        LOCAL_CONCURRENCY if backend.name == "local" else HOSTED_CONCURRENCY
+    )
+    try:
         engine = Engine(
             backend,
             concurrency=concurrency,
@@ -143,13 +142,41 @@ def build_runtime(args: RunArgs, pack: CriteriaPack, options: RunOptions, err: C
             request_timeout=LOCAL_REQUEST_TIMEOUT_S if backend.name == "local" else 120.0,
             **engine_limits(args),
         )
-        closers.insert(0, engine.aclose)
+    except ValueError as e:  # e.g. --max-cost for a model without a price
+        raise die(str(e)) from e
+    closers: list[Callable[[], Any]] = [engine.aclose]
+    if cache is not None:
+        closers.append(cache.close)
+    return engine, closers
+
+
+def pricing_model(args: Any) -> str:
+    """The model a run would use, for the `--dry-run` price ("local" is free)."""
+    from realign.config import DEFAULT_OPENAI_MODEL, load_settings
+
+    s = load_settings({"backend": args.backend, "model": args.model, "base_url": args.base_url})
+    if s.model:
+        return s.model
+    if s.backend == "local" or (not s.backend and not s.api_key and not s.base_url):
+        return "local"
+    return DEFAULT_OPENAI_MODEL
+
+
+def build_runtime(args: RunArgs, pack: CriteriaPack, options: RunOptions, err: Console) -> Runtime:
+    from realign.datafiles import RecordWriter
+    from realign.search.base import SearchError
+
+    engine: Engine | None = None
+    closers: list[Callable[[], Any]] = []
+    if needs_llm(args):
+        engine, closers = make_engine(args, err)
     try:
         retriever = make_retriever(args, engine, err)
     except SearchError as e:
         from realign.cli.common import die
 
         raise die(str(e)) from e
+    backend = engine.backend if engine is not None else None
     stages = Stages(
         pack=pack,
         engine=engine,
@@ -159,7 +186,7 @@ def build_runtime(args: RunArgs, pack: CriteriaPack, options: RunOptions, err: C
         model=getattr(backend, "model", None),
         backend=getattr(backend, "name", None),
     )
-    window = max(4 * (concurrency or 1), 16)
+    window = max(4 * (engine.limit.maximum if engine is not None else 1), 16)
 
     def open_writer(path: Path) -> RecordWriter:
         return RecordWriter(path, args.output_format, source_fields=args.fields)
@@ -265,12 +292,9 @@ def estimate_run(
         for s in ("classify", "retrieve (search)", "rewrite")
         if req[s]
     ]
-    model = args.model or (
-        "gpt-4o-mini"
-        if (args.base_url or args.backend == "openai" or os.environ.get("OPENAI_API_KEY"))
-        else "local"
+    report = estimate(
+        pricing_model(args), [s for s in stages if not s.stage.startswith("retrieve")]
     )
-    report = estimate(model, [s for s in stages if not s.stage.startswith("retrieve")])
     err.print(f"dry run: {records} records read from {args.input}; no request was sent.")
     err.print(render_table(report))
     if req["retrieve (search)"]:

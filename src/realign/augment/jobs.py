@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -28,7 +28,11 @@ from rich.table import Table
 
 from realign import tokens
 from realign.augment import documents as docs_mod
-from realign.augment.runner import (
+from realign.cli.common import die, split_csv
+from realign.engine import Engine
+from realign.pipeline import failures_path
+from realign.records import Failure, Record
+from realign.runner import (
     RunCounts,
     RunStopped,
     fingerprint,
@@ -36,14 +40,10 @@ from realign.augment.runner import (
     results,
     write_failures,
 )
-from realign.cli.common import die, split_csv
-from realign.engine import Engine
-from realign.pipeline import failures_path
-from realign.records import Failure, Record
+from realign.runtime import make_engine, pricing_model
 from realign.state import RunState, state_path
 
 err = Console(stderr=True)
-T = TypeVar("T")
 
 
 @dataclass
@@ -105,50 +105,6 @@ class FilterArgs(EngineArgs):
 # ---------------------------------------------------------------- engine and run loop
 
 
-def build_engine(args: EngineArgs) -> tuple[Engine, list[Callable[[], Any]]]:
-    """The engine `realign run` would build for these options, and what to close after."""
-    from realign.cache import Cache
-    from realign.runtime import (
-        HOSTED_CONCURRENCY,
-        LOCAL_CONCURRENCY,
-        LOCAL_REQUEST_TIMEOUT_S,
-        engine_limits,
-        make_backend,
-    )
-
-    backend = make_backend(args, err)
-    cache = None if args.no_cache else Cache()
-    concurrency = args.concurrency or (
-        LOCAL_CONCURRENCY if backend.name == "local" else HOSTED_CONCURRENCY
-    )
-    try:
-        engine = Engine(
-            backend,
-            concurrency=concurrency,
-            cache=cache,
-            request_timeout=LOCAL_REQUEST_TIMEOUT_S if backend.name == "local" else 120.0,
-            **engine_limits(args),
-        )
-    except ValueError as e:  # e.g. --max-cost for a model without a price
-        raise die(str(e)) from e
-    closers: list[Callable[[], Any]] = [engine.aclose]
-    if cache is not None:
-        closers.append(cache.close)
-    return engine, closers
-
-
-def pricing_model(args: EngineArgs) -> str:
-    """The model a run would use, for the `--dry-run` price ("local" is free)."""
-    from realign.config import DEFAULT_OPENAI_MODEL, load_settings
-
-    s = load_settings({"backend": args.backend, "model": args.model, "base_url": args.base_url})
-    if s.model:
-        return s.model
-    if s.backend == "local" or (not s.backend and not s.api_key and not s.base_url):
-        return "local"
-    return DEFAULT_OPENAI_MODEL
-
-
 def print_estimate(
     args: EngineArgs, stage: str, requests: int, tokens_in: int, tokens_out: int, what: str
 ) -> None:
@@ -189,7 +145,7 @@ def open_job(name: str, args: EngineArgs, settings: dict[str, Any]) -> Job:
     """Engine + run state (resumed when the same job ran before and stopped)."""
     if args.output.resolve() == args.input.resolve():
         raise die("the output must not overwrite the input; choose another -o path")
-    engine, closers = build_engine(args)
+    engine, closers = make_engine(args, err)
     backend = engine.backend
     fp = fingerprint(
         name, args.input, {**settings, "model": backend.model, "backend": backend.backend_id}

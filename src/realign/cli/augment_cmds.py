@@ -28,6 +28,7 @@ MAX_COST = typer.Option(
     None, help="Stop cleanly (resumable) before spending more than this many USD."
 )
 REFERENCE = typer.Option(None, help="Reference answers (same format) for --aspect factuality.")
+JSONL_OUTPUT = typer.Option(..., "-o", "--output", help="Output JSON Lines file (*.jsonl).")
 DRY_RUN = typer.Option(False, help="Print requests, tokens and cost; make no request.")
 
 REPHRASE_HELP = """Rephrase documents WRAP-style ("Rephrasing the Web", Maini et al. 2024).
@@ -87,7 +88,7 @@ def register(app: typer.Typer) -> None:
     @app.command(help=REPHRASE_HELP, no_args_is_help=True)
     def rephrase(
         input: Path = DOCS,
-        output: Path = common.OUTPUT,
+        output: Path = JSONL_OUTPUT,
         styles: str = typer.Option(
             "easy,medium,hard,qa", help="Styles (criteria names of the pack), comma-separated."
         ),

@@ -18,6 +18,7 @@ from rich.table import Table
 from realign.cli.common import die, split_csv
 from realign.criteria import CriteriaError, CriteriaPack, load_pack
 from realign.records import Failure, Record
+from realign.runner import RunStopped
 
 err = Console(stderr=True)
 
@@ -210,14 +211,15 @@ def run_command(args: RunArgs) -> int:
         progress.update(task, advance=state.count() if state.resumed else 0)
         try:
             asyncio.run(main())
-        except pipeline.RunStopped as e:
+        except RunStopped as e:
             stopped = str(e)
         except KeyboardInterrupt:
             stopped = "interrupted"
     if stopped:
+        saved = state.count()
         state.close()
         err.print(
-            f"[yellow]stopped: {stopped}[/]\n{state.count()} records are saved; rerun the "
+            f"[yellow]stopped: {stopped}[/]\n{saved} records are saved; rerun the "
             "same command to resume."
         )
         return 3

@@ -1,6 +1,7 @@
-"""The loop `rephrase`, `generate` and `filter` share: resumable, ordered, bounded.
+"""The loop every dataset command shares (`run`, `rephrase`, `generate`, `filter`):
+resumable, ordered, bounded.
 
-It is `realign.pipeline.run_records` made generic over the work done per item: items are
+Generic over the work done per item: items are
 processed concurrently inside a window of `window` items; each result (or failure) is
 committed to the `RunState` on its own, so a crash or kill loses at most the items in flight;
 the outputs are written from the state in input order once everything is done. An engine stop
@@ -20,12 +21,35 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel
 
 from realign.engine import BudgetExceeded, StructuredOutputError
-from realign.pipeline import RunStopped
 from realign.ratelimit import CircuitOpen
 from realign.records import Failure
 from realign.state import RunState
 
-__all__ = ["RunCounts", "RunStopped", "fingerprint", "process_items", "write_failures"]
+__all__ = [
+    "STOPS",
+    "RunCounts",
+    "RunStopped",
+    "StageError",
+    "fingerprint",
+    "process_items",
+    "write_failures",
+]
+
+# The engine's budget cap and circuit breaker stop the whole run cleanly (resumable).
+STOPS = (BudgetExceeded, CircuitOpen)
+
+
+class RunStopped(RuntimeError):
+    """The run stopped early but cleanly; rerunning the same command resumes it."""
+
+
+class StageError(RuntimeError):
+    """An item's failure in a named stage, with the model's last raw output when there is one."""
+
+    def __init__(self, stage: str, message: str, raw_output: str | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.raw_output = raw_output
 
 
 class Item(Protocol):
@@ -49,6 +73,15 @@ class RunCounts:
 
 
 def _failure(item: Item, stage: str, exc: Exception, record: dict[str, Any]) -> Failure:
+    if isinstance(exc, StageError):  # the stage that failed names itself
+        return Failure(
+            id=item.id,
+            index=item.index,
+            stage=exc.stage,
+            error=str(exc),
+            raw_output=exc.raw_output,
+            record=record,
+        )
     raw = exc.raw_output if isinstance(exc, StructuredOutputError) else None
     return Failure(
         id=item.id,
@@ -95,7 +128,7 @@ async def process_items(
     async def handle(item: T) -> None:
         try:
             out: BaseModel | Failure = await work(item)
-        except (BudgetExceeded, CircuitOpen) as e:
+        except STOPS as e:
             stop.append(e)
             return
         except Exception as e:  # any error of one item is that item's failure, not the run's
