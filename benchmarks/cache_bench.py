@@ -38,8 +38,10 @@ def main(n: int = 20_000) -> None:
         batched._db.execute("COMMIT")
         per_batched = (time.perf_counter() - t) / n * 1e6
         batched.close()
-    print(f"cache: n={n} immediate set {per_set:.1f} µs, get {per_get:.1f} µs, "
-          f"batched set {per_batched:.1f} µs")
+    print(
+        f"cache: n={n} immediate set {per_set:.1f} µs, get {per_get:.1f} µs, "
+        f"batched set {per_batched:.1f} µs"
+    )
 
 
 if __name__ == "__main__":

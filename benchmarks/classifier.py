@@ -104,7 +104,7 @@ def main() -> int:
         texts, y, names = ec.training_set(pack)
         x = ec.embed(encoder, texts)
         folds = min(ec.CV_FOLDS, int(np.bincount(y).min()))
-        oof = ec.out_of_fold_logits(x, y, len(names), folds)
+        oof = ec.out_of_fold_logits(texts, x, y, len(names), folds)
         cv_acc = float((oof.argmax(axis=1) == y).mean())
 
         preds = clf.predict(instructions)

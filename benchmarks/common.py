@@ -18,8 +18,8 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks are scripts, not a package
 
-from realign.llm.base import BackendError, ChatRequest, ChatResponse, Message, Usage  # noqa: E402
-from realign.ratelimit import retry_after_seconds  # noqa: E402
+from realign.llm.base import BackendError, ChatRequest, ChatResponse, Message, Usage
+from realign.ratelimit import retry_after_seconds
 
 FAKE_KEY = "sk-benchmark-not-a-real-key"
 
@@ -29,7 +29,9 @@ class ThinHttpxBackend:
 
     name = "httpx"
 
-    def __init__(self, model: str, base_url: str, api_key: str, max_connections: int = 1000) -> None:
+    def __init__(
+        self, model: str, base_url: str, api_key: str, max_connections: int = 1000
+    ) -> None:
         import httpx2 as httpx  # httpcore2 fixed the O(n²) pool of httpcore 1.x
 
         self.model = model
@@ -37,7 +39,9 @@ class ThinHttpxBackend:
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"authorization": f"Bearer {api_key}"},
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
             timeout=httpx.Timeout(600.0),
         )
 
@@ -63,13 +67,18 @@ class ThinHttpxBackend:
         if request.json_schema is not None:
             body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": request.schema_name or "output", "schema": request.json_schema},
+                "json_schema": {
+                    "name": request.schema_name or "output",
+                    "schema": request.json_schema,
+                },
             }
         try:
             r = await self._client.post("/chat/completions", json=body)
         except httpx.TransportError as e:
             raise BackendError(f"connection error: {type(e).__name__}", retryable=True) from e
-        headers = {k: v for k, v in r.headers.items() if k.startswith(("x-ratelimit", "retry-after"))}
+        headers = {
+            k: v for k, v in r.headers.items() if k.startswith(("x-ratelimit", "retry-after"))
+        }
         if r.status_code != 200:
             raise BackendError(
                 f"HTTP {r.status_code}",
@@ -86,7 +95,10 @@ class ThinHttpxBackend:
         u = data.get("usage") or {}
         return ChatResponse(
             texts=texts,
-            usage=Usage(prompt_tokens=u.get("prompt_tokens", 0), completion_tokens=u.get("completion_tokens", 0)),
+            usage=Usage(
+                prompt_tokens=u.get("prompt_tokens", 0),
+                completion_tokens=u.get("completion_tokens", 0),
+            ),
             headers=headers,
         )
 
@@ -124,7 +136,10 @@ class RawOpenAIBackend:
         if request.json_schema is not None:
             fmt = {
                 "type": "json_schema",
-                "json_schema": {"name": request.schema_name or "output", "schema": request.json_schema},
+                "json_schema": {
+                    "name": request.schema_name or "output",
+                    "schema": request.json_schema,
+                },
             }
             # The client walks typed params recursively (~2 ms for a schema); `extra_body` is sent
             # as is, which is what an untyped schema needs anyway.
@@ -140,7 +155,11 @@ class RawOpenAIBackend:
                 **kwargs,
             )
         except openai.APIStatusError as e:
-            headers = {k: v for k, v in e.response.headers.items() if k.startswith(("x-ratelimit", "retry-after"))}
+            headers = {
+                k: v
+                for k, v in e.response.headers.items()
+                if k.startswith(("x-ratelimit", "retry-after"))
+            }
             raise BackendError(
                 f"HTTP {e.status_code}",
                 status=e.status_code,
@@ -155,7 +174,10 @@ class RawOpenAIBackend:
         u = data.usage
         return ChatResponse(
             texts=[c.message.content or "" for c in data.choices],
-            usage=Usage(prompt_tokens=u.prompt_tokens if u else 0, completion_tokens=u.completion_tokens if u else 0),
+            usage=Usage(
+                prompt_tokens=u.prompt_tokens if u else 0,
+                completion_tokens=u.completion_tokens if u else 0,
+            ),
             headers=headers,
         )
 
@@ -178,7 +200,10 @@ def make_backend(kind: str, base_url: str, model: str = "gpt-4o-mini") -> Any:
         import openai
 
         return OpenAIBackend(
-            model=model, base_url=base_url, api_key=FAKE_KEY, http_async_client=openai.DefaultAioHttpClient()
+            model=model,
+            base_url=base_url,
+            api_key=FAKE_KEY,
+            http_async_client=openai.DefaultAioHttpClient(),
         )
     return OpenAIBackend(model=model, base_url=base_url, api_key=FAKE_KEY)
 
@@ -191,11 +216,16 @@ class Label(BaseModel):
     reason: str
 
 
-def make_request(i: int, *, stage: str = "classify", prompt_words: int = 120, max_tokens: int | None = 64) -> ChatRequest:
+def make_request(
+    i: int, *, stage: str = "classify", prompt_words: int = 120, max_tokens: int | None = 64
+) -> ChatRequest:
     text = f"record {i}: " + " ".join(f"word{(i * 7 + k) % 997}" for k in range(prompt_words))
     return ChatRequest(
         stage=stage,
-        messages=[Message(role="system", content="Classify the instruction."), Message(role="user", content=text)],
+        messages=[
+            Message(role="system", content="Classify the instruction."),
+            Message(role="user", content=text),
+        ],
         max_tokens=max_tokens,
         record_id=str(i),
     )

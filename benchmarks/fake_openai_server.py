@@ -119,7 +119,10 @@ def fill_schema(schema: dict[str, Any], defs: dict[str, Any] | None = None, seed
         props = schema.get("properties", {})
         return {k: fill_schema(v, defs, seed) for k, v in props.items()}
     if kind == "array":
-        return [fill_schema(schema.get("items", {}), defs, seed) for _ in range(max(1, schema.get("minItems", 1)))]
+        return [
+            fill_schema(schema.get("items", {}), defs, seed)
+            for _ in range(max(1, schema.get("minItems", 1)))
+        ]
     if kind == "integer":
         lo, hi = schema.get("minimum", 1), schema.get("maximum", 10)
         return int(min(max(7, lo), hi))
@@ -206,8 +209,11 @@ class FakeOpenAIServer:
                     headers[k.strip().lower()] = v.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
                 status, extra, payload = await self._route(method, path, headers, body)
-                head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}",
-                        "content-type: application/json", f"content-length: {len(payload)}"]
+                head = [
+                    f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}",
+                    "content-type: application/json",
+                    f"content-length: {len(payload)}",
+                ]
                 head += [f"{k}: {v}" for k, v in extra.items()]
                 writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
                 await writer.drain()
@@ -228,7 +234,9 @@ class FakeOpenAIServer:
             return await self._chat(headers, body)
         return 404, {}, b'{"error":{"message":"not found","type":"invalid_request_error"}}'
 
-    async def _chat(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    async def _chat(
+        self, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         cfg = self.config
         st = self.stats
         st.requests += 1
@@ -239,7 +247,9 @@ class FakeOpenAIServer:
         except json.JSONDecodeError:
             return 400, {}, _error("request body is not JSON", "invalid_request_error")
         n = int(req.get("n") or 1)
-        max_tokens = req.get("max_completion_tokens") or req.get("max_tokens") or cfg.default_max_tokens
+        max_tokens = (
+            req.get("max_completion_tokens") or req.get("max_tokens") or cfg.default_max_tokens
+        )
         prompt_text = "".join(_content_text(m.get("content")) for m in req.get("messages", []))
         prompt_tokens = tok.count(prompt_text) if self._tpm else len(prompt_text) // 4
         charge = prompt_tokens + max_tokens * n
@@ -252,14 +262,18 @@ class FakeOpenAIServer:
             wait = max(wait, self._tpm.shortfall_s(charge))
         if wait > 0:
             st.limited_429 += 1
-            return 429, self._limit_headers(retry_after=wait), _error(
-                "Rate limit reached (fake server)", "rate_limit_exceeded"
+            return (
+                429,
+                self._limit_headers(retry_after=wait),
+                _error("Rate limit reached (fake server)", "rate_limit_exceeded"),
             )
         r = self._rng.random()
         if r < cfg.p429:
             st.injected_429 += 1
-            return 429, {"retry-after": f"{cfg.injected_retry_after:g}"}, _error(
-                "injected 429", "rate_limit_exceeded"
+            return (
+                429,
+                {"retry-after": f"{cfg.injected_retry_after:g}"},
+                _error("injected 429", "rate_limit_exceeded"),
             )
         r -= cfg.p429
         if r < cfg.p500:
@@ -304,7 +318,9 @@ class FakeOpenAIServer:
         finally:
             self._active -= 1
 
-    def _completion(self, req: dict[str, Any], n: int, prompt_tokens: int, malformed: bool) -> bytes:
+    def _completion(
+        self, req: dict[str, Any], n: int, prompt_tokens: int, malformed: bool
+    ) -> bytes:
         schema: dict[str, Any] | None = None
         tool_name: str | None = None
         fmt = req.get("response_format") or {}
@@ -323,7 +339,9 @@ class FakeOpenAIServer:
             if schema is not None:
                 text = json.dumps(fill_schema(schema, seed=i))
             else:
-                text = ("fake answer " * (self.config.answer_chars // 12 + 1))[: self.config.answer_chars]
+                text = ("fake answer " * (self.config.answer_chars // 12 + 1))[
+                    : self.config.answer_chars
+                ]
             if malformed:
                 text = text[: max(1, len(text) // 2)] + "<<not json"
             completion_tokens += len(text) // 4 + 1
@@ -333,14 +351,18 @@ class FakeOpenAIServer:
                 message = {
                     "role": "assistant",
                     "content": None,
-                    "tool_calls": [{
-                        "id": f"call_{i}",
-                        "type": "function",
-                        "function": {"name": tool_name, "arguments": text},
-                    }],
+                    "tool_calls": [
+                        {
+                            "id": f"call_{i}",
+                            "type": "function",
+                            "function": {"name": tool_name, "arguments": text},
+                        }
+                    ],
                 }
                 finish = "tool_calls"
-            choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": None})
+            choices.append(
+                {"index": i, "message": message, "finish_reason": finish, "logprobs": None}
+            )
         out = {
             "id": f"chatcmpl-fake{self.stats.requests}",
             "object": "chat.completion",
@@ -370,8 +392,14 @@ class FakeOpenAIServer:
         return h
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
-            500: "Internal Server Error", 504: "Gateway Timeout"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    504: "Gateway Timeout",
+}
 
 
 def _error(message: str, kind: str) -> bytes:
@@ -417,7 +445,9 @@ def fetch_stats(base_url: str) -> Stats:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8199)
     ap.add_argument("--config-json", default=None, help="a ServerConfig as JSON")
@@ -425,8 +455,12 @@ def main() -> None:
         ap.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None)
     args = ap.parse_args()
     cfg = ServerConfig.model_validate_json(args.config_json) if args.config_json else ServerConfig()
-    overrides = {k: getattr(args, k) for k in ServerConfig.model_fields if getattr(args, k) is not None}
-    cfg = cfg.model_copy(update=ServerConfig.model_validate({**cfg.model_dump(), **overrides}).model_dump())
+    overrides = {
+        k: getattr(args, k) for k in ServerConfig.model_fields if getattr(args, k) is not None
+    }
+    cfg = cfg.model_copy(
+        update=ServerConfig.model_validate({**cfg.model_dump(), **overrides}).model_dump()
+    )
 
     async def run() -> None:
         server = FakeOpenAIServer(cfg)

@@ -34,25 +34,42 @@ def write_dataset(path: Path, n: int, rewrite_every: int) -> None:
                 "id": f"r{i}",
                 "input": "",
                 "instruction": f"Write a short email to colleague {i} about the meeting on topic {i % 97}.",
-                "output": f"Hi {i},\n\nThe meeting is moved to Thursday. " + "Details follow. " * 20,
+                "output": f"Hi {i},\n\nThe meeting is moved to Thursday. "
+                + "Details follow. " * 20,
                 "category": cat,
             }
             f.write(json.dumps(rec) + "\n")
 
 
-def run_once(url: str, n: int, rewrite_every: int, concurrency: int, work: Path) -> tuple[float, float, int]:
+def run_once(
+    url: str, n: int, rewrite_every: int, concurrency: int, work: Path
+) -> tuple[float, float, int]:
     data = work / f"data_{n}.jsonl"
     out = work / f"out_{n}.jsonl"
     write_dataset(data, n, rewrite_every)
     realign = shutil.which("realign") or str(Path(os.sys.executable).with_name("realign"))  # type: ignore[attr-defined]
     cmd = [
-        realign, "run", str(data), "-o", str(out),
-        "--base-url", url, "--model", "gpt-4o-mini", "--retrieval", "none",
-        "--tasks", REWRITTEN, "--concurrency", str(concurrency),
+        realign,
+        "run",
+        str(data),
+        "-o",
+        str(out),
+        "--base-url",
+        url,
+        "--model",
+        "gpt-4o-mini",
+        "--retrieval",
+        "none",
+        "--tasks",
+        REWRITTEN,
+        "--concurrency",
+        str(concurrency),
     ]
-    env = {**os.environ, "OPENAI_API_KEY": FAKE_KEY, "REALIGN_HOME": str(work / "home")}
+    env = {**os.environ, "OPENAI_API_KEY": FAKE_KEY, "REALIGN_HOME": str(work / f"home_{n}")}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t0
     stderr = proc.stderr.read() if proc.stderr else ""
@@ -73,7 +90,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"memory: realign run on {sizes} records, 1 in {args.rewrite_every} rewritten, fake server")
+    print(
+        f"memory: realign run on {sizes} records, 1 in {args.rewrite_every} rewritten, fake server"
+    )
     print(f"  machine load {load_average()}")
     peaks: list[float] = []
     with tempfile.TemporaryDirectory() as d, serve_in_subprocess(ServerConfig()) as url:
@@ -82,9 +101,15 @@ def main() -> None:
             peak, elapsed, failed = run_once(url, n, args.rewrite_every, args.concurrency, Path(d))
             sent = fetch_stats(url).requests - before
             peaks.append(peak)
-            row(f"{n:,} records: peak RSS", f"{peak:,.0f} MB", f"{elapsed:.0f} s, {sent:,} requests, {failed} failures")
+            row(
+                f"{n:,} records: peak RSS",
+                f"{peak:,.0f} MB",
+                f"{elapsed:.0f} s, {sent:,} requests, {failed} failures",
+            )
     if len(peaks) >= 2:
-        row(f"ratio {sizes[-1]:,} / {sizes[0]:,}", f"{peaks[-1] / peaks[0]:.3f}", "(target <= 1.25)")
+        row(
+            f"ratio {sizes[-1]:,} / {sizes[0]:,}", f"{peaks[-1] / peaks[0]:.3f}", "(target <= 1.25)"
+        )
 
 
 if __name__ == "__main__":

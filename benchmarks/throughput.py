@@ -46,7 +46,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=5000)
     ap.add_argument("--capacity", type=int, default=200)
     ap.add_argument("--latency", type=float, default=0.5)
-    ap.add_argument("--concurrency", type=int, default=None, help="engine concurrency (default: capacity)")
+    ap.add_argument(
+        "--concurrency", type=int, default=None, help="engine concurrency (default: capacity)"
+    )
     ap.add_argument("--backend", choices=BACKENDS, default="real")
     args = ap.parse_args()
     cfg = ServerConfig(latency=args.latency, capacity=args.capacity)
@@ -55,14 +57,19 @@ def main() -> None:
         server = fetch_stats(url)
     rps = engine.stats.completed / elapsed
     ideal = args.capacity / args.latency
-    print(f"throughput: {args.requests} requests, C={args.capacity}, L={args.latency}s, backend={args.backend}")
+    print(
+        f"throughput: {args.requests} requests, C={args.capacity}, L={args.latency}s, backend={args.backend}"
+    )
     row("elapsed", f"{elapsed:.2f} s")
     row("requests/s", f"{rps:.1f}")
     row("ratio to C/L", f"{rps / ideal:.3f}", f"(C/L = {ideal:.0f}/s, target >= 0.9)")
     row("server peak concurrency", f"{server.peak_concurrency}")
     row("completed / failed", f"{engine.stats.completed} / {engine.stats.errors}")
-    row("client CPU per request", f"{cpu / max(engine.stats.completed, 1) * 1000:.2f} ms",
-        f"(CPU-bound ceiling {engine.stats.completed / max(cpu, 1e-9):.0f} req/s on one core)")
+    row(
+        "client CPU per request",
+        f"{cpu / max(engine.stats.completed, 1) * 1000:.2f} ms",
+        f"(CPU-bound ceiling {engine.stats.completed / max(cpu, 1e-9):.0f} req/s on one core)",
+    )
     row("machine load", load_average())
     row("client peak RSS", f"{peak_rss_mb():.0f} MB")
 

@@ -25,7 +25,10 @@ async def drive(args: argparse.Namespace, url: str, tpm: float | None) -> tuple[
     engine = Engine(make_backend(args.backend, url), concurrency=args.concurrency, tpm=tpm)
     t0 = time.perf_counter()
     out = await asyncio.gather(
-        *(engine.structured(make_request(i, max_tokens=args.max_tokens), Label) for i in range(args.requests)),
+        *(
+            engine.structured(make_request(i, max_tokens=args.max_tokens), Label)
+            for i in range(args.requests)
+        ),
         return_exceptions=True,
     )
     elapsed = time.perf_counter() - t0
@@ -45,7 +48,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=200)
     ap.add_argument("--backend", choices=BACKENDS, default="real")
     args = ap.parse_args()
-    print(f"TPM limit: {args.requests} requests, limit {args.tpm:,.0f} tokens/min, L={args.latency}s, backend={args.backend}")
+    print(
+        f"TPM limit: {args.requests} requests, limit {args.tpm:,.0f} tokens/min, L={args.latency}s, backend={args.backend}"
+    )
     print(f"  machine load {load_average()}")
     for mode, tpm in (("--tpm given", args.tpm), ("learned from headers", None)):
         cfg = ServerConfig(latency=args.latency, tpm=args.tpm)

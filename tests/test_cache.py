@@ -58,7 +58,7 @@ def test_info_of_missing_cache_does_not_create_it(tmp_path: Path) -> None:
 def test_not_a_cache_file_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.sqlite"
     bad.write_text("this is not sqlite")
-    with pytest.raises(CacheError, match="bad.sqlite"):
+    with pytest.raises(CacheError, match=r"bad\.sqlite"):
         Cache(bad)
 
 

@@ -67,13 +67,18 @@ def _tiny_pack(folder: Path) -> CriteriaPack:
 
 
 def test_pure_head_learns_separable_classes() -> None:
-    # No model needed: the head itself on synthetic clusters.
+    # No model needed: the head itself on synthetic clusters and texts.
     rng = np.random.default_rng(1)
-    centers = np.eye(3, 8, dtype=np.float32) * 3
+    centers = np.eye(3, 8, dtype=np.float32)
     x = np.concatenate([c + rng.normal(0, 0.3, (12, 8)) for c in centers]).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
     y = np.repeat(np.arange(3), 12)
-    state = ec.train_head(x, y, ["a", "b", "c"], "h", "m")
-    probs = ec.softmax(centers @ state.weights.T + state.bias, state.temperature)
+    words = ["translate", "poem", "debug"]
+    texts = [f"please {words[c]} item {i}" for c in range(3) for i in range(12)]
+    state = ec.train_head(texts, x, y, ["a", "b", "c"], "h", "m")
+    probs = ec.softmax(
+        state.logits(centers, ["translate it", "a poem", "debug it"]), state.temperature
+    )
     assert list(probs.argmax(axis=1)) == [0, 1, 2]
     preds = ec.predictions_from_probs(probs, state.names, k=2)
     assert [p.task_type for p in preds] == ["a", "b", "c"]
@@ -81,14 +86,26 @@ def test_pure_head_learns_separable_classes() -> None:
     assert state.temperature > 0
 
 
-def test_state_round_trip_and_mismatch(tmp_path: Path) -> None:
+def test_ngram_features_survive_a_round_trip(tmp_path: Path) -> None:
+    texts = ["translate this to French", "fix my Python code", "write a poem"]
+    feats = ec.NgramFeatures.fit(texts)
     state = ec.HeadState(
-        ["a", "b"], np.ones((2, 4), np.float32), np.zeros(2, np.float32), 1.5, "hash1", "m"
+        names=["a", "b"],
+        ngrams=feats,
+        weights=np.ones((2, 4 + len(feats.terms)), np.float32),
+        bias=np.zeros(2, np.float32),
+        temperature=1.5,
+        pack_hash="hash1",
+        model_id="m",
     )
     path = tmp_path / "s.npz"
     state.save(path)
     loaded = ec.HeadState.load(path, "hash1", "m")
     assert loaded is not None and loaded.names == ["a", "b"] and loaded.temperature == 1.5
+    new = ["Translate my code into a poem"]
+    assert (loaded.ngrams.transform(new) != feats.transform(new)).nnz == 0
+    emb = np.ones((1, 4), np.float32) / 2
+    assert np.allclose(loaded.logits(emb, new), state.logits(emb, new))
     assert ec.HeadState.load(path, "hash2", "m") is None  # other pack: rebuild
     assert ec.HeadState.load(path, "hash1", "other-model") is None
     path.write_bytes(b"not an npz")

@@ -305,3 +305,17 @@ def test_pacer_tokens_and_duration_parsing() -> None:
         return time.monotonic() - t
 
     assert 1.4 <= run(go()) < 2.5  # 150 tokens at 100/s
+
+
+def test_batch_mode_defers_misses_and_serves_hits(tmp_path: Path) -> None:
+    from realign.engine import Deferred
+
+    cache = Cache(tmp_path / "c.sqlite")
+    backend = Scripted(lambda n, r: "live")
+    run(Engine(backend, cache=cache, prices=PRICES).chat(req(1)))
+    queued: list[ChatRequest] = []
+    engine = Engine(backend, cache=cache, prices=PRICES, defer_to=queued)
+    assert run(engine.chat(req(1))).texts == ["live"]  # cached: answered
+    with pytest.raises(Deferred, match="record r2"):
+        run(engine.chat(req(2)))
+    assert [r.record_id for r in queued] == ["r2"] and backend.calls == 1

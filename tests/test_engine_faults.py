@@ -25,7 +25,7 @@ from realign.llm.openai_backend import OpenAIBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-test-FAULTS-0123456789abcdef"
-N = 300
+N = 500  # enough that every fault type surely occurs (P(no hang) = 0.98^500 < 1e-4)
 
 pytestmark = pytest.mark.block_network(allowed_hosts=["127.0.0.1"])
 
@@ -35,7 +35,9 @@ def _load_server_module() -> ModuleType:
     name = "realign_bench_fake_openai_server"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "fake_openai_server.py")
+    spec = importlib.util.spec_from_file_location(
+        name, ROOT / "benchmarks" / "fake_openai_server.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -54,7 +56,12 @@ def faulty_server() -> Iterator[tuple[str, object]]:
     mod = _load_server_module()
     server = mod.FakeOpenAIServer(
         mod.ServerConfig(
-            latency=0.005, p429=0.05, p500=0.05, phang=0.02, pmalformed=0.02, seed=7,
+            latency=0.005,
+            p429=0.05,
+            p500=0.05,
+            phang=0.02,
+            pmalformed=0.02,
+            seed=7,
             injected_retry_after=0.05,
         )
     )

@@ -26,7 +26,9 @@ def test_builtin_table_lookup_by_prefix_and_provider() -> None:
     assert table.lookup("some-unknown-model") is None
 
 
-def test_user_file_overrides_model_by_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_user_file_overrides_model_by_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("REALIGN_HOME", str(home))
@@ -64,7 +66,9 @@ def test_estimate_per_stage_and_total() -> None:
 
 
 def test_unknown_model_has_no_dollars_and_says_how_to_fix() -> None:
-    report = estimate("mystery", [StageEstimate(stage="judge", requests=1, input_tokens=1, output_tokens=1)])
+    report = estimate(
+        "mystery", [StageEstimate(stage="judge", requests=1, input_tokens=1, output_tokens=1)]
+    )
     assert report.total.dollars is None and not report.priced
     out = io.StringIO()
     Console(file=out, width=120).print(render_table(report))
@@ -73,7 +77,8 @@ def test_unknown_model_has_no_dollars_and_says_how_to_fix() -> None:
 
 def test_rendered_table_lists_stages_and_total() -> None:
     report = estimate(
-        "gpt-4o", [StageEstimate(stage="classify", requests=10, input_tokens=1000, output_tokens=100)]
+        "gpt-4o",
+        [StageEstimate(stage="classify", requests=10, input_tokens=1000, output_tokens=100)],
     )
     out = io.StringIO()
     Console(file=out, width=120).print(render_table(report))

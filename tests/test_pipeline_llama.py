@@ -35,7 +35,9 @@ def rec(i: int, instruction: str, response: str, category: str | None = None) ->
 
 async def process(pack, records: list[Record], backend) -> list[Record]:
     engine = Engine(backend, concurrency=1)
-    stages = Stages(pack=pack, engine=engine, options=RunOptions(), model=backend.model)
+    stages = Stages(
+        pack=pack, engine=engine, options=RunOptions(), model=backend.model, backend=backend.name
+    )
     try:
         return [await process_record(stages, r) for r in records]
     finally:
@@ -69,6 +71,7 @@ def test_classify_and_rewrite_over_http(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.block_network(allowed_hosts=["127.0.0.1"])  # the llama.cpp server we start
 def test_real_embedded_model_on_three_example_records(tmp_path: Path) -> None:
     """No cassette: starts llama.cpp with SmolLM2 and realigns three example records."""
     pytest.importorskip("llama_cpp", reason="needs the `local` extra (pip install -e '.[local]')")

@@ -7,7 +7,8 @@ calls (search) are stored under `"<kind>:<key>"`.
 
 Concurrency: one connection per process, used from the event loop thread. Each `set` is its
 own autocommitted transaction: with WAL and `synchronous=NORMAL` a commit is a write to the
-WAL without fsync (~10–30 µs, see `benchmarks/cache_bench.py`), and it survives a kill -9 of
+WAL without fsync (~80 µs measured by `benchmarks/cache_bench.py`, vs ~35 µs batched: not
+worth losing answers on a crash), and it survives a kill -9 of
 the process (only an OS crash can lose the last commits). Several processes may share the file:
 WAL lets readers run beside one writer, and `busy_timeout` makes writers queue instead of fail.
 

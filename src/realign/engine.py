@@ -49,6 +49,7 @@ from realign.ratelimit import (
 __all__ = [
     "BudgetExceeded",
     "CircuitOpen",
+    "Deferred",
     "Engine",
     "EngineStats",
     "RequestFailed",
@@ -74,6 +75,10 @@ class StructuredOutputError(RuntimeError):
 
 class BudgetExceeded(RuntimeError):
     """Sending the next request could pass `max_cost`: stop cleanly (the run is resumable)."""
+
+
+class Deferred(RuntimeError):
+    """Batch mode: the request was queued for the Batch API instead of sent (not a failure)."""
 
 
 class RequestFailed(BackendError):
@@ -136,9 +141,13 @@ class Engine:
         backoff_cap: float = 30.0,
         breaker_window: int = 50,
         breaker_threshold: float = 0.5,
+        defer_to: list[ChatRequest] | None = None,
     ) -> None:
         self.backend = backend
         self.cache = cache
+        # Batch mode (`realign run --batch`): cache misses are appended here for
+        # `realign.batch.submit_batch` and raise Deferred instead of being sent.
+        self.defer_to = defer_to
         self.max_retries = max_retries
         self.reask = reask
         self.request_timeout = request_timeout
@@ -175,6 +184,9 @@ class Engine:
                 resp = ChatResponse.model_validate_json(hit)
                 resp.cached = True
                 return resp
+        if self.defer_to is not None:
+            self.defer_to.append(request)
+            raise Deferred(f"{request.stage}{_for_record(request)}: queued for the Batch API")
         pending = self._pending.get(key)
         if pending is not None:
             self.stats.coalesced += 1
@@ -271,7 +283,13 @@ class Engine:
                 wait = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
             if is_429:
                 self.pacer.pause(wait)  # everyone backs off, not only this request
-            log.debug("retrying %s%s in %.2fs: %s", request.stage, _for_record(request), wait, _describe(failure))
+            log.debug(
+                "retrying %s%s in %.2fs: %s",
+                request.stage,
+                _for_record(request),
+                wait,
+                _describe(failure),
+            )
             await asyncio.sleep(wait)
 
     def _estimate_tokens(self, request: ChatRequest) -> tuple[int, int]:
@@ -281,7 +299,9 @@ class Engine:
         if not self.pacer.counts_tokens and self.max_cost is None:
             return 0, 0
         prompt = sum(tokens.count(m.content) for m in request.messages)
-        out = request.max_tokens or self.output_estimate.get(request.stage, _FALLBACK_OUTPUT_ESTIMATE)
+        out = request.max_tokens or self.output_estimate.get(
+            request.stage, _FALLBACK_OUTPUT_ESTIMATE
+        )
         return prompt, out * request.n
 
     def _reserve_budget(self, request: ChatRequest, est_in: int, est_out: int) -> float:
@@ -402,7 +422,8 @@ def _for_record(request: ChatRequest) -> str:
 def _short_error(e: Exception) -> str:
     if isinstance(e, ValidationError):
         return "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in e.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+            for err in e.errors()
         )
     return f"not valid JSON: {e}"
 

@@ -278,9 +278,8 @@ class CircuitBreaker:
             and len(self._outcomes) >= self.window
             and self._failures > self.threshold * self.window
         ):
-            self.open_reason = (
-                f"{self._failures} of the last {self.window} requests failed"
-                + (f" (last error: {detail})" if detail else "")
+            self.open_reason = f"{self._failures} of the last {self.window} requests failed" + (
+                f" (last error: {detail})" if detail else ""
             )
 
     def check(self) -> None:

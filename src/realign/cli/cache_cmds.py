@@ -135,7 +135,9 @@ def _register_batch(app: typer.Typer) -> None:
 
     @batch_app.command("collect")
     def collect(
-        batch_id: str = typer.Argument(..., help="The batch job id printed by `realign run --batch`."),
+        batch_id: str = typer.Argument(
+            ..., help="The batch job id printed by `realign run --batch`."
+        ),
         resubmit: bool = typer.Option(
             True, "--resubmit/--no-resubmit", help="Resubmit failed or expired requests."
         ),
