@@ -319,3 +319,17 @@ def test_batch_mode_defers_misses_and_serves_hits(tmp_path: Path) -> None:
     with pytest.raises(Deferred, match="record r2"):
         run(engine.chat(req(2)))
     assert [r.record_id for r in queued] == ["r2"] and backend.calls == 1
+
+
+def test_bad_requests_do_not_open_the_circuit() -> None:
+    backend = Scripted(lambda n, r: BackendError("context too long", status=400))
+    engine = Engine(backend, concurrency=2, breaker_window=10, prices=PRICES)
+
+    async def go() -> list[object]:
+        return await asyncio.gather(
+            *(engine.chat(req(i)) for i in range(30)), return_exceptions=True
+        )
+
+    out = run(go())
+    assert all(isinstance(o, RequestFailed) for o in out)  # each record fails on its own
+    assert backend.calls == 30

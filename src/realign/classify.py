@@ -147,3 +147,32 @@ async def classify_unit(
         return
     choice = await classify_llm(engine, pack, record, unit.turn)
     apply_choice(unit, TaskChoice(choice.task_type, choice.source, note + choice.reason))
+
+
+def classify_offline(
+    records: Sequence[Record],
+    pack: CriteriaPack,
+    embedding: EmbeddingPredictor,
+    *,
+    min_confidence: float = 0.0,
+) -> None:
+    """Type every unit that has no task type (its own or the input's) with the embedding
+    classifier, in one batch (no LLM: below `min_confidence` the unit gets `default`)."""
+    todo = [
+        (r, u)
+        for r in records
+        for u in r.meta.units
+        if u.task_type is None and input_label(r, u.turn) is None
+    ]
+    if not todo:
+        return
+    preds = embedding.predict([r.instruction_for(u.turn) for r, u in todo])
+    for (_, unit), pred in zip(todo, preds, strict=True):
+        name, conf = pred.task_type, float(pred.confidence)  # type: ignore[attr-defined]
+        if conf >= min_confidence and name in pack:
+            apply_choice(unit, TaskChoice(name, "embedding", "embedding classifier", conf))
+        else:
+            apply_choice(
+                unit,
+                fallback(pack, f"embedding classifier unsure ({name}, confidence {conf:.2f})"),
+            )

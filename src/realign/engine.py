@@ -12,7 +12,8 @@ inputs plus these calls. For each LLM request, in order:
    cost would take the spend past `max_cost` raises `BudgetExceeded` (both: clean, resumable);
 3. concurrency: at most `concurrency` requests in flight (default 32, sized for hosted APIs:
    at 2–5 s per request that is 400–900 requests/min, about an OpenAI tier-1 key's limit),
-   cut in half on a 429 and grown back by one per window of successes (AIMD);
+   cut in half on a 429 when no RPM/TPM limit is known and grown back by one per window of
+   successes (AIMD);
 4. pacing: requests/min and tokens/min (estimated with tiktoken: prompt + `max_tokens` or the
    stage's output estimate) from `rpm`/`tpm`, replaced by the provider's `x-ratelimit-*`
    headers when it sends them; a 429's `retry-after` pauses every sender;
@@ -234,8 +235,12 @@ class Engine:
                 err = _as_backend_error(exc, self.request_timeout)
                 if err.status == 429:
                     self.stats.rate_limited += 1
-                    self.limit.on_overload(ticket)
                     self.pacer.throttled(est_in + est_out, err.headers)
+                    if not self.pacer.has_limits:
+                        # Overload without known rate limits (a saturated server): AIMD.
+                        # With RPM/TPM known the pacer sets the pace; cutting concurrency too
+                        # would starve long requests for minutes while it grows back.
+                        self.limit.on_overload(ticket)
                 if isinstance(exc, TimeoutError):
                     self.stats.timeouts += 1
                 failure = err
@@ -258,7 +263,7 @@ class Engine:
 
             # A 429 is the provider pacing us, not a failure of the endpoint.
             is_429 = failure.status == 429
-            if not is_429:
+            if not is_429 and _endpoint_fault(failure):
                 self.breaker.record(True, _describe(failure))
             if is_429:
                 throttled += 1
@@ -280,7 +285,8 @@ class Engine:
             wait = failure.retry_after or retry_after_seconds(failure.headers)
             if wait is None:
                 # Full jitter: spreads the retries of many failed requests over the window.
-                wait = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
+                tries = min(throttled, 8) if is_429 else attempt
+                wait = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**tries))
             if is_429:
                 self.pacer.pause(wait)  # everyone backs off, not only this request
             log.debug(
@@ -408,6 +414,12 @@ def _as_backend_error(exc: BaseException, timeout: float) -> BackendError:
     if isinstance(exc, TimeoutError):
         return BackendError(f"no answer within {timeout:g}s (request timeout)", retryable=True)
     return BackendError(f"connection error: {exc}", retryable=True)
+
+
+def _endpoint_fault(err: BackendError) -> bool:
+    """Failures that say the endpoint (or key) is unwell, as opposed to one bad request
+    (400, 413, 422: that record's problem, reported with it): these feed the breaker."""
+    return err.status is None or err.status >= 500 or err.status in (401, 403, 404, 408)
 
 
 def _describe(err: BackendError) -> str:

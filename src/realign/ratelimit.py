@@ -185,6 +185,10 @@ class Pacer:
     def counts_tokens(self) -> bool:
         return self.tokens is not None
 
+    @property
+    def has_limits(self) -> bool:
+        return self.tokens is not None or self.requests is not None
+
     def pause(self, seconds: float) -> None:
         """Send nothing for `seconds` (the provider asked us to back off)."""
         self._resume_at = max(self._resume_at, time.monotonic() + seconds)

@@ -95,8 +95,13 @@ def _say(text: str, *, err: bool = True, fg: str | None = None) -> None:
 
 
 async def _process(
-    args: dict[str, Any], pack: CriteriaPack, retriever: Retriever, summary: Summary
+    args: dict[str, Any],
+    pack: CriteriaPack,
+    retriever: Retriever,
+    summary: Summary,
+    classifier: Any | None = None,
 ) -> None:
+    from realign.classify import classify_offline
     from realign.datafiles import (
         JsonlAppender,
         ReadError,
@@ -105,7 +110,7 @@ async def _process(
         read_records,
     )
     from realign.records import Failure
-    from realign.retrieve import attach_evidence
+    from realign.retrieve import attach_evidence, ensure_units
 
     output: Path = args["output"]
     failures_path = output.with_name(f"{output.stem}.failures.jsonl")
@@ -124,6 +129,10 @@ async def _process(
         window: list[Record] = []
 
         async def flush() -> None:
+            if classifier is not None:  # type the untyped units first, in one batch
+                for r in window:
+                    ensure_units(r)
+                classify_offline(window, pack, classifier)
             await asyncio.gather(
                 *(
                     attach_evidence(
@@ -190,6 +199,11 @@ def retrieve_command(
     all_types: bool = typer.Option(
         False, help="Retrieve for every unit, whatever its task type (or lack of one)."
     ),
+    classifier: str | None = typer.Option(
+        None,
+        help="Type units that have no task type before retrieving: embedding (offline, "
+        "needs the `classifier` extra) | none. Default: embedding when installed, else none.",
+    ),
     pack: str = common.PACK,
     criteria: Path | None = common.CRITERIA,
     google_api_key: str | None = typer.Option(
@@ -232,6 +246,7 @@ def retrieve_command(
         )
     except SearchError as e:
         raise common.die(f"--retrieval {retrieval}: {e}") from None
+    typer_of_units = _offline_classifier(classifier, criteria_pack)
     cache = None if no_cache else Cache()
     engine = Engine(_NoLLM(), concurrency=concurrency, cache=cache)  # type: ignore[arg-type]
     retriever = Retriever(
@@ -252,7 +267,7 @@ def retrieve_command(
         "limit": limit,
     }
     try:
-        asyncio.run(_process(args, criteria_pack, retriever, summary))
+        asyncio.run(_process(args, criteria_pack, retriever, summary, typer_of_units))
     except FormatError as e:
         raise common.die(str(e)) from None
     finally:
@@ -279,11 +294,25 @@ def retrieve_command(
     if summary.no_task_type_records and not all_types:
         _say(
             f"{summary.no_task_type_records} records have no task type: run `realign classify` "
-            "first or pass --all-types"
+            "first, pass --classifier embedding, or pass --all-types"
         )
     _say(f"wrote {output}")
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _offline_classifier(choice: str | None, pack: CriteriaPack) -> Any | None:
+    """The embedding classifier when asked for (or by default when installed), else None."""
+    from realign import embedding_classifier as ec
+
+    if choice not in (None, "embedding", "none"):
+        raise common.die(f"--classifier {choice!r}: use embedding or none")
+    if choice == "none" or (choice is None and not ec.available()):
+        return None
+    try:
+        return ec.EmbeddingClassifier.for_pack(pack, on_train=lambda m: _say(m))
+    except ec.ClassifierUnavailable as e:
+        raise common.die(f"{e}\ninstall the extra: pip install 'realign[classifier]'") from None
 
 
 def register(app: typer.Typer) -> None:
