@@ -88,7 +88,7 @@ async def _run_all(url: str, cache: Cache) -> tuple[list[object], Engine]:
         backend,
         concurrency=32,
         cache=cache,
-        request_timeout=5.0,  # hangs end here; generous because the first calls import LangChain
+        request_timeout=2.5,  # hangs end here; generous because the first calls import LangChain
         backoff_base=0.01,
         max_retries=4,
         reask=2,
