@@ -183,3 +183,28 @@ def test_sigkill_then_rerun_gives_exactly_once_output(tmp_path: Path) -> None:
     for f in [out, tmp_path / "out.failures.jsonl", *home.rglob("*")]:
         if f.is_file():
             assert b"sk-test-secret-123456" not in f.read_bytes(), f
+
+
+def test_fields_input_is_written_back_through_the_same_mapping(tmp_path: Path) -> None:
+    src = tmp_path / "gsm.jsonl"
+    src.write_text(json.dumps({"question": "2+3?", "answer": "2+3=5\n#### 5"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            str(src),
+            "-o",
+            str(out),
+            "--backend",
+            "fake",
+            "--force",
+            "--fields",
+            "instruction=question,response=answer",
+            "--pack",
+            str(write_pack(tmp_path / "pack")),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    (row,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert row["question"] == "2+3?" and "#### 5" in row["answer"] and "realign" in row

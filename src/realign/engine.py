@@ -218,14 +218,15 @@ class Engine:
         throttled = 0  # 429s
         while True:
             self.breaker.check()
-            est_in, est_out = self._estimate_tokens(request)
             ticket = await self.limit.acquire()
+            est_in = est_out = 0
             est_usd = 0.0
             self.stats.in_flight += 1
             try:
-                # Checked again once we hold a slot: the state may have changed while we waited,
-                # and only requests about to be sent reserve budget.
+                # Everything below is decided once we hold a slot: while we waited, the breaker
+                # may have opened or the provider's limits may have become known.
                 self.breaker.check()
+                est_in, est_out = self._estimate_tokens(request)
                 est_usd = self._reserve_budget(request, est_in, est_out)
                 await self.pacer.acquire(est_in + est_out)
                 self.stats.requests += 1

@@ -20,7 +20,7 @@ from typing import Any
 from realign import __version__, tokens
 from realign.classify import DEFAULT_TYPE, EmbeddingPredictor, classify_unit
 from realign.criteria import CriteriaPack
-from realign.engine import Engine, StructuredOutputError
+from realign.engine import Deferred, Engine, StructuredOutputError
 from realign.filter import decide
 from realign.records import Failure, Provenance, Record, Status, UnitMeta
 from realign.rewrite import SELECTION_POLICIES, rewrite_unit
@@ -72,6 +72,7 @@ class RunSummary:
     statuses: Counter[str] = field(default_factory=Counter)
     task_types: Counter[str] = field(default_factory=Counter)
     filter_rules: Counter[str] = field(default_factory=Counter)
+    pending: int = 0  # batch mode: records waiting for Batch API answers
     stopped: str = ""  # why the run stopped early (resumable), "" when complete
     output: Path | None = None
     failures: Path | None = None
@@ -85,9 +86,7 @@ async def stage_errors(stage: str) -> AsyncIterator[None]:
     """Name the stage in any error a record hits there (run-wide stops pass through)."""
     try:
         yield
-    except STOPS:
-        raise
-    except StageError:
+    except (*STOPS, StageError, Deferred):
         raise
     except Exception as e:
         raw = e.raw_output if isinstance(e, StructuredOutputError) else None
@@ -271,7 +270,7 @@ async def run_records(
         limit=stages.options.limit,
         on_done=done,
     )
-    summary.read, summary.resumed = counts.read, counts.resumed
+    summary.read, summary.resumed, summary.pending = counts.read, counts.resumed, counts.pending
 
 
 def write_outputs(

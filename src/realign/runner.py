@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from realign.engine import BudgetExceeded, StructuredOutputError
+from realign.engine import BudgetExceeded, Deferred, StructuredOutputError
 from realign.ratelimit import CircuitOpen
 from realign.records import Failure
 from realign.state import RunState
@@ -70,6 +70,7 @@ class RunCounts:
     resumed: int = 0
     ok: int = 0
     failed: int = 0
+    pending: int = 0  # batch mode: waiting for Batch API answers, not committed
 
 
 def _failure(item: Item, stage: str, exc: Exception, record: dict[str, Any]) -> Failure:
@@ -130,6 +131,9 @@ async def process_items(
             out: BaseModel | Failure = await work(item)
         except STOPS as e:
             stop.append(e)
+            return
+        except Deferred:  # queued for the Batch API: done on a later run, from the cache
+            counts.pending += 1
             return
         except Exception as e:  # any error of one item is that item's failure, not the run's
             out = _failure(item, stage, e, record_of(item))

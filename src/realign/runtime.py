@@ -130,6 +130,9 @@ def make_engine(args: Any, err: Console) -> tuple[Engine, list[Callable[[], Any]
 
     backend = make_backend(args, err)
     cache = None if args.no_cache else Cache()
+    batch = bool(getattr(args, "batch", False))
+    if batch and (cache is None or backend.name != "openai"):
+        raise die("--batch needs the openai backend and the cache (answers are collected into it)")
     concurrency = args.concurrency or (
         LOCAL_CONCURRENCY if backend.name == "local" else HOSTED_CONCURRENCY
     )
@@ -140,6 +143,8 @@ def make_engine(args: Any, err: Console) -> tuple[Engine, list[Callable[[], Any]
             cache=cache,
             # The embedded model queues requests on 2 cores: a long wait is not a failure.
             request_timeout=LOCAL_REQUEST_TIMEOUT_S if backend.name == "local" else 120.0,
+            defer_to=[] if batch else None,
+            batch_pricing=batch,
             **engine_limits(args),
         )
     except ValueError as e:  # e.g. --max-cost for a model without a price
@@ -189,7 +194,8 @@ def build_runtime(args: RunArgs, pack: CriteriaPack, options: RunOptions, err: C
     window = max(4 * (engine.limit.maximum if engine is not None else 1), 16)
 
     def open_writer(path: Path) -> RecordWriter:
-        return RecordWriter(path, args.output_format, source_fields=args.fields)
+        # Flat records go back out through the same mapping they came in with.
+        return RecordWriter(path, args.output_format, fields=args.fields, source_fields=args.fields)
 
     return Runtime(stages, window, count_records(args.input), open_writer, closers)
 

@@ -12,7 +12,8 @@ MODEL = typer.Option(
     None, help="Model name (default: gpt-4o-mini for OpenAI; the embedded SmolLM2 when local)."
 )
 BASE_URL = typer.Option(
-    None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (vLLM, Ollama, llama.cpp)."
+    None,
+    help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (vLLM, Ollama, llama.cpp).",
 )
 BACKEND = typer.Option(
     None,
@@ -29,8 +30,12 @@ RETRIEVAL = typer.Option(
     "Default: google when GOOGLE_API_KEY and GOOGLE_CSE_ID are set, else none.",
 )
 SEARCH_ENDPOINT = typer.Option(None, help="Override the search provider's URL (proxies, tests).")
-CONCURRENCY = typer.Option(None, min=1, help="Requests in flight at most (default: 32 hosted, 1 local).")
-RPM = typer.Option(None, min=1, help="Requests per minute limit (when the provider sends no headers).")
+CONCURRENCY = typer.Option(
+    None, min=1, help="Requests in flight at most (default: 32 hosted, 1 local)."
+)
+RPM = typer.Option(
+    None, min=1, help="Requests per minute limit (when the provider sends no headers)."
+)
 TPM = typer.Option(None, min=1, help="Tokens per minute limit (estimated with tiktoken).")
 NO_CACHE = typer.Option(False, help="Do not read or write the request cache.")
 INPUT_FORMAT = typer.Option(

@@ -67,6 +67,12 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(
             False, help="Print requests, tokens and cost per stage; make no request."
         ),
+        batch: bool = typer.Option(
+            False,
+            help="Use the OpenAI Batch API (half price, answers within 24 h): each run submits "
+            "what the next stage needs; `realign batch collect` fetches the answers into the "
+            "cache; rerun the same command to go on.",
+        ),
         no_cache: bool = common.NO_CACHE,
         input_format: str | None = common.INPUT_FORMAT,
         output_format: str | None = common.OUTPUT_FORMAT,

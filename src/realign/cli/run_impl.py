@@ -52,6 +52,7 @@ class RunArgs:
     output_format: str | None = None
     fields: str | None = None
     classify_only: bool = False
+    batch: bool = False
 
 
 def read_items(args: RunArgs) -> Iterator[Record | Failure]:
@@ -118,6 +119,32 @@ def summary_table(summary: Any, stats: Any, seconds: float) -> Table:
     if summary.failures:
         t.add_row("failures", str(summary.failures))
     return t
+
+
+def submit_deferred(runtime: Any, summary: Any, state: Any) -> int:
+    """Batch mode: send the queued requests as one Batch API job; the run goes on later."""
+    from realign.batch import BatchError, submit_batch
+
+    engine = runtime.stages.engine
+    backend = engine.backend
+    saved = state.count()
+    state.close()
+    try:
+        job = submit_batch(
+            engine.defer_to,
+            model=backend.model,
+            backend_id=backend.backend_id,
+            base_url=getattr(backend, "base_url", None),
+        )
+    except BatchError as e:
+        raise die(str(e)) from e
+    err.print(
+        f"{summary.pending} record(s) wait for the Batch API ({saved} done). "
+        + (f"Submitted batch {job.batch_id} with {len(job.stages)} request(s). " if job else "")
+        + "Check it with `realign batch status`, fetch answers with `realign batch collect`, "
+        "then rerun this command to go on."
+    )
+    return 3
 
 
 def run_command(args: RunArgs) -> int:
@@ -223,6 +250,9 @@ def run_command(args: RunArgs) -> int:
             "same command to resume."
         )
         return 3
+
+    if summary.pending:
+        return submit_deferred(runtime, summary, state)
 
     written, failed, fails = pipeline.write_outputs(state, args.output, runtime.open_writer)
     state.close(remove=True)
