@@ -23,14 +23,26 @@ URL = "http://127.0.0.1:8765/v1"  # the fixed port cassettes are recorded on
 
 
 def llama() -> OpenAIBackend:
-    return OpenAIBackend("smollm2-135m-instruct", base_url=URL,
-                         structured_method="function_calling", supports_n=False)
+    return OpenAIBackend(
+        "smollm2-135m-instruct",
+        base_url=URL,
+        structured_method="function_calling",
+        supports_n=False,
+    )
 
 
 def rec(i: int, instruction: str, response: str, category: str | None = None) -> Record:
-    return Record(id=str(i), index=i, source_format="items", turns=[
-        Turn(role="user", content=instruction, extra={"category": category} if category else {}),
-        Turn(role="assistant", content=response)])
+    return Record(
+        id=str(i),
+        index=i,
+        source_format="items",
+        turns=[
+            Turn(
+                role="user", content=instruction, extra={"category": category} if category else {}
+            ),
+            Turn(role="assistant", content=response),
+        ],
+    )
 
 
 async def process(pack, records: list[Record], backend) -> list[Record]:
@@ -48,11 +60,19 @@ async def process(pack, records: list[Record], backend) -> list[Record]:
 def test_classify_and_rewrite_over_http(tmp_path: Path) -> None:
     pack = tiny_pack(tmp_path)
     records = [
-        rec(0, "What is the capital of Australia?", "Canberra is the capital of Australia. "
-            "It was chosen as a compromise between Sydney and Melbourne."),
-        rec(1, "Plan a three-day study schedule for a history exam.",
+        rec(
+            0,
+            "What is the capital of Australia?",
+            "Canberra is the capital of Australia. "
+            "It was chosen as a compromise between Sydney and Melbourne.",
+        ),
+        rec(
+            1,
+            "Plan a three-day study schedule for a history exam.",
             "Day 1 read chapters 1-3. Day 2 read chapters 4-6 and make notes. Day 3 review notes "
-            "and do a practice test.", category="planning"),
+            "and do a practice test.",
+            category="planning",
+        ),
     ]
     out = asyncio.run(process(pack, records, llama()))
     first, second = out
@@ -77,8 +97,9 @@ def test_real_embedded_model_on_three_example_records(tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp", reason="needs the `local` extra (pip install -e '.[local]')")
     from realign.llm.local import LocalBackend
 
-    records = [r for r in read_records(ROOT / "examples" / "realign_items.json")
-               if isinstance(r, Record)][:3]
+    records = [
+        r for r in read_records(ROOT / "examples" / "realign_items.json") if isinstance(r, Record)
+    ][:3]
     assert len(records) == 3
     out = asyncio.run(process(load_pack(), records, LocalBackend()))
     for r in out:

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from packs import write_pack
 from typer.testing import CliRunner
 
-from packs import write_pack
 from realign.batch import _input_path, list_jobs
 from realign.cache import Cache
 from realign.cli.main import app

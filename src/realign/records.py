@@ -135,8 +135,10 @@ class Record(BaseModel):
     def instruction(self) -> str:
         """The instruction of the first unit."""
         a = self.assistant_turns()
-        return self.instruction_for(a[0]) if a else next(
-            (t.content for t in self.turns if t.role == "user"), ""
+        return (
+            self.instruction_for(a[0])
+            if a
+            else next((t.content for t in self.turns if t.role == "user"), "")
         )
 
     @property

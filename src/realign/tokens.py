@@ -33,7 +33,9 @@ def _bundled_cl100k() -> Path | None:
 
 
 def _ensure_offline_cache() -> None:
-    cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or Path.home() / ".cache" / "realign" / "tiktoken")
+    cache = Path(
+        os.environ.get("TIKTOKEN_CACHE_DIR") or Path.home() / ".cache" / "realign" / "tiktoken"
+    )
     target = cache / hashlib.sha1(_CL100K_URL.encode()).hexdigest()
     if not target.exists():
         src = _bundled_cl100k()
