@@ -30,6 +30,24 @@ LOCAL_REQUEST_TIMEOUT_S = 900.0
 
 
 @dataclass
+class EngineArgs:
+    """Options every command that calls an LLM shares (`run`, `classify`, `rephrase`, …)."""
+
+    input: Path
+    output: Path
+    model: str | None = None
+    base_url: str | None = None
+    backend: str | None = None
+    limit: int | None = None
+    concurrency: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_cost: float | None = None
+    dry_run: bool = False
+    no_cache: bool = False
+
+
+@dataclass
 class Runtime:
     stages: Stages
     window: int

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -23,12 +22,12 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from realign import tokens
 from realign.augment import documents as docs_mod
 from realign.cli.common import die, split_csv
+from realign.cli.progress import make_progress
 from realign.engine import Engine
 from realign.pipeline import failures_path
 from realign.records import Failure, Record
@@ -40,28 +39,10 @@ from realign.runner import (
     results,
     write_failures,
 )
-from realign.runtime import make_engine, pricing_model
+from realign.runtime import EngineArgs, make_engine, pricing_model
 from realign.state import RunState, state_path
 
 err = Console(stderr=True)
-
-
-@dataclass
-class EngineArgs:
-    """Options every augment command shares with `realign run`."""
-
-    input: Path
-    output: Path
-    model: str | None = None
-    base_url: str | None = None
-    backend: str | None = None
-    limit: int | None = None
-    concurrency: int | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    max_cost: float | None = None
-    dry_run: bool = False
-    no_cache: bool = False
 
 
 @dataclass
@@ -172,16 +153,7 @@ def run_job(
     """Process every item with a progress bar. None when all items are done; else the exit
     code of a clean stop (budget, circuit breaker, Ctrl-C), after saying how to resume."""
     stats = job.engine.stats
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}" if total else "{task.completed}"),
-        TextColumn("{task.fields[note]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=not err.is_terminal and "--progress" not in sys.argv,
-    )
+    progress = make_progress(err, total)
 
     def note() -> str:
         parts = [f"{k} {v}" for k, v in job.tally.items()]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,24 +11,20 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from realign.cli.common import die, split_csv
+from realign.cli.progress import make_progress
 from realign.criteria import CriteriaError, CriteriaPack, load_pack
 from realign.records import Failure, Record
 from realign.runner import RunStopped
+from realign.runtime import EngineArgs
 
 err = Console(stderr=True)
 
 
 @dataclass
-class RunArgs:
-    input: Path
-    output: Path
-    model: str | None = None
-    base_url: str | None = None
-    backend: str | None = None
+class RunArgs(EngineArgs):
     criteria: Path | None = None
     pack: str = "realign"
     tasks: str | None = None
@@ -41,13 +36,6 @@ class RunArgs:
     min_confidence: float = 0.5
     retrieval: str | None = None
     search_endpoint: str | None = None
-    limit: int | None = None
-    concurrency: int | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    max_cost: float | None = None
-    dry_run: bool = False
-    no_cache: bool = False
     input_format: str | None = None
     output_format: str | None = None
     fields: str | None = None
@@ -187,17 +175,7 @@ def run_command(args: RunArgs) -> int:
     summary = pipeline.RunSummary()
     total = runtime.total_records
     started = time.monotonic()
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}" if total else "{task.completed}"),
-        TextColumn("{task.fields[counts]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=not err.is_terminal and "--progress" not in sys.argv,
-        transient=False,
-    )
+    progress = make_progress(err, total)
 
     def counts() -> str:
         s = summary.statuses
@@ -209,21 +187,16 @@ def run_command(args: RunArgs) -> int:
         ]
         st = stages.engine.stats if stages.engine else None
         if st is not None:
-            elapsed = max(time.monotonic() - started, 1e-6)
             parts.append(f"tok {st.prompt_tokens + st.completion_tokens}")
-            if getattr(st, "cost_usd", 0):
-                parts.append(f"${st.cost_usd:.4f}")
-            parts.append(f"{st.requests / elapsed:.1f} req/s")
-            if st.rate_limited or st.retries:
-                parts.append(f"429s {st.rate_limited} retries {st.retries}")
+            parts.append(st.summary())  # spend, req/s, 429s, retries, cached
         return " · ".join(parts)
 
     task = progress.add_task(
-        "realign" if not args.classify_only else "classify", total=total, counts=counts()
+        "realign" if not args.classify_only else "classify", total=total, note=counts()
     )
 
     def on_done(_: Record | Failure) -> None:
-        progress.update(task, advance=1, counts=counts())
+        progress.update(task, advance=1, note=counts())
 
     async def main() -> None:
         try:
