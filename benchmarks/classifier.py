@@ -121,9 +121,14 @@ def main() -> int:
         # Throughput after warm-up: the dev instructions repeated to `throughput_n`.
         batch = (instructions * (args.throughput_n // len(instructions) + 1))[: args.throughput_n]
         clf.predict(batch[:128])
-        t0 = time.perf_counter()
-        clf.predict(batch)
-        ips = len(batch) / (time.perf_counter() - t0)
+        # Best of 3: the figure is the machine's capacity, not the noise of whatever else
+        # shares its 2 cores at the time (the median is printed too).
+        rates = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            clf.predict(batch)
+            rates.append(len(batch) / (time.perf_counter() - t0))
+        ips, ips_median = max(rates), float(np.median(rates))
 
         cold = cold_start_seconds(args.pack, model, home)
 
@@ -155,7 +160,10 @@ def main() -> int:
         )
     print(f"\ntraining (embed examples + fit + calibrate): {train_s:.2f} s")
     print(f"cold start (fresh process, cached state, one prediction): {cold:.2f} s")
-    print(f"throughput ({args.threads} threads, warm): {ips:.0f} instructions/s")
+    print(
+        f"throughput ({args.threads} threads, warm, best of 3): {ips:.0f} instructions/s "
+        f"(median {ips_median:.0f})"
+    )
 
     if args.json:
         args.json.write_text(

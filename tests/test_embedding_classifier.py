@@ -68,6 +68,7 @@ def _tiny_pack(folder: Path) -> CriteriaPack:
 
 def test_pure_head_learns_separable_classes() -> None:
     # No model needed: the head itself on synthetic clusters and texts.
+    pytest.importorskip("sklearn")  # part of the classifier extra
     rng = np.random.default_rng(1)
     centers = np.eye(3, 8, dtype=np.float32)
     x = np.concatenate([c + rng.normal(0, 0.3, (12, 8)) for c in centers]).astype(np.float32)
@@ -87,6 +88,7 @@ def test_pure_head_learns_separable_classes() -> None:
 
 
 def test_ngram_features_survive_a_round_trip(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")  # part of the classifier extra
     texts = ["translate this to French", "fix my Python code", "write a poem"]
     feats = ec.fit_ngrams(texts)
     state = ec.HeadState(
@@ -155,6 +157,10 @@ def test_trains_predicts_caches_and_rebuilds(tmp_path: Path, encoder: object) ->
         assert p.top[0] == (p.task_type, p.confidence)
         assert [s for _, s in p.top] == sorted((s for _, s in p.top), reverse=True)
     assert clf.predict([]) == []
+    assert ec.available()
+    # A long pasted input after the request still classifies by the request, within bounds.
+    (long,) = clf.predict(["Translate this into French: " + "the cat sleeps on the mat. " * 400])
+    assert long.task_type == "text_translation" and 0.0 <= long.confidence <= 1.0
 
     # Same pack again: loaded from the cache, not retrained, same answers.
     again = ec.EmbeddingClassifier.for_pack(

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from realign.cli.main import app
+from realign.embedding_classifier import available as embedding_available
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 LOOPBACK = pytest.mark.block_network(allowed_hosts=[r"127\.0\.0\.1"])
@@ -44,7 +45,7 @@ def _top_doc(unit: dict[str, Any]) -> str:
 def test_offline_example_corpus_covers_the_knowledge_questions(example: tuple[Path, Path]) -> None:
     items, corpus = example
     out = items.with_name("ev.json")
-    res = _run(str(items), "-o", str(out), "--retrieval", f"local:{corpus}")
+    res = _run(str(items), "-o", str(out), "--retrieval", f"local:{corpus}", "--classifier", "none")
     assert res.exit_code == 0, res.output
     units = _units(out)
     assert _top_doc(units["0"][0]).startswith("moon-phases")  # open_qa
@@ -54,7 +55,9 @@ def test_offline_example_corpus_covers_the_knowledge_questions(example: tuple[Pa
     assert units["5"][0]["evidence_note"] == "retrieval: no for math_puzzles"
     assert "evidence" not in units["5"][0]
     assert units["1"][0]["evidence_note"].startswith("no task type")
-    assert "records have no task type: run `realign classify` first" in res.output
+    assert "records have no task type: run `realign classify` first" in res.output.replace(
+        "\n", " "
+    )
     assert (corpus.parent / "docs.jsonl.bm25" / "manifest.json").is_file()
 
     # the unclassified knowledge questions are covered too
@@ -64,6 +67,20 @@ def test_offline_example_corpus_covers_the_knowledge_questions(example: tuple[Pa
     units = _units(out2)
     assert _top_doc(units["1"][0]) == "stripped-screw"  # how_to_generation
     assert _top_doc(units["3"][0]) == "scifi-beginners"  # recommendations
+    assert "records have no task type" not in res.output
+
+
+@pytest.mark.skipif(not embedding_available(), reason="needs the `classifier` extra")
+def test_untyped_units_are_typed_offline_before_retrieval(example: tuple[Path, Path]) -> None:
+    items, corpus = example
+    out = items.with_name("ev_typed.json")
+    res = _run(str(items), "-o", str(out), "--retrieval", f"local:{corpus}")
+    assert res.exit_code == 0, res.output
+    units = _units(out)
+    # ids 1 and 3 carry no category: the embedding classifier types them, then they get evidence
+    assert units["1"][0]["task_source"] == "embedding"
+    assert units["1"][0]["task_type"] == "how_to_generation"
+    assert _top_doc(units["1"][0]) == "stripped-screw"
     assert "records have no task type" not in res.output
 
 

@@ -7,6 +7,7 @@ finally `default`. Every choice records where it came from and why.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -44,10 +45,17 @@ def classification_schema(pack: CriteriaPack) -> type[BaseModel]:
     """Output model whose JSON schema lists the pack's names (so constrained decoding can only
     emit a known name) but which validates any string, so an unknown answer is not re-asked
     forever: it becomes `default` with the reason recorded."""
+    return _classification_schema(tuple(pack.names()))
+
+
+@functools.cache
+def _classification_schema(names: tuple[str, ...]) -> type[BaseModel]:
+    # One class per set of names: building a model costs ~1 ms, and the engine and the
+    # backend cache their per-schema work by class and by schema.
     return create_model(
         "TaskClassification",
         reason=(ShortText, Field(description="One short sentence.")),
-        task_type=(str, Field(json_schema_extra={"enum": pack.names()})),
+        task_type=(str, Field(json_schema_extra={"enum": list(names)})),
     )
 
 

