@@ -1,4 +1,5 @@
-from realign.filter import boxed, decide, has_code, last_number
+from realign.filter import decide, has_code, last_number
+from realign.metrics import boxed_contents as boxed
 
 
 def test_passes_a_good_rewrite() -> None:
@@ -76,7 +77,7 @@ def test_gsm8k_final_answer() -> None:
 
 def test_boxed_and_last_number() -> None:
     assert boxed(r"so \boxed{\frac{1}{2}} done") == [r"\frac{1}{2}"]
-    assert last_number("a 3 then 4.50") == "4.5"
+    assert last_number("a 3 then 4.50") == "4.50"
     orig = r"The area is \boxed{12}."
     assert (
         decide("q", orig, r"Area = 3*4 = \boxed{12} square units.", "math_puzzles").rule == "passed"

@@ -57,11 +57,11 @@ def contains_answer(response: str, golds: Iterable[str]) -> bool:
 
 # --- math final answers -------------------------------------------------------------------
 
-_GSM8K = re.compile(r"####\s*([^\n]+)")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+GSM8K = re.compile(r"####\s*([^\n]+)")
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 
 
-def _boxed_contents(text: str) -> list[str]:
+def boxed_contents(text: str) -> list[str]:
     r"""Contents of every `\boxed{...}` (braces balanced, so `\boxed{\frac{1}{2}}` works)."""
     out = []
     for m in re.finditer(r"\\boxed\s*\{", text):
@@ -76,19 +76,19 @@ def _boxed_contents(text: str) -> list[str]:
 
 def extract_final_answer(text: str) -> str | None:
     r"""The final answer: GSM8K `#### N`, else the last `\boxed{}`, else the last number."""
-    m = _GSM8K.findall(text)
+    m = GSM8K.findall(text)
     if m:
         return m[-1].strip()
-    boxed = _boxed_contents(text)
+    boxed = boxed_contents(text)
     if boxed:
         return boxed[-1].strip()
-    nums = _NUMBER.findall(text)
+    nums = NUMBER.findall(text)
     return nums[-1] if nums else None
 
 
 def has_explicit_final_answer(text: str) -> bool:
     r"""True when the text marks its answer (`####` or `\boxed{}`), as math references do."""
-    return bool(_GSM8K.search(text) or _boxed_contents(text))
+    return bool(GSM8K.search(text) or boxed_contents(text))
 
 
 def normalize_number(text: str) -> Fraction | None:
@@ -101,7 +101,7 @@ def normalize_number(text: str) -> Fraction | None:
     m = re.fullmatch(r"\(?(-?\d*\.?\d+)\)?(?:/\(?(-?\d*\.?\d+)\)?)?", s)
     if not m:
         # Units or words around a single number ("18 dollars"): take the number if only one.
-        nums = _NUMBER.findall(s)
+        nums = NUMBER.findall(s)
         if len(nums) != 1:
             return None
         return normalize_number(nums[0])
