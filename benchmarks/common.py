@@ -185,7 +185,7 @@ class RawOpenAIBackend:
         await self._client.close()
 
 
-BACKENDS = ["real", "real-aiohttp", "openai", "openai-aiohttp", "httpx"]
+BACKENDS = ["real", "real-aiohttp", "real-httpx", "openai", "openai-aiohttp", "httpx"]
 
 
 def make_backend(kind: str, base_url: str, model: str = "gpt-4o-mini") -> Any:
@@ -196,14 +196,16 @@ def make_backend(kind: str, base_url: str, model: str = "gpt-4o-mini") -> Any:
         return RawOpenAIBackend(model, base_url, FAKE_KEY, aiohttp=kind == "openai-aiohttp")
     from realign.llm.openai_backend import OpenAIBackend
 
-    if kind == "real-aiohttp":  # the same backend on openai's aiohttp transport
+    if kind in ("real-aiohttp", "real-httpx"):  # the same backend on a chosen transport
         import openai
 
+        client = (
+            openai.DefaultAioHttpClient()
+            if kind == "real-aiohttp"
+            else openai.DefaultAsyncHttpxClient()
+        )
         return OpenAIBackend(
-            model=model,
-            base_url=base_url,
-            api_key=FAKE_KEY,
-            http_async_client=openai.DefaultAioHttpClient(),
+            model=model, base_url=base_url, api_key=FAKE_KEY, http_async_client=client
         )
     return OpenAIBackend(model=model, base_url=base_url, api_key=FAKE_KEY)
 

@@ -226,3 +226,62 @@ def test_invalid_output_is_reasked_then_fails_with_raw_output(tmp_path: Path) ->
         run(pack, rec("Who?", "Him.", category="open_qa"), FakeBackend(bad))
     assert e.value.stage == "rewrite" and e.value.raw_output == '{"reasoning": "x"}'
     assert calls["n"] == 3  # first try + 2 re-asks, bounded
+
+
+class _Pred:
+    def __init__(self, task_type: str, confidence: float) -> None:
+        self.task_type, self.confidence = task_type, confidence
+
+
+class FakeEmbedding:
+    """Stands in for the offline classifier: fixed answers, counts its batch calls."""
+
+    def __init__(self, answers: dict[str, tuple[str, float]]) -> None:
+        self.answers, self.calls = answers, 0
+
+    def predict(self, instructions):
+        self.calls += 1
+        return [_Pred(*self.answers[i]) for i in instructions]
+
+
+def test_offline_classifier_types_in_one_batch_and_defers_unsure_units(tmp_path: Path) -> None:
+    from realign.classify import pretype_offline
+
+    pack = tiny_pack(tmp_path)
+    recs = [
+        rec("Add 2 and 3", "2+3=5", idx=0),
+        rec("Who wrote Hamlet?", "Shakespeare.", idx=1),
+        rec("Tell a story", "Once.", category="story_generation", idx=2),
+    ]
+    emb = FakeEmbedding(
+        {"Add 2 and 3": ("math_puzzles", 0.9), "Who wrote Hamlet?": ("planning", 0.2)}
+    )
+    pretype_offline(recs, pack, emb, min_confidence=0.5)
+    assert emb.calls == 1  # one batch for all records; the labelled one is not predicted
+    backend = FakeBackend(responder(task_type="open_qa"))
+    outs = [run(pack, r, backend) for r in recs]
+    assert (outs[0].meta.units[0].task_type, outs[0].meta.units[0].task_source) == (
+        "math_puzzles",
+        "embedding",
+    )
+    u = outs[1].meta.units[0]
+    assert (u.task_type, u.task_source) == ("open_qa", "llm")  # unsure: the LLM decided
+    assert u.task_reason.startswith("embedding classifier unsure (planning, confidence 0.20")
+    assert outs[2].meta.units[0].task_source == "input"
+    assert sum(c.stage == "classify" for c in backend.calls) == 1
+
+
+def test_unsure_offline_classification_without_llm_is_default_with_reason(tmp_path: Path) -> None:
+    import asyncio as aio
+
+    from realign.classify import classify_unit, pretype_offline
+
+    pack = tiny_pack(tmp_path)
+    r = rec("Who wrote Hamlet?", "Shakespeare.")
+    pretype_offline(
+        [r], pack, FakeEmbedding({"Who wrote Hamlet?": ("open_qa", 0.1)}), min_confidence=0.5
+    )
+    aio.run(classify_unit(None, pack, r, r.meta.units[0]))
+    u = r.meta.units[0]
+    assert u.task_type == "default" and u.task_source == "default"
+    assert "unsure" in u.task_reason and "no LLM classifier configured" in u.task_reason

@@ -36,7 +36,8 @@ class TaskChoice:
 
 
 class EmbeddingPredictor(Protocol):
-    """What the offline classifier offers (see `realign.embedding_classifier`)."""
+    """What the offline classifier offers (see `realign.embedding_classifier`): one
+    prediction with `task_type` and `confidence` per instruction."""
 
     def predict(self, instructions: Sequence[str]) -> Sequence[object]: ...
 
@@ -129,49 +130,53 @@ async def classify_unit(
     unit: UnitMeta,
     *,
     reclassify: bool = False,
-    embedding: EmbeddingPredictor | None = None,
-    min_confidence: float = 0.0,
 ) -> None:
-    """Set `unit.task_type` and its provenance. Never raises for an unknown name."""
+    """Set `unit.task_type` and its provenance. Never raises for an unknown name.
+
+    A unit already typed by `pretype_offline` keeps its type; one it was unsure of carries
+    the reason in `task_reason`, which is kept in front of what happens next.
+    """
+    if unit.task_source == "embedding" and unit.task_type is not None:
+        return
+    note = f"{unit.task_reason}; " if unit.task_reason else ""
     label = input_label(record, unit.turn)
-    note = ""
-    if label is not None and not reclassify:
+    if label is not None and not reclassify and not note:
         if label in pack:
             apply_choice(unit, TaskChoice(label, "input", "task type given in the input"))
             return
         note = f"input task type {label!r} is not in criteria pack '{pack.name}'; "
-    if embedding is not None:
-        (pred,) = embedding.predict([record.instruction_for(unit.turn)])
-        name, conf = pred.task_type, float(pred.confidence)  # type: ignore[attr-defined]
-        if conf >= min_confidence and name in pack:
-            apply_choice(unit, TaskChoice(name, "embedding", note + "embedding classifier", conf))
-            return
-        note += f"embedding classifier unsure ({name}, confidence {conf:.2f} < {min_confidence}); "
-        if engine is None:
-            apply_choice(unit, fallback(pack, note + "no LLM classifier configured: used default"))
-            return
     if engine is None:
-        apply_choice(unit, fallback(pack, note + "no classifier available: used default"))
+        apply_choice(unit, fallback(pack, note + "no LLM classifier configured: used default"))
         return
     choice = await classify_llm(engine, pack, record, unit.turn)
     apply_choice(unit, TaskChoice(choice.task_type, choice.source, note + choice.reason))
 
 
-def classify_offline(
+EMBED_BATCH = 64  # instructions per embedding call: batching is what makes it fast
+
+
+def pretype_offline(
     records: Sequence[Record],
     pack: CriteriaPack,
     embedding: EmbeddingPredictor,
     *,
     min_confidence: float = 0.0,
+    reclassify: bool = False,
 ) -> None:
-    """Type every unit that has no task type (its own or the input's) with the embedding
-    classifier, in one batch (no LLM: below `min_confidence` the unit gets `default`)."""
-    todo = [
-        (r, u)
-        for r in records
-        for u in r.meta.units
-        if u.task_type is None and input_label(r, u.turn) is None
-    ]
+    """Type units with the embedding classifier in one batch, before the per-record stages.
+
+    Units the input already labels with a known type are left alone (unless `reclassify`).
+    A confident prediction sets the unit's type (source `embedding`); an unsure one only
+    records why, so `classify_unit` asks the LLM (or falls back to `default`) afterwards.
+    """
+    todo: list[tuple[Record, UnitMeta]] = []
+    for r in records:
+        if not r.meta.units:
+            r.meta.units = [UnitMeta(turn=i) for i in r.assistant_turns()]
+        for u in r.meta.units:
+            label = input_label(r, u.turn)
+            if u.task_type is None and (reclassify or label is None or label not in pack):
+                todo.append((r, u))
     if not todo:
         return
     preds = embedding.predict([r.instruction_for(u.turn) for r, u in todo])
@@ -180,7 +185,7 @@ def classify_offline(
         if conf >= min_confidence and name in pack:
             apply_choice(unit, TaskChoice(name, "embedding", "embedding classifier", conf))
         else:
-            apply_choice(
-                unit,
-                fallback(pack, f"embedding classifier unsure ({name}, confidence {conf:.2f})"),
+            unit.task_confidence = conf
+            unit.task_reason = (
+                f"embedding classifier unsure ({name}, confidence {conf:.2f} < {min_confidence})"
             )

@@ -12,13 +12,19 @@ import contextlib
 import hashlib
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from realign import __version__, tokens
-from realign.classify import DEFAULT_TYPE, EmbeddingPredictor, classify_unit
+from realign.classify import (
+    DEFAULT_TYPE,
+    EMBED_BATCH,
+    EmbeddingPredictor,
+    classify_unit,
+    pretype_offline,
+)
 from realign.criteria import CriteriaPack
 from realign.engine import Deferred, Engine, StructuredOutputError
 from realign.filter import decide
@@ -116,15 +122,7 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
     original = record.turns[unit.turn].content
 
     async with stage_errors("classify"):
-        await classify_unit(
-            stages.engine,
-            pack,
-            record,
-            unit,
-            reclassify=opts.reclassify,
-            embedding=stages.embedding,
-            min_confidence=opts.min_confidence,
-        )
+        await classify_unit(stages.engine, pack, record, unit, reclassify=opts.reclassify)
     if opts.classify_only:
         _skip(unit, "classify only")
         return
@@ -245,6 +243,36 @@ def failures_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.failures.jsonl")
 
 
+def pretyped(
+    items: Iterable[Record | Failure], stages: Stages, skip: Callable[[int], bool]
+) -> Iterator[Record | Failure]:
+    """`items` unchanged, but with units typed by the offline classifier in batches of
+    EMBED_BATCH first (one embedding call per batch, not per record)."""
+    if stages.embedding is None:
+        yield from items
+        return
+    batch: list[Record | Failure] = []
+
+    def flush() -> list[Record | Failure]:
+        todo = [x for x in batch if isinstance(x, Record) and not skip(x.index)]
+        pretype_offline(
+            todo,
+            stages.pack,
+            stages.embedding,  # type: ignore[arg-type]
+            min_confidence=stages.options.min_confidence,
+            reclassify=stages.options.reclassify,
+        )
+        out = list(batch)
+        batch.clear()
+        return out
+
+    for item in items:
+        batch.append(item)
+        if len(batch) >= EMBED_BATCH:
+            yield from flush()
+    yield from flush()
+
+
 async def run_records(
     stages: Stages,
     items: Iterable[Record | Failure],
@@ -269,7 +297,7 @@ async def run_records(
             on_done(out)
 
     counts = await process_items(
-        items,
+        pretyped(items, stages, skip=state.is_done),
         state,
         lambda rec: process_record(stages, rec),
         stage="pipeline",

@@ -101,7 +101,7 @@ async def _process(
     summary: Summary,
     classifier: Any | None = None,
 ) -> None:
-    from realign.classify import classify_offline
+    from realign.classify import pretype_offline
     from realign.datafiles import (
         JsonlAppender,
         ReadError,
@@ -110,7 +110,7 @@ async def _process(
         read_records,
     )
     from realign.records import Failure
-    from realign.retrieve import attach_evidence, ensure_units
+    from realign.retrieve import attach_evidence
 
     output: Path = args["output"]
     failures_path = output.with_name(f"{output.stem}.failures.jsonl")
@@ -130,9 +130,7 @@ async def _process(
 
         async def flush() -> None:
             if classifier is not None:  # type the untyped units first, in one batch
-                for r in window:
-                    ensure_units(r)
-                classify_offline(window, pack, classifier)
+                pretype_offline(window, pack, classifier)
             await asyncio.gather(
                 *(
                     attach_evidence(
