@@ -249,9 +249,9 @@ def _server_message(e: openai.APIStatusError) -> str:
 
 def default_http_client(trust_env: bool = True) -> httpx.AsyncClient:
     """openai's aiohttp transport when `aiohttp` is installed (`openai[aiohttp]`), else its
-    httpx one. At hundreds of requests in flight the httpx connection pool costs more CPU than
-    the rest of the request (it scans every pooled connection on each request): measured
-    against benchmarks/fake_openai_server.py, aiohttp halves the client's CPU per request."""
+    httpx one. At hundreds of requests in flight the httpx connection pool scans every pooled
+    connection on each request; against benchmarks/fake_openai_server.py aiohttp cuts the
+    client's CPU per request by ~40% (benchmarks/overhead.py: `real` vs `real-httpx`)."""
     try:
         return openai.DefaultAioHttpClient(trust_env=trust_env)  # type: ignore[no-any-return]
     except RuntimeError:  # "… you must have installed the package with the `aiohttp` extra"
