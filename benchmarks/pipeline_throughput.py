@@ -84,7 +84,7 @@ async def run(
     pack = load_pack(str(write_pack(work / "pack")))
     backend = OpenAIBackend(model="gpt-4o-mini", base_url=url, api_key=FAKE_KEY)
     cache = None if args.no_cache else Cache(work / "cache.sqlite")
-    engine = Engine(backend, concurrency=args.concurrency or args.capacity, cache=cache)
+    engine = Engine(backend, concurrency=args.concurrency or int(1.5 * args.capacity), cache=cache)
     stages = Stages(
         pack=pack,
         engine=engine,
@@ -126,7 +126,10 @@ def main() -> None:
     ap.add_argument("--capacity", type=int, default=200)
     ap.add_argument("--latency", type=float, default=0.5)
     ap.add_argument(
-        "--concurrency", type=int, default=None, help="engine concurrency (default: capacity)"
+        "--concurrency",
+        type=int,
+        default=None,
+        help="engine concurrency (default: 1.5 x capacity, so the server never waits for the client to refill a slot; pass --concurrency C to see the ratio when the client holds exactly C)",
     )
     ap.add_argument("--no-cache", action="store_true", help="run without the request cache")
     args = ap.parse_args()
@@ -147,6 +150,7 @@ def main() -> None:
         row(f"requests/s {stage}", f"{n / elapsed:.1f}", f"({n} requests)")
     row("requests/s total", f"{rps:.1f}")
     row("ratio to C/L", f"{rps / ideal:.3f}", f"(C/L = {ideal:.0f}/s, target >= 0.9)")
+    row("client concurrency", f"{args.concurrency or int(1.5 * args.capacity)}")
     row("server peak concurrency", f"{server.peak_concurrency}")
     row(
         "outcomes",

@@ -1,0 +1,117 @@
+"""`realign run` against a server that misbehaves (5% 429, 5% 500, 2% hangs, 2% malformed
+JSON): every record ends in the output or the failures file with a reason, a rerun retries
+the failures, and no API key is written anywhere (outputs, state, cache, cassettes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packs import write_pack
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from fake_openai_server import ServerConfig, fetch_stats, serve_in_subprocess  # noqa: E402
+
+KEY = "sk-test-faults-9f8e7d6c5b4a"
+
+
+def _run(
+    src: Path, out: Path, pack: Path, url: str, home: Path
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "REALIGN_HOME": str(home),
+        "OPENAI_API_KEY": KEY,
+        "REALIGN_TIMEOUT": "2",
+    }  # a hung request gives up after 2 s
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "realign.cli.main",
+            "run",
+            str(src),
+            "-o",
+            str(out),
+            "--pack",
+            str(pack),
+            "--base-url",
+            url,
+            "--model",
+            "gpt-4o-mini",
+            "--concurrency",
+            "16",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.block_network(allowed_hosts=["127.0.0.1"])  # our own fake server only
+def test_every_record_is_accounted_for_and_a_rerun_retries_failures(tmp_path: Path) -> None:
+    n = 120
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "instruction": f"Explain item {i}.",
+                    "input": "",
+                    "output": f"Item {i} is a thing.",
+                    "id": f"r{i}",
+                }
+            )
+            + "\n"
+            for i in range(n)
+        )
+    )
+    pack = write_pack(tmp_path / "pack")
+    out, home = tmp_path / "out.jsonl", tmp_path / "home"
+    faults = ServerConfig(
+        latency=0.01, p429=0.05, p500=0.05, phang=0.02, pmalformed=0.02, hang_seconds=30, seed=7
+    )
+    with serve_in_subprocess(faults) as url:
+        first = _run(src, out, pack, url, home)
+        assert first.returncode in (0, 1), first.stderr
+        ok = [json.loads(x)["id"] for x in out.read_text().splitlines()]
+        failed = [json.loads(x) for x in (tmp_path / "out.failures.jsonl").read_text().splitlines()]
+        assert sorted(ok + [f["id"] for f in failed]) == sorted(f"r{i}" for i in range(n))
+        assert len(set(ok)) == len(ok)
+        for f in failed:  # each failure says where and why, with its input record
+            assert (
+                f["stage"] in {"classify", "rewrite"}
+                and f["error"]
+                and f["record"]["id"] == f["id"]
+            )
+        # A rerun of the same command retries the failures (answers paid for come from the cache).
+        second = _run(src, out, pack, url, home)
+        assert second.returncode in (0, 1), second.stderr
+        ok2 = [json.loads(x)["id"] for x in out.read_text().splitlines()]
+        failed2 = (tmp_path / "out.failures.jsonl").read_text().splitlines()
+        assert len(ok2) + len(failed2) == n and len(ok2) >= len(ok)
+        st = fetch_stats(url)  # the faults really happened
+        assert min(st.injected_429, st.injected_500, st.hangs, st.malformed) > 0
+    for f in [out, tmp_path / "out.failures.jsonl", *home.rglob("*")]:
+        if f.is_file():
+            assert KEY.encode() not in f.read_bytes(), f
+    assert KEY not in first.stderr + second.stderr
+
+
+def test_no_cassette_holds_a_credential() -> None:
+    pattern = re.compile(
+        r"(sk-[A-Za-z0-9]{8,}|[?&]key=[^&\s'\"]+|authorization:|x-api-key:)", re.IGNORECASE
+    )
+    hits = [
+        f"{p}: {m.group(0)}"
+        for p in (ROOT / "cassettes").rglob("*.yaml")
+        for m in pattern.finditer(p.read_text(encoding="utf-8"))
+    ]
+    assert hits == []
