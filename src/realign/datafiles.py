@@ -48,7 +48,7 @@ from realign.formats import (
     from_record,
     to_record,
 )
-from realign.records import Record
+from realign.records import Failure, Record
 
 DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024  # ~1M tokens: beyond any model's context
 READ_EXTENSIONS = (".json", ".jsonl", ".ndjson", ".parquet")
@@ -87,6 +87,17 @@ class ReadError(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.location()}: {self.field + ': ' if self.field else ''}{self.message}"
+
+    def as_failure(self, stage: str) -> Failure:
+        """The line this error becomes in a `<OUTPUT stem>.failures.jsonl` file."""
+        return Failure(
+            id=str(self.id if self.id is not None else self.index),
+            index=self.index if self.index is not None else -1,
+            stage=stage,
+            error=str(self),
+            raw_output=self.text,
+            record=self.record or {},
+        )
 
 
 class WriteError(ReadError):

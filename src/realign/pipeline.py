@@ -332,15 +332,7 @@ def write_outputs(
 
         def rejected(errors: Iterable[Any]) -> None:
             for e in errors:
-                fail(
-                    Failure(
-                        id=str(e.id),
-                        index=e.index if e.index is not None else -1,
-                        stage="write",
-                        error=str(e),
-                        record=e.record or {},
-                    )
-                )
+                fail(e.as_failure("write"))
 
         with open_writer(output) as writer:
             for payload in state.iter_payloads(ok=True):

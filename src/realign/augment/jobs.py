@@ -467,16 +467,7 @@ def generate_command(args: GenerateArgs) -> int:
     types: Counter[str] = Counter()
 
     def rejected(errors: Iterable[Any]) -> None:
-        for e in errors:
-            write_fails.append(
-                Failure(
-                    id=str(e.id),
-                    index=e.index if e.index is not None else -1,
-                    stage="write",
-                    error=str(e),
-                    record=e.record or {},
-                )
-            )
+        write_fails.extend(e.as_failure("write") for e in errors)
 
     try:
         with (
@@ -623,16 +614,7 @@ def filter_command(args: FilterArgs) -> int:
     write_fails: list[Failure] = []
 
     def rejected(errors: Iterable[Any]) -> None:
-        for e in errors:
-            write_fails.append(
-                Failure(
-                    id=str(e.id),
-                    index=e.index if e.index is not None else -1,
-                    stage="write",
-                    error=str(e),
-                    record=e.record or {},
-                )
-            )
+        write_fails.extend(e.as_failure("write") for e in errors)
 
     try:
         with (

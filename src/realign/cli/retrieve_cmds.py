@@ -148,9 +148,7 @@ async def _process(
                 try:
                     writer.write(r)
                 except RecordWriteError as e:
-                    fail(
-                        failures, Failure(id=r.id, index=r.index, stage="write", error=str(e.error))
-                    )
+                    fail(failures, e.error.as_failure("write"))
                     continue
                 summary.add(r)
             window.clear()
@@ -159,16 +157,7 @@ async def _process(
             if args["limit"] is not None and n >= args["limit"]:
                 break
             if isinstance(item, ReadError):
-                fail(
-                    failures,
-                    Failure(
-                        id=str(item.id if item.id is not None else item.index),
-                        index=item.index or 0,
-                        stage="load",
-                        error=str(item),
-                        record=item.record or {},
-                    ),
-                )
+                fail(failures, item.as_failure("load"))
                 continue
             window.append(item)
             if len(window) >= WINDOW:
@@ -177,7 +166,7 @@ async def _process(
         for rej in writer.take_rejected():
             fail(
                 failures,
-                Failure(id=str(rej.id), index=rej.index or 0, stage="write", error=str(rej)),
+                rej.as_failure("write"),
             )
     if summary.failed:
         _say(f"{summary.failed} record(s) failed: see {failures_path}", fg="red")

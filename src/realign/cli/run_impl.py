@@ -55,14 +55,7 @@ def read_items(args: RunArgs) -> Iterator[Record | Failure]:
         elif item.index is None:  # the file as a whole is unreadable (empty, not UTF-8, …)
             raise die(str(item))
         else:  # a read error: it names the file, line/record and field
-            yield Failure(
-                id=item.id if item.id is not None else str(item.index),
-                index=item.index if item.index is not None else -1,
-                stage="load",
-                error=str(item),
-                raw_output=item.text,
-                record=item.record or {},
-            )
+            yield item.as_failure("load")
 
 
 def load_criteria(args: RunArgs) -> CriteriaPack:
