@@ -31,7 +31,7 @@ from realign.filter import decide
 from realign.records import Failure, Provenance, Record, Status, UnitMeta
 from realign.rewrite import SELECTION_POLICIES, rewrite_unit
 from realign.runner import STOPS, StageError, process_items
-from realign.state import RunState, state_path
+from realign.state import RunState
 
 MAX_RESPONSE_TOKENS = 3000  # longer originals are passed through: a rewrite would not fit
 
@@ -351,7 +351,3 @@ def write_outputs(
         for payload in state.iter_payloads(ok=False):
             fail(Failure.model_validate_json(payload))
     return written, failed, fails
-
-
-def open_state(output: Path, fp: str) -> RunState:
-    return RunState(state_path(output), fp)

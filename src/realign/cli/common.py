@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 INPUT = typer.Argument(..., help="Dataset file (.json, .jsonl, .parquet) or hf:NAME[:split].")
@@ -57,6 +55,3 @@ def die(message: str, code: int = 2) -> typer.Exit:
     """Print an error for a person and return the Exit to raise."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
-
-
-__all__ = ["Path", "die", "split_csv"]

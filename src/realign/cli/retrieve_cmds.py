@@ -109,11 +109,12 @@ async def _process(
         RecordWriter,
         read_records,
     )
+    from realign.pipeline import failures_path as failures_file_for
     from realign.records import Failure
     from realign.retrieve import attach_evidence
 
     output: Path = args["output"]
-    failures_path = output.with_name(f"{output.stem}.failures.jsonl")
+    failures_path = failures_file_for(output)
     reader = read_records(args["input"], args["input_format"])
     shown = 0
 

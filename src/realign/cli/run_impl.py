@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -19,6 +18,7 @@ from realign.criteria import CriteriaError, CriteriaPack, load_pack
 from realign.records import Failure, Record
 from realign.runner import RunStopped
 from realign.runtime import EngineArgs
+from realign.state import RunState, state_path
 
 err = Console(stderr=True)
 
@@ -159,7 +159,7 @@ def run_command(args: RunArgs) -> int:
     runtime = build_runtime(args, pack, options, err)
     stages = runtime.stages
     fp = pipeline.fingerprint(args.input, stages, {"output_format": args.output_format})
-    state = pipeline.open_state(args.output, fp)
+    state = RunState(state_path(args.output), fp)
     if state.restarted_because:
         err.print(f"[yellow]previous progress discarded: {state.restarted_because}[/]")
     elif state.resumed:
@@ -236,6 +236,3 @@ def run_command(args: RunArgs) -> int:
         )
         return 1
     return 0
-
-
-__all__ = ["RunArgs", "run_command", "typer"]
