@@ -452,7 +452,7 @@ def test_list_reports_a_broken_user_folder(tmp_path: Path) -> None:
 
 
 def test_show_prints_fields_examples_and_format(realign_pack) -> None:
-    result = runner.invoke(app, ["criteria", "show", "math_puzzles"], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["criteria", "show", "math_puzzles"], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     crit = realign_pack["math_puzzles"]
     assert crit.description in result.stdout

@@ -38,6 +38,32 @@ def example(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "items.json", tmp_path / "docs.jsonl"
 
 
+@pytest.fixture(scope="module")
+def _trained_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """The built-in pack's embedding classifier, trained once for this module (about a minute
+    on 2 cores) instead of once per test."""
+    if not embedding_available():
+        return None
+    from realign.criteria import load_pack
+    from realign.embedding_classifier import EmbeddingClassifier
+
+    home = tmp_path_factory.mktemp("classifier-home")
+    EmbeddingClassifier.for_pack(load_pack(), home=home)
+    return home / "classifier"
+
+
+@pytest.fixture(autouse=True)
+def _reuse_trained_classifier(
+    _isolated_home: None, _trained_classifier: Path | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copy the module's trained state into this test's own realign home (runs after conftest
+    has pointed REALIGN_HOME at a fresh folder)."""
+    if _trained_classifier is not None:
+        import os
+
+        shutil.copytree(_trained_classifier, Path(os.environ["REALIGN_HOME"]) / "classifier")
+
+
 def _top_doc(unit: dict[str, Any]) -> str:
     return unit["evidence"][0]["url"].split("#", 1)[1]
 

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Bump when the training recipe changes, so caches made by an older recipe are rebuilt.
-STATE_VERSION = 3
+STATE_VERSION = 4
 TOP_K = 3
 # Instructions are cut to this many word pieces before embedding: the task is told by the start
 # of an instruction, and the long pasted inputs that follow only blur it and cost time (on the
@@ -63,7 +63,7 @@ MAX_CHARS = 1000
 # L2 regularisation strength of the logistic regression (sklearn's C): weak enough to fit
 # ~20 examples per class, strong enough not to memorise their wording.
 REG_C = 10.0
-CV_FOLDS = 5
+CV_FOLDS = 3
 _EXTRA_MODULES = ("torch", "sentence_transformers", "sklearn", "scipy")
 # Known models: id -> (python module that ships it, function returning the model folder).
 _PACKAGED_MODELS: dict[str, tuple[str, str]] = {
