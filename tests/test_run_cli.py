@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from packs import write_pack
+from run_argv import realign_run_argv, run_env
 from typer.testing import CliRunner
 
 from realign.cli.main import app
@@ -108,26 +109,9 @@ def test_unknown_task_and_missing_file_are_clear_errors(tmp_path: Path) -> None:
 
 
 def _run(src: Path, out: Path, pack: Path, url: str, home: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "REALIGN_HOME": str(home), "OPENAI_API_KEY": "sk-test-secret-123456"}
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "realign.cli.main",
-            "run",
-            str(src),
-            "-o",
-            str(out),
-            "--pack",
-            str(pack),
-            "--base-url",
-            url,
-            "--model",
-            "gpt-4o-mini",
-            "--concurrency",
-            "4",
-        ],
-        env=env,
+        realign_run_argv(src, out, pack, url, concurrency=4),
+        env=run_env(home, "sk-test-secret-123456"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -5,7 +5,6 @@ the failures, and no API key is written anywhere (outputs, state, cache, cassett
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from packs import write_pack
+from run_argv import realign_run_argv, run_env
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -24,31 +24,9 @@ KEY = "sk-test-faults-9f8e7d6c5b4a"
 def _run(
     src: Path, out: Path, pack: Path, url: str, home: Path
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "REALIGN_HOME": str(home),
-        "OPENAI_API_KEY": KEY,
-        "REALIGN_TIMEOUT": "2",
-    }  # a hung request gives up after 2 s
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "realign.cli.main",
-            "run",
-            str(src),
-            "-o",
-            str(out),
-            "--pack",
-            str(pack),
-            "--base-url",
-            url,
-            "--model",
-            "gpt-4o-mini",
-            "--concurrency",
-            "16",
-        ],
-        env=env,
+        realign_run_argv(src, out, pack, url, concurrency=16),
+        env=run_env(home, KEY, REALIGN_TIMEOUT="2"),  # a hung request gives up after 2 s
         capture_output=True,
         text=True,
         timeout=600,
