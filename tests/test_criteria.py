@@ -473,3 +473,16 @@ def test_help_teaches_with_examples() -> None:
         result = runner.invoke(app, ["criteria", cmd, "--help"])
         assert result.exit_code == 0
         assert "realign criteria" in result.stdout
+
+
+def test_no_example_is_an_item_of_the_heldout_measurement_set(realign_pack) -> None:
+    # benchmarks/data/own_heldout.json measures the classifier; an example copied from it would
+    # turn the measurement into a memory test.
+    root = Path(__file__).resolve().parents[1]
+    heldout = json.loads((root / "benchmarks" / "data" / "own_heldout.json").read_text())
+
+    def norm(s: str) -> str:
+        return " ".join(re.findall(r"[a-z0-9']+", s.lower()))
+
+    examples = {norm(e) for n in realign_pack.names() for e in realign_pack[n].examples}
+    assert {norm(x["instruction"]) for x in heldout}.isdisjoint(examples)
