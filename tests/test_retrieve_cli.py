@@ -4,8 +4,12 @@ local HTTP server (the issue's done-when check, on a small dataset written here)
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,10 +17,12 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from subprocess_runs import kill_when_done
 from typer.testing import CliRunner
 
 from realign.cli.main import app
 from realign.embedding_classifier import available as embedding_available
+from realign.state import state_path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 LOOPBACK = pytest.mark.block_network(allowed_hosts=[r"127\.0\.0\.1"])
@@ -115,12 +121,14 @@ def test_untyped_units_are_typed_offline_before_retrieval(example: tuple[Path, P
 
 class _Server(BaseHTTPRequestHandler):
     status: ClassVar[int] = 200
+    delay: ClassVar[float] = 0.0  # seconds per answer, so a run can be killed mid-way
     queries: ClassVar[list[dict[str, list[str]]]] = []
 
     def do_GET(self) -> None:
         url = urlparse(self.path)
         qs = parse_qs(url.query)
         type(self).queries.append(qs)
+        time.sleep(type(self).delay)
         if url.path != "/customsearch/v1":
             body, status = b'{"error": {"code": 404, "message": "not found"}}', 404
         elif type(self).status == 429:
@@ -151,7 +159,7 @@ class _Server(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    _Server.status, _Server.queries = 200, []
+    _Server.status, _Server.delay, _Server.queries = 200, 0.0, []
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Server)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -294,3 +302,44 @@ def test_unreadable_records_go_to_failures_file(example: tuple[Path, Path]) -> N
     failures = corpus.with_name("o.failures.jsonl").read_text().splitlines()
     assert len(failures) == 1 and json.loads(failures[0])["stage"] == "load"
     assert "d.jsonl:2" in json.loads(failures[0])["error"]
+
+
+@LOOPBACK
+def test_sigkill_then_rerun_resumes_without_searching_again(tmp_path: Path, server: str) -> None:
+    n = 60
+    rows = [
+        {
+            "id": i,
+            "items": [
+                {"from": "human", "value": f"what is fact {i}?", "category": "open_qa"},
+                {"from": "gpt", "value": "An answer."},
+            ],
+        }
+        for i in range(n)
+    ]
+    data, out = tmp_path / "d.json", tmp_path / "ev.json"
+    data.write_text(json.dumps(rows))
+    _Server.delay = 0.05
+    argv = [
+        *(sys.executable, "-m", "realign.cli.main", "retrieve", str(data), "-o", str(out)),
+        *("--retrieval", "google", "--search-endpoint", server),
+        *("--classifier", "none", "--concurrency", "2"),
+    ]
+    env = {**os.environ, **KEYS, "REALIGN_HOME": str(tmp_path / "home")}
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done_at_kill = kill_when_done(p, out, at_least=10)
+    assert 10 <= done_at_kill < n, "the kill must land mid-run"
+    assert not out.exists()
+    searched_before = len(_Server.queries)
+
+    res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"resuming: {done_at_kill} records already done" in res.stderr
+    units = _units(out)
+    assert list(units) == [str(i) for i in range(n)]  # all records, once each, in input order
+    assert all(len(u[0]["evidence"]) == 5 for u in units.values())
+    # Each record searched once: only the searches in flight at the kill (2) may repeat, and
+    # those come from the cache when their answer was stored before the kill.
+    assert len(_Server.queries) <= n + 2
+    assert len(_Server.queries) - searched_before <= n - done_at_kill + 2
+    assert not state_path(out).exists()  # removed once the output is written

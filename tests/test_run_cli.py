@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from packs import write_pack
-from run_argv import realign_run_argv, run_env
+from subprocess_runs import kill_when_done, realign_run_argv, run_env
 from typer.testing import CliRunner
 
 from realign.cli.main import app
@@ -117,17 +114,6 @@ def _run(src: Path, out: Path, pack: Path, url: str, home: Path) -> subprocess.P
     )
 
 
-def _done(out: Path) -> int:
-    p = state_path(out)
-    if not p.exists():
-        return 0
-    try:
-        with sqlite3.connect(p, timeout=1) as db:
-            return db.execute("SELECT COUNT(*) FROM done").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 @pytest.mark.block_network(allowed_hosts=["127.0.0.1"])  # our own fake server only
 def test_sigkill_then_rerun_gives_exactly_once_output(tmp_path: Path) -> None:
     n = 80
@@ -143,13 +129,7 @@ def test_sigkill_then_rerun_gives_exactly_once_output(tmp_path: Path) -> None:
 
         out = tmp_path / "out.jsonl"
         home = tmp_path / "home"
-        p = _run(src, out, pack, url, home)
-        deadline = time.monotonic() + 60
-        while _done(out) < 15 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        done_at_kill = _done(out)
-        os.kill(p.pid, signal.SIGKILL)
-        p.wait(10)
+        done_at_kill = kill_when_done(_run(src, out, pack, url, home), out, at_least=15)
         assert 15 <= done_at_kill < n, "the kill must land mid-run"
         assert not out.exists()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from packs import write_pack
-from run_argv import realign_run_argv, run_env
+from subprocess_runs import realign_run_argv, run_env
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -1,4 +1,4 @@
-"""The loop every dataset command shares (`run`, `rephrase`, `generate`, `filter`):
+"""The loop every dataset command shares (`run`, `retrieve`, `rephrase`, `generate`, `filter`):
 resumable, ordered, bounded.
 
 Generic over the work done per item: items are

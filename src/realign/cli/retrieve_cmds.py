@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import os
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,8 +19,9 @@ from realign.search.registry import SPEC_HELP, default_retrieval_spec
 
 if TYPE_CHECKING:
     from realign.criteria import CriteriaPack
-    from realign.records import Record
+    from realign.records import Failure, Record
     from realign.retrieve import Retriever
+    from realign.state import RunState
 
 __all__ = ["default_retrieval_spec", "register"]
 
@@ -34,7 +38,8 @@ and `realign stats` find them.
 `google` uses GOOGLE_API_KEY and GOOGLE_CSE_ID, `serper` uses SERPER_API_KEY, `local:PATH`
 searches your own documents offline (a JSONL file of `{{"id", "text", "title"?, "url"?}}` or a
 folder of .txt/.md files; its BM25 index is saved beside it and rebuilt when it changes).
-Every answer is cached in the realign store, so a rerun never pays twice.
+Every answer is cached in the realign store, so a rerun never pays twice, and progress is saved
+record by record: after a crash or a kill, rerun the same command to resume.
 
 **Task types** come from a previous `realign classify`/`run`, or from the input's ReAlign
 `category`. Records with neither get no evidence unless `--all-types` is given.
@@ -94,83 +99,76 @@ def _say(text: str, *, err: bool = True, fg: str | None = None) -> None:
     typer.secho(text, err=err, fg=fg)
 
 
+def _failure_lines(path: Path) -> Iterator[str]:
+    """The error of each line of a failures file (streamed)."""
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line).get("error", line.strip())
+
+
+def _items(
+    args: dict[str, Any],
+    pack: CriteriaPack,
+    classifier: Any | None,
+    skip: Callable[[int], bool],
+) -> Iterator[Record | Failure]:
+    """The input's records (unreadable ones as load failures), with untyped units typed by the
+    offline classifier a batch at a time (records already done in an earlier run are skipped)."""
+    from realign.classify import pretype_offline
+    from realign.datafiles import ReadError, read_records
+    from realign.pipeline import EMBED_BATCH
+    from realign.records import Failure
+
+    batch: list[Record | Failure] = []
+
+    def flush() -> list[Record | Failure]:
+        if classifier is not None:
+            todo = [x for x in batch if not isinstance(x, Failure) and not skip(x.index)]
+            pretype_offline(todo, pack, classifier)
+        out = list(batch)
+        batch.clear()
+        return out
+
+    for item in read_records(args["input"], args["input_format"]):
+        batch.append(item.as_failure("load") if isinstance(item, ReadError) else item)
+        if len(batch) >= EMBED_BATCH:
+            yield from flush()
+    yield from flush()
+
+
 async def _process(
     args: dict[str, Any],
     pack: CriteriaPack,
     retriever: Retriever,
-    summary: Summary,
+    state: RunState,
     classifier: Any | None = None,
+    on_done: Callable[[Any], None] | None = None,
 ) -> None:
-    from realign.classify import pretype_offline
-    from realign.datafiles import (
-        JsonlAppender,
-        ReadError,
-        RecordWriteError,
-        RecordWriter,
-        read_records,
-    )
-    from realign.pipeline import failures_path as failures_file_for
-    from realign.records import Failure
+    """Attach evidence to every record not yet in `state`, committing each one as it is done,
+    so a killed run resumes where it stopped (answers already fetched come from the cache)."""
     from realign.retrieve import attach_evidence
+    from realign.runner import process_items
 
-    output: Path = args["output"]
-    failures_path = failures_file_for(output)
-    reader = read_records(args["input"], args["input_format"])
-    shown = 0
+    async def work(record: Record) -> Record:
+        return await attach_evidence(
+            record,
+            pack,
+            retriever,
+            args["k"],
+            args["max_evidence_tokens"],
+            all_types=args["all_types"],
+        )
 
-    def fail(failures: JsonlAppender, item: Failure) -> None:
-        nonlocal shown
-        summary.failed += 1
-        failures.write(item.model_dump(mode="json"))
-        if shown < SHOWN_ERRORS:
-            _say(f"error: {item.error}", fg="red")
-            shown += 1
-
-    with RecordWriter(output) as writer, JsonlAppender(failures_path) as failures:
-        window: list[Record] = []
-
-        async def flush() -> None:
-            if classifier is not None:  # type the untyped units first, in one batch
-                pretype_offline(window, pack, classifier)
-            await asyncio.gather(
-                *(
-                    attach_evidence(
-                        r,
-                        pack,
-                        retriever,
-                        args["k"],
-                        args["max_evidence_tokens"],
-                        all_types=args["all_types"],
-                    )
-                    for r in window
-                )
-            )
-            for r in window:
-                try:
-                    writer.write(r)
-                except RecordWriteError as e:
-                    fail(failures, e.error.as_failure("write"))
-                    continue
-                summary.add(r)
-            window.clear()
-
-        for n, item in enumerate(reader):
-            if args["limit"] is not None and n >= args["limit"]:
-                break
-            if isinstance(item, ReadError):
-                fail(failures, item.as_failure("load"))
-                continue
-            window.append(item)
-            if len(window) >= WINDOW:
-                await flush()
-        await flush()
-        for rej in writer.take_rejected():
-            fail(
-                failures,
-                rej.as_failure("write"),
-            )
-    if summary.failed:
-        _say(f"{summary.failed} record(s) failed: see {failures_path}", fg="red")
+    await process_items(
+        _items(args, pack, classifier, skip=state.is_done),
+        state,
+        work,
+        stage="retrieve",
+        window=WINDOW,
+        record_of=lambda rec: rec.raw,
+        limit=args["limit"],
+        on_done=on_done,
+    )
 
 
 def retrieve_command(
@@ -208,11 +206,16 @@ def retrieve_command(
 ) -> None:
     from realign.cache import Cache
     from realign.criteria import CriteriaError, load_pack
+    from realign.datafiles import RecordWriter
     from realign.engine import Engine
     from realign.formats import FormatError
+    from realign.pipeline import write_outputs
+    from realign.records import Record
     from realign.retrieve import Retriever
+    from realign.runner import RunStopped, fingerprint
     from realign.search.base import SearchError
     from realign.search.registry import make_provider
+    from realign.state import RunState, state_path
 
     if not input.exists() and not str(input).startswith("hf:"):
         raise common.die(f"{input}: no such file")
@@ -244,7 +247,6 @@ def retrieve_command(
         max_tokens=max_evidence_tokens,
         on_message=lambda m: _say(m, fg="yellow"),
     )
-    summary = Summary()
     args = {
         "input": input,
         "output": output,
@@ -254,13 +256,50 @@ def retrieve_command(
         "all_types": all_types,
         "limit": limit,
     }
+    fp = fingerprint(
+        "retrieve",
+        input,
+        {
+            "retrieval": retrieval,
+            "endpoint": search_endpoint,
+            "pack": criteria_pack.content_hash,
+            "classifier": None if typer_of_units is None else typer_of_units.state.model_id,
+            **{key: args[key] for key in ("input_format", "k", "max_evidence_tokens", "all_types")},
+            "limit": limit,
+        },
+    )
+    state = RunState(state_path(output), fp)
+    if state.restarted_because:
+        _say(f"previous progress discarded: {state.restarted_because}", fg="yellow")
+    elif state.resumed:
+        _say(f"resuming: {state.count()} records already done")
     try:
-        asyncio.run(_process(args, criteria_pack, retriever, summary, typer_of_units))
+        asyncio.run(_process(args, criteria_pack, retriever, state, typer_of_units))
     except FormatError as e:
+        state.close()
         raise common.die(str(e)) from None
+    except (RunStopped, KeyboardInterrupt) as e:
+        saved = state.count()
+        state.close()
+        _say(
+            f"stopped: {e or 'interrupted'}; {saved} records are saved: rerun to resume",
+            fg="yellow",
+        )
+        raise typer.Exit(3) from None
     finally:
         if cache is not None:
             cache.close()
+
+    written, failed, failures_file = write_outputs(state, output, RecordWriter)
+    summary = Summary(failed=failed)
+    for payload in state.iter_payloads(ok=True):
+        summary.add(Record.model_validate_json(payload))
+    summary.records = written  # a record the output format rejected is among the failures
+    state.close(remove=True)
+    for line in itertools.islice(_failure_lines(failures_file), SHOWN_ERRORS):
+        _say(f"error: {line}", fg="red")
+    if failed:
+        _say(f"{failed} record(s) failed: see {failures_file}", fg="red")
 
     st = retriever.stats
     _say(
