@@ -57,6 +57,30 @@ def test_run_writes_output_and_failures_in_input_order(tmp_path: Path) -> None:
     assert not state_path(out).exists()  # the state is removed once the output is written
 
 
+def test_classify_summary_names_the_command_and_shows_no_rewrite_counts(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(alpaca(3))
+    out = tmp_path / "typed.jsonl"
+    res = runner.invoke(
+        app,
+        [
+            "classify",
+            str(src),
+            "-o",
+            str(out),
+            "--backend",
+            "fake",
+            "--pack",
+            str(write_pack(tmp_path / "pack")),
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert res.exit_code == 0, res.output
+    assert "realign classify" in res.output and "task types" in res.output
+    assert "rewritten" not in res.output and "skipped" not in res.output
+    assert all(json.loads(x)["realign"]["task_type"] for x in out.read_text().splitlines())
+
+
 def test_dry_run_sends_nothing(tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text(alpaca(4))

@@ -72,14 +72,15 @@ def load_criteria(args: RunArgs) -> CriteriaPack:
     return pack
 
 
-def summary_table(summary: Any, stats: Any, seconds: float) -> Table:
-    t = Table(title="realign run", show_header=False, box=None)
+def summary_table(summary: Any, stats: Any, seconds: float, command: str = "run") -> Table:
+    t = Table(title=f"realign {command}", show_header=False, box=None)
     t.add_row("records read", str(summary.read))
     t.add_row("records written", str(summary.written))
     if summary.resumed:
         t.add_row("  already done (resumed)", str(summary.resumed))
-    for status in ("rewritten", "kept", "skipped"):
-        t.add_row(f"  {status}", str(summary.statuses.get(status, 0)))
+    if command == "run":  # `classify` rewrites nothing: every record would show as skipped
+        for status in ("rewritten", "kept", "skipped"):
+            t.add_row(f"  {status}", str(summary.statuses.get(status, 0)))
     t.add_row("  failed", str(summary.failed))
     if summary.filter_rules:
         rules = ", ".join(f"{k} {v}" for k, v in summary.filter_rules.most_common())
@@ -226,7 +227,10 @@ def run_command(args: RunArgs) -> int:
     summary.written, summary.failed = written, failed
     err.print(
         summary_table(
-            summary, stages.engine.stats if stages.engine else None, time.monotonic() - started
+            summary,
+            stages.engine.stats if stages.engine else None,
+            time.monotonic() - started,
+            command="classify" if args.classify_only else "run",
         )
     )
     if failed:
