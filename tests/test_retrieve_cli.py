@@ -59,14 +59,10 @@ def _trained_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path | None
 
 
 @pytest.fixture(autouse=True)
-def _reuse_trained_classifier(
-    _isolated_home: None, _trained_classifier: Path | None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _reuse_trained_classifier(_isolated_home: None, _trained_classifier: Path | None) -> None:
     """Copy the module's trained state into this test's own realign home (runs after conftest
     has pointed REALIGN_HOME at a fresh folder)."""
     if _trained_classifier is not None:
-        import os
-
         shutil.copytree(_trained_classifier, Path(os.environ["REALIGN_HOME"]) / "classifier")
 
 

@@ -489,15 +489,14 @@ class EmbeddingClassifier:
         state = HeadState.load(path, pack.content_hash, mid)
         if state is not None and state.names == pack.names():
             return cls(enc, state, cached=True)
-        if on_train is not None:
-            n = sum(len(pack[name].examples) + 1 for name in pack.names())
-            on_train(
-                f"training the embedding classifier for criteria pack '{pack.name}' on {n} "
-                "examples (once per change of the pack; about a minute for the built-in pack "
-                "on 2 cores)"
-            )
         start = time.perf_counter()
         texts, y, names = training_set(pack)
+        if on_train is not None:
+            on_train(
+                f"training the embedding classifier for criteria pack '{pack.name}' on "
+                f"{len(texts)} examples (once per change of the pack; about a minute for the "
+                "built-in pack on 2 cores)"
+            )
         x = embed(enc, texts)
         state = train_head(texts, x, y, names, pack.content_hash, mid)
         state = HeadState(**{**state.__dict__, "train_seconds": time.perf_counter() - start})

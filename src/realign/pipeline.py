@@ -244,24 +244,25 @@ def failures_path(output: Path) -> Path:
 
 
 def pretyped(
-    items: Iterable[Record | Failure], stages: Stages, skip: Callable[[int], bool]
+    items: Iterable[Record | Failure],
+    pack: CriteriaPack,
+    embedding: EmbeddingPredictor | None,
+    skip: Callable[[int], bool],
+    *,
+    min_confidence: float = 0.0,
+    reclassify: bool = False,
 ) -> Iterator[Record | Failure]:
     """`items` unchanged, but with units typed by the offline classifier in batches of
-    EMBED_BATCH first (one embedding call per batch, not per record)."""
-    if stages.embedding is None:
+    EMBED_BATCH first (one embedding call per batch, not per record); records for which
+    `skip(index)` is true (done in an earlier run) are not typed again."""
+    if embedding is None:
         yield from items
         return
     batch: list[Record | Failure] = []
 
     def flush() -> list[Record | Failure]:
         todo = [x for x in batch if isinstance(x, Record) and not skip(x.index)]
-        pretype_offline(
-            todo,
-            stages.pack,
-            stages.embedding,  # type: ignore[arg-type]
-            min_confidence=stages.options.min_confidence,
-            reclassify=stages.options.reclassify,
-        )
+        pretype_offline(todo, pack, embedding, min_confidence=min_confidence, reclassify=reclassify)
         out = list(batch)
         batch.clear()
         return out
@@ -297,7 +298,14 @@ async def run_records(
             on_done(out)
 
     counts = await process_items(
-        pretyped(items, stages, skip=state.is_done),
+        pretyped(
+            items,
+            stages.pack,
+            stages.embedding,
+            state.is_done,
+            min_confidence=stages.options.min_confidence,
+            reclassify=stages.options.reclassify,
+        ),
         state,
         lambda rec: process_record(stages, rec),
         stage="pipeline",
@@ -313,11 +321,13 @@ def write_outputs(
     state: RunState,
     output: Path,
     open_writer: Callable[[Path], Any],
+    on_written: Callable[[Record], None] | None = None,
 ) -> tuple[int, int, Path]:
     """Write the output (records in input order) and the failures file from the run state.
 
     The writer is atomic (renamed into place when closed). A record the output format cannot
-    hold is not dropped: it goes to the failures file with stage `write`.
+    hold is not dropped: it goes to the failures file with stage `write`. `on_written` sees
+    each record the writer accepted (e.g. to total what the output holds).
     """
     from realign.datafiles import RecordWriteError
 
@@ -342,6 +352,9 @@ def write_outputs(
                     written += 1
                 except RecordWriteError as e:
                     rejected([e.error])
+                    continue
+                if on_written is not None:
+                    on_written(record)
                 late = writer.take_rejected()
                 written -= len(late)
                 rejected(late)

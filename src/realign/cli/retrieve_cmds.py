@@ -113,27 +113,15 @@ def _items(
     skip: Callable[[int], bool],
 ) -> Iterator[Record | Failure]:
     """The input's records (unreadable ones as load failures), with untyped units typed by the
-    offline classifier a batch at a time (records already done in an earlier run are skipped)."""
-    from realign.classify import pretype_offline
+    offline classifier a batch at a time (records done in an earlier run are not typed again)."""
     from realign.datafiles import ReadError, read_records
-    from realign.pipeline import EMBED_BATCH
-    from realign.records import Failure
+    from realign.pipeline import pretyped
 
-    batch: list[Record | Failure] = []
-
-    def flush() -> list[Record | Failure]:
-        if classifier is not None:
-            todo = [x for x in batch if not isinstance(x, Failure) and not skip(x.index)]
-            pretype_offline(todo, pack, classifier)
-        out = list(batch)
-        batch.clear()
-        return out
-
-    for item in read_records(args["input"], args["input_format"]):
-        batch.append(item.as_failure("load") if isinstance(item, ReadError) else item)
-        if len(batch) >= EMBED_BATCH:
-            yield from flush()
-    yield from flush()
+    records = (
+        item.as_failure("load") if isinstance(item, ReadError) else item
+        for item in read_records(args["input"], args["input_format"])
+    )
+    return pretyped(records, pack, classifier, skip)
 
 
 async def _process(
@@ -142,7 +130,6 @@ async def _process(
     retriever: Retriever,
     state: RunState,
     classifier: Any | None = None,
-    on_done: Callable[[Any], None] | None = None,
 ) -> None:
     """Attach evidence to every record not yet in `state`, committing each one as it is done,
     so a killed run resumes where it stopped (answers already fetched come from the cache)."""
@@ -167,7 +154,6 @@ async def _process(
         window=WINDOW,
         record_of=lambda rec: rec.raw,
         limit=args["limit"],
-        on_done=on_done,
     )
 
 
@@ -210,7 +196,6 @@ def retrieve_command(
     from realign.engine import Engine
     from realign.formats import FormatError
     from realign.pipeline import write_outputs
-    from realign.records import Record
     from realign.retrieve import Retriever
     from realign.runner import RunStopped, fingerprint
     from realign.search.base import SearchError
@@ -290,16 +275,16 @@ def retrieve_command(
         if cache is not None:
             cache.close()
 
-    written, failed, failures_file = write_outputs(state, output, RecordWriter)
-    summary = Summary(failed=failed)
-    for payload in state.iter_payloads(ok=True):
-        summary.add(Record.model_validate_json(payload))
-    summary.records = written  # a record the output format rejected is among the failures
+    summary = Summary()
+    written, summary.failed, failures_file = write_outputs(
+        state, output, RecordWriter, on_written=summary.add
+    )
+    summary.records = written  # a Parquet batch rejected on close is among the failures
     state.close(remove=True)
     for line in itertools.islice(_failure_lines(failures_file), SHOWN_ERRORS):
         _say(f"error: {line}", fg="red")
-    if failed:
-        _say(f"{failed} record(s) failed: see {failures_file}", fg="red")
+    if summary.failed:
+        _say(f"{summary.failed} record(s) failed: see {failures_file}", fg="red")
 
     st = retriever.stats
     _say(
