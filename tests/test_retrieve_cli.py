@@ -8,15 +8,15 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from local_http import serving
 from subprocess_runs import kill_when_done
 from typer.testing import CliRunner
 
@@ -156,15 +156,8 @@ class _Server(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     _Server.status, _Server.delay, _Server.queries = 200, 0.0, []
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Server)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_port}/"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
+    with serving(_Server) as url:
+        yield url
 
 
 def _dataset(path: Path) -> Path:

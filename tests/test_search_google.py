@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 import yaml
+from local_http import serving
 
 from realign.retrieve import clean_evidence
 from realign.search.base import SearchError
@@ -150,15 +150,8 @@ class _CustomSearchHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def custom_search_server() -> Iterator[str]:
     _CustomSearchHandler.paths = []
-    srv = HTTPServer(("127.0.0.1", 0), _CustomSearchHandler)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_port}/"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
+    with serving(_CustomSearchHandler) as url:
+        yield url
 
 
 @pytest.mark.block_network(allowed_hosts=[r"127\.0\.0\.1"])
