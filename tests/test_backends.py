@@ -15,13 +15,13 @@ import http.server
 import io
 import json
 import socket
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 import pytest
+from local_http import serving
 from pydantic import BaseModel, Field
 
 from realign.config import ConfigError, Settings, config_path, load_settings, realign_home
@@ -570,19 +570,14 @@ class _CannedCompletion(http.server.BaseHTTPRequestHandler):
 def test_backend_survives_a_second_event_loop() -> None:
     """The langchain-openai trap: an HTTP client (and its pooled keep-alive connection)
     reused from an event loop that asyncio.run() already closed."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CannedCompletion)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    with serving(_CannedCompletion) as base:
+        url = base + "v1"
         backend = OpenAIBackend("m", base_url=url, trust_env=False)
         first = run(backend.chat(request()))  # no aclose(): the connection stays pooled
         second = run(backend.chat(request()))
         other = OpenAIBackend("m", base_url=url, trust_env=False)  # same URL, new instance
         third = run(other.chat(request()))
         assert first.texts == second.texts == third.texts == ["ok"]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # ---------------------------------------------------------------- cassettes: real llama.cpp
