@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from realign import tokens
+from realign.records import Failure
 from realign.search.chunking import split_sentences
 
 DEFAULT_MAX_CHUNK_TOKENS = 300
@@ -53,6 +54,16 @@ class DocumentError(BaseModel):
     def __str__(self) -> str:
         where = self.source + (f" (id {self.id})" if self.id is not None else "")
         return f"{where}: {self.field + ': ' if self.field else ''}{self.message}"
+
+    def as_failure(self, index: int) -> Failure:
+        """The `load` failure line for this document, at work-item position `index`."""
+        return Failure(
+            id=self.id or str(self.index),
+            index=index,
+            stage="load",
+            error=str(self),
+            record=self.record or {},
+        )
 
 
 class Chunk(BaseModel):

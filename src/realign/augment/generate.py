@@ -83,13 +83,7 @@ def pairs_schema(task_types: tuple[str, ...] | None = None) -> type[BaseModel]:
 def work_items(chunks: Iterable[Chunk | DocumentError]) -> Iterator[GenerateItem | Failure]:
     for index, c in enumerate(chunks):
         if isinstance(c, DocumentError):
-            yield Failure(
-                id=c.id or str(c.index),
-                index=index,
-                stage="load",
-                error=str(c),
-                record=c.record or {},
-            )
+            yield c.as_failure(index)
         else:
             yield GenerateItem(index=index, id=f"{c.doc_id}:{c.chunk}", chunk=c)
 

@@ -63,13 +63,7 @@ def work_items(
     index = 0
     for c in chunks:
         if isinstance(c, DocumentError):
-            yield Failure(
-                id=c.id or str(c.index),
-                index=index,
-                stage="load",
-                error=str(c),
-                record=c.record or {},
-            )
+            yield c.as_failure(index)
             index += 1
             continue
         for style in styles:
