@@ -30,8 +30,9 @@ from realign.criteria import load_pack
 from realign.datafiles import read_records
 from realign.engine import Engine
 from realign.llm.openai_backend import OpenAIBackend
-from realign.pipeline import RunOptions, RunSummary, Stages, open_state, run_records
+from realign.pipeline import RunOptions, RunSummary, Stages, run_records
 from realign.records import Failure, Record
+from realign.state import RunState, state_path
 
 PACK_TYPES = {
     "open_qa": "Questions about facts of the world answered from knowledge.",
@@ -102,13 +103,13 @@ async def run(
     # One record first, outside the measurement: imports and client set-up are start-up cost.
     warm_data = work / "warm.jsonl"
     write_dataset(warm_data, 1, first=args.records)
-    warm_state = open_state(work / "warm-out.jsonl", "warm-up")
+    warm_state = RunState(state_path(work / "warm-out.jsonl"), "warm-up")
     await run_records(stages, items(warm_data), warm_state, RunSummary(), window=window)
     warm_state.close(remove=True)
     engine.stats.by_stage.clear()
     engine.stats.requests = 0
 
-    state = open_state(work / "out.jsonl", "benchmark")
+    state = RunState(state_path(work / "out.jsonl"), "benchmark")
     summary = RunSummary()
     t0, c0 = time.perf_counter(), cpu_seconds()
     await run_records(stages, items(data), state, summary, window=window)
