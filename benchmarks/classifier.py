@@ -9,6 +9,17 @@ training time, the cold start of a fresh process with the cached state, and inst
     .venv/bin/python benchmarks/classifier.py
     .venv/bin/python benchmarks/classifier.py --pack path/to/pack --json results.json
     .venv/bin/python benchmarks/classifier.py --dev benchmarks/data/own_heldout.json  # 2nd set
+
+Diagnostics (what limits the accuracy: the examples or the model?):
+
+    # ReAlign's own labelled training set (public, datasets/classification/ in GAIR-NLP/ReAlign)
+    # as a second measurement set, then as extra training data, then as the only training data
+    .venv/bin/python benchmarks/classifier.py --dev task_classifier_train_dataset.json
+    .venv/bin/python benchmarks/classifier.py --train-extra task_classifier_train_dataset.json
+    .venv/bin/python benchmarks/classifier.py --train-extra task_classifier_train_dataset.json \
+        --no-pack-examples
+    # another sentence-transformers model from a local folder
+    .venv/bin/python benchmarks/classifier.py --model path/to/all-mpnet-base-v2
 """
 
 from __future__ import annotations
@@ -23,6 +34,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from realign.criteria import CriteriaPack, load_pack
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT.parent / "shared" / "data" / "realign" / "task_classifier_dev.json"
@@ -67,11 +80,41 @@ def cold_start_seconds(pack: str, model: str, home: Path, runs: int = 3) -> floa
     return best
 
 
+def with_extra_examples(pack: CriteriaPack, extra: Path | None, only: bool) -> CriteriaPack:
+    """The pack with labelled items added to (or, with `only`, replacing) its examples: a
+    throwaway pack for measurement, trained in a temporary home like any other."""
+    if extra is None:
+        if only:
+            raise SystemExit("--no-pack-examples needs --train-extra")
+        return pack
+    by_type: dict[str, list[str]] = {n: [] for n in pack.names()}
+    for i, it in enumerate(json.loads(extra.read_text(encoding="utf-8"))):
+        if it["category"] not in by_type:
+            raise SystemExit(f"{extra}: item {i}: category {it['category']!r} is not in the pack")
+        by_type[it["category"]].append(it["instruction"])
+    criteria = {
+        n: c.model_copy(update={"examples": (by_type[n] if only else [*c.examples, *by_type[n]])})
+        for n, c in pack.criteria.items()
+    }
+    return CriteriaPack(name=f"{pack.name}+{extra.stem}", criteria=criteria)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--pack", default="realign", help="criteria pack name or folder")
     ap.add_argument("--model", default=None, help="embedding model id or local folder")
     ap.add_argument("--dev", type=Path, default=DEV, help="labelled set: [{instruction, category}]")
+    ap.add_argument(
+        "--train-extra",
+        type=Path,
+        default=None,
+        help="labelled items [{instruction, category}] added to the pack's examples for training",
+    )
+    ap.add_argument(
+        "--no-pack-examples",
+        action="store_true",
+        help="with --train-extra: train on those items only (each type keeps its description)",
+    )
     ap.add_argument("--throughput-n", type=int, default=1000, help="instructions timed")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -80,11 +123,10 @@ def main() -> int:
     import torch
 
     from realign import embedding_classifier as ec
-    from realign.criteria import load_pack
 
     torch.set_num_threads(args.threads)
     model = args.model or ec.DEFAULT_MODEL
-    pack = load_pack(args.pack)
+    pack = with_extra_examples(load_pack(args.pack), args.train_extra, args.no_pack_examples)
     items = json.loads(args.dev.read_text(encoding="utf-8"))
     instructions = [it["instruction"] for it in items]
     gold = [it["category"] for it in items]
@@ -131,7 +173,8 @@ def main() -> int:
             rates.append(len(batch) / (time.perf_counter() - t0))
         ips, ips_median = max(rates), float(np.median(rates))
 
-        cold = cold_start_seconds(args.pack, model, home)
+        # The fresh process loads the pack by name: only the unmodified pack has its state there.
+        cold = cold_start_seconds(args.pack, model, home) if args.train_extra is None else None
 
     confused = Counter((g, p) for g, p in zip(gold, pred, strict=True) if g != p)
     print(
@@ -162,7 +205,8 @@ def main() -> int:
             f"{n:34} {int(r['support']):>3} {r['precision']:6.2f} {r['recall']:6.2f} {r['f1']:6.2f}"
         )
     print(f"\ntraining (embed examples + fit + calibrate): {train_s:.2f} s")
-    print(f"cold start (fresh process, cached state, one prediction): {cold:.2f} s")
+    if cold is not None:
+        print(f"cold start (fresh process, cached state, one prediction): {cold:.2f} s")
     print(
         f"throughput ({args.threads} threads, warm, best of 3): {ips:.0f} instructions/s "
         f"(median {ips_median:.0f})"
