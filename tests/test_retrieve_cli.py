@@ -291,6 +291,7 @@ def test_unreadable_records_go_to_failures_file(example: tuple[Path, Path]) -> N
     failures = corpus.with_name("o.failures.jsonl").read_text().splitlines()
     assert len(failures) == 1 and json.loads(failures[0])["stage"] == "load"
     assert "d.jsonl:2" in json.loads(failures[0])["error"]
+    assert "error: " in res.output and "d.jsonl:2" in res.output  # shown, not only filed
 
 
 @LOOPBACK

@@ -322,12 +322,14 @@ def write_outputs(
     output: Path,
     open_writer: Callable[[Path], Any],
     on_written: Callable[[Record], None] | None = None,
+    on_failed: Callable[[Failure], None] | None = None,
 ) -> tuple[int, int, Path]:
     """Write the output (records in input order) and the failures file from the run state.
 
     The writer is atomic (renamed into place when closed). A record the output format cannot
     hold is not dropped: it goes to the failures file with stage `write`. `on_written` sees
-    each record the writer accepted (e.g. to total what the output holds).
+    each record the writer accepted (e.g. to total what the output holds), `on_failed` each
+    line of the failures file, in file order (e.g. to show the first few errors).
     """
     from realign.datafiles import RecordWriteError
 
@@ -339,6 +341,8 @@ def write_outputs(
             nonlocal failed
             f.write(line.model_dump_json() + "\n")
             failed += 1
+            if on_failed is not None:
+                on_failed(line)
 
         def rejected(errors: Iterable[Any]) -> None:
             for e in errors:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -97,13 +95,6 @@ class Summary:
 
 def _say(text: str, *, err: bool = True, fg: str | None = None) -> None:
     typer.secho(text, err=err, fg=fg)
-
-
-def _failure_lines(path: Path) -> Iterator[str]:
-    """The error of each line of a failures file (streamed)."""
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line).get("error", line.strip())
 
 
 def _items(
@@ -276,13 +267,19 @@ def retrieve_command(
             cache.close()
 
     summary = Summary()
+    shown: list[str] = []  # the first errors, printed below the progress
+
+    def show(failure: Failure) -> None:
+        if len(shown) < SHOWN_ERRORS:
+            shown.append(failure.error)
+
     written, summary.failed, failures_file = write_outputs(
-        state, output, RecordWriter, on_written=summary.add
+        state, output, RecordWriter, on_written=summary.add, on_failed=show
     )
     summary.records = written  # a Parquet batch rejected on close is among the failures
     state.close(remove=True)
-    for line in itertools.islice(_failure_lines(failures_file), SHOWN_ERRORS):
-        _say(f"error: {line}", fg="red")
+    for error in shown:
+        _say(f"error: {error}", fg="red")
     if summary.failed:
         _say(f"{summary.failed} record(s) failed: see {failures_file}", fg="red")
 
