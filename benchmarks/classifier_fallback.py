@@ -86,8 +86,12 @@ def main() -> int:
         p if s == "embedding" else (m.group(1) if (m := UNSURE.search(u["task_reason"])) else None)
         for p, s, u in zip(pred, source, units, strict=True)
     ]
-    conf = [float(u.get("task_confidence") or 0.0) for u in units]
-    unsure = [c < args.min_confidence for c in conf]
+    # Handed over: typed by the fallback (an LLM or `default`), or, with --no-llm (threshold 0
+    # in the command), kept by the embedding below the threshold asked for.
+    unsure = [
+        s != "embedding" or u["task_confidence"] < args.min_confidence
+        for s, u in zip(source, units, strict=True)
+    ]
     if args.no_llm:  # what realign does with no LLM configured
         pred = ["default" if u else p for p, u in zip(pred, unsure, strict=True)]
     right = [p == g for p, g in zip(pred, gold, strict=True)]
