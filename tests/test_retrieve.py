@@ -20,6 +20,8 @@ from realign.retrieve import (
     attach_evidence,
     build_query,
     clean_evidence,
+    key_terms,
+    request_context,
     strip_snippet,
 )
 from realign.search.base import SearchError
@@ -73,6 +75,58 @@ def test_build_query_caps_words_and_chars() -> None:
     assert len(build_query(huge)) <= MAX_QUERY_CHARS
 
 
+ROMAN = (
+    "The Roman Empire followed the Roman Republic and ruled the lands around the Mediterranean "
+    "for centuries. I have been reading about its history for a class and I keep mixing up the "
+    "names of the rulers. Who was the first emperor?"
+)
+
+
+def test_long_instruction_keeps_what_its_question_is_about() -> None:
+    # The question alone ("Who was the first emperor?") would search for any empire.
+    query = build_query(ROMAN)
+    assert query.startswith("I have been reading")
+    assert "Who was the first emperor? Roman Empire" in query
+    assert len(query.split()) <= 32
+
+
+def test_key_terms_are_names_and_years_not_sentence_starters() -> None:
+    text = (
+        "In the 1830s the Democratic Party, led by Andrew Jackson, won. Summarize it. What is it?"
+    )
+    assert key_terms(text) == ["1830s", "Democratic Party", "Andrew Jackson"]
+
+
+def test_later_turn_is_searched_with_the_names_of_earlier_requests() -> None:
+    rec = _record(
+        ("Tell me about the Roman Empire.", "It was ...", "open_qa"),
+        ("And Egypt under the Ptolemies?", "They ...", "open_qa"),
+        ("Who was its first emperor?", "Augustus.", "open_qa"),
+    )
+    ctx = request_context(rec, 5)
+    assert ctx == "And Egypt under the Ptolemies?\nTell me about the Roman Empire."
+    assert request_context(rec, 1) == ""
+    assert build_query("Who was its first emperor?", ctx) == (
+        "Who was its first emperor? Egypt Ptolemies Roman Empire"
+    )
+    # a first turn is searched as it is
+    assert build_query("Who was its first emperor?") == "Who was its first emperor?"
+
+
+def test_attach_evidence_searches_a_later_turn_with_its_context(tmp_path: Path) -> None:
+    pack = tiny_pack(tmp_path)
+    provider = ScriptedProvider({})
+    rec = _record(
+        ("Tell me about the Roman Empire.", "It was ...", "open_qa"),
+        ("Who was its first emperor?", "Augustus.", "open_qa"),
+    )
+    asyncio.run(attach_evidence(rec, pack, Retriever(provider, None)))
+    assert sorted(q for q, _ in provider.calls) == [
+        "Tell me about the Roman Empire.",
+        "Who was its first emperor? Roman Empire",
+    ]
+
+
 def test_build_query_is_deterministic() -> None:
     text = "Answer the following question:  How do vaccines train the immune system?"
     assert len({build_query(text) for _ in range(5)}) == 1
@@ -118,6 +172,26 @@ def test_strip_snippet(raw: str, clean: str) -> None:
 def test_unusable_snippets_are_dropped(snippet: str, reason: str) -> None:
     kept, report = clean_evidence([Evidence(snippet=snippet, url="u")])
     assert kept == [] and report.dropped == {reason: 1}
+
+
+def test_search_engine_answers_are_kept_however_short() -> None:
+    # Serper's answer box / knowledge graph: the answer itself, often one to two words or a date.
+    items = [
+        Evidence(snippet="2013", title="When was it built", answer=True),
+        Evidence(snippet="Kyrsten Sinema", answer=True),
+        Evidence(snippet="October 3, 1970", answer=True),
+        Evidence(snippet="2013", answer=True),  # the same answer twice
+        Evidence(snippet="Construction of the bridge finished in 2013 after six years.", url="o"),
+        Evidence(snippet="2013", url="x"),  # an organic snippet is still held to 3 words
+    ]
+    kept, report = clean_evidence(items)
+    assert [e.snippet for e in kept] == [
+        "2013",
+        "Kyrsten Sinema",
+        "October 3, 1970",
+        "Construction of the bridge finished in 2013 after six years.",  # not a "duplicate"
+    ]
+    assert report.dropped == {"duplicate": 1, "empty": 1}
 
 
 def test_clean_keeps_good_snippets_with_separators() -> None:

@@ -10,7 +10,7 @@ import pytest
 from realign.retrieve import clean_evidence
 from realign.search.base import SearchError
 from realign.search.registry import make_provider
-from realign.search.serper import SerperSearch
+from realign.search.serper import SerperSearch, parse_response
 
 KEY = "test-serper-key-do-not-store"
 
@@ -23,10 +23,37 @@ def test_serper_results() -> None:
     assert found[1].title == "Hamlet" and "Author: William Shakespeare" in found[1].snippet
     assert found[2].url == "https://encyclopedia.example.org/wiki/Hamlet"
     assert len(found) == 5 and all(e.provider == "serper" for e in found)
+    assert [e.answer for e in found] == [True, True, False, False, False]
     kept, report = clean_evidence(found)
-    # "William Shakespeare" is under 3 words; the JavaScript notice is dropped
-    assert report.dropped == {"empty": 1, "notice": 1}
-    assert len(kept) == 3
+    # the answer box "William Shakespeare" is kept though under 3 words; the notice is dropped
+    assert report.dropped == {"notice": 1}
+    assert [e.snippet for e in kept][:1] == ["William Shakespeare"] and len(kept) == 4
+
+
+def test_serper_short_answers_and_bare_knowledge_graph_are_answers() -> None:
+    # Shapes of Serper's documented answerBox variants and a knowledge graph without description.
+    found = parse_response(
+        {
+            "answerBox": {"title": "Arizona / Senators", "snippetHighlighted": ["Kyrsten Sinema"]},
+            "knowledgeGraph": {
+                "title": "Democratic Party",
+                "type": "Political party",
+                "attributes": {"Founded": "January 8, 1828"},
+            },
+            "organic": [{"title": "t", "link": "l", "snippet": "2013"}],
+        }
+    )
+    assert [(e.snippet, e.answer) for e in found] == [
+        ("Kyrsten Sinema", True),
+        ("Democratic Party: Political party (Founded: January 8, 1828)", True),
+        ("2013", False),
+    ]
+    kept, report = clean_evidence(found)
+    assert [e.snippet for e in kept] == [e.snippet for e in found[:2]]
+    assert report.dropped == {"empty": 1}
+    year = parse_response({"answerBox": {"answer": "the 1830s", "snippet": "In the 1830s ..."}})
+    assert [(e.snippet, e.answer) for e in year] == [("the 1830s", True)]
+    assert clean_evidence(year)[0] == year
 
 
 @pytest.mark.vcr

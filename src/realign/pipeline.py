@@ -29,6 +29,7 @@ from realign.criteria import CriteriaPack
 from realign.engine import Deferred, Engine, StructuredOutputError
 from realign.filter import decide
 from realign.records import Failure, Provenance, Record, Status, UnitMeta
+from realign.retrieve import request_context
 from realign.rewrite import SELECTION_POLICIES, rewrite_unit
 from realign.runner import STOPS, StageError, process_items
 from realign.state import RunState
@@ -155,7 +156,11 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
     if not evidence and crit.retrieval:
         if stages.retriever is not None:
             async with stage_errors("retrieve"):
-                result = await stages.retriever.evidence_for(instruction, k=opts.retrieve_k)
+                result = await stages.retriever.evidence_for(
+                    instruction,
+                    k=opts.retrieve_k,
+                    context=request_context(record, unit.turn),  # later turns need theirs
+                )
             unit.query, unit.evidence, unit.evidence_note = (
                 result.query,
                 result.evidence,

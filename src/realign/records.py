@@ -41,6 +41,9 @@ class Evidence(BaseModel):
     title: str = ""
     url: str = ""
     provider: str = ""
+    # The search engine's own answer (Serper's answer box / knowledge graph): often only a
+    # name or a date ("2013", "Kyrsten Sinema"), so cleaning keeps it however short it is.
+    answer: bool = False
 
 
 class Candidate(BaseModel):

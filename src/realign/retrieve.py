@@ -5,10 +5,15 @@ Three pure steps plus one cached call:
 1. **Query** (`build_query`) — deterministic, from the instruction the unit answers:
    fenced code blocks and URLs are removed, whitespace is collapsed, and a leading boilerplate
    phrase such as "Answer the following question:", "Question:", "Q:", "Please tell me" or
-   "Can you explain" is stripped. An instruction of at most 32 words is then the query as is.
-   A longer one is focused on its first question: the first sentence ending in "?" with at
-   least 3 words (prefixes stripped again), preceded by the sentence before it when the
-   question has fewer than 7 words ("What is wrong?") and both fit in 32 words. Finally the
+   "Can you explain" is stripped. An instruction of at most 32 words is then the query as is
+   (ReAlign searched with the whole instruction). A longer one is focused on its first
+   question: the first sentence ending in "?" with at least 3 words (prefixes stripped
+   again), preceded by the sentence before it when the question has fewer than 7 words
+   ("What is wrong?") and both fit in 32 words; so that the question does not lose what it
+   is about ("Who was the first emperor?" after a paragraph on the Roman Empire), the names
+   and years of the whole instruction it lacks (`key_terms`: "Roman Empire", "1830s") follow
+   it, at most 10 words. A later turn of a conversation ("Who was its first emperor?") is
+   searched the same way with the names of the earlier requests, newest first. Finally the
    query is cut to 32 words (Google ignores words after the 32nd) and 2048 characters (the
    Custom Search limit on `q`).
 2. **Search** — `provider.search(query, k)` through `Engine.call("search", key, ...)`, whose
@@ -20,7 +25,10 @@ Three pure steps plus one cached call:
    stripped; then a snippet is dropped when it is empty or under 3 words, only a date,
    a "no results" notice, a cookie / JavaScript / sign-in notice, navigation text
    (breadcrumbs, menus), or a duplicate of a kept snippet (same or contained text after
-   lowercasing and removing punctuation). Kept snippets are capped together at `max_tokens`
+   lowercasing and removing punctuation). The search engine's own answer (`Evidence.answer`:
+   Serper's answer box and knowledge graph) is kept however short — "2013", "Kyrsten Sinema",
+   "the 1830s" are the answer — and a date is kept there too; answers are compared for
+   duplicates only with each other and only for equal text. Kept snippets are capped together at `max_tokens`
    (title + snippet, cl100k tokens); the one that crosses the cap is truncated when at least
    20 tokens remain, otherwise dropped.
 
@@ -61,6 +69,7 @@ DEFAULT_MAX_EVIDENCE_TOKENS = 600
 MAX_QUERY_WORDS = 32
 MAX_QUERY_CHARS = 2048
 SHORT_QUESTION_WORDS = 7  # a shorter question is given the sentence before it as context
+MAX_EXTRA_WORDS = 10  # words of names from around the question or from earlier turns
 MIN_SNIPPET_WORDS = 3
 MIN_TRUNCATED_TOKENS = 20
 MAX_CONSECUTIVE_FAILURES = 5
@@ -93,7 +102,7 @@ def _strip_prefixes(text: str) -> str:
     return text
 
 
-def _focus(text: str) -> str:
+def _focus(text: str) -> str | None:
     """The question of a long instruction, with the sentence before it when it is short."""
     sentences = [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
     for i, sent in enumerate(sentences):
@@ -104,21 +113,106 @@ def _focus(text: str) -> str:
                 if len(with_context.split()) <= MAX_QUERY_WORDS:
                     return with_context
             return question
-    return text
+    return None
 
 
-def build_query(instruction: str) -> str:
-    """The search query for an instruction, by the rule in the module docstring."""
+# Capitalised words that name nothing: they start sentences and questions.
+_NOT_NAMES_TEXT = """a an the this that these those it its i i'm i've i'd me my we our you your he
+    she his her they them their there here what who whom whose which when where why how is are was
+    were be been do does did can could would should will shall may might must have has had
+    and or but if then so as at by for from in into of on to with about after before also
+    please thanks thank hi hello dear yes no not ok okay q answer question questions
+    passage context text input output instruction task note bc ad"""
+_NOT_NAMES = frozenset(_NOT_NAMES_TEXT.split())
+_TERM_NUMBER = re.compile(r"\d{3,4}s?")  # years and decades: "1830s", "2013"
+
+
+def key_terms(text: str) -> list[str]:
+    """Names and years in `text`, in order, without repeats: "the Roman Empire" → "Roman Empire".
+
+    A name is a run of capitalised words that are not sentence starters like "The" or "What";
+    a single capitalised word that only starts a sentence ("Summarize", "Octavian") is not
+    taken, since imperative verbs look the same.
+    """
+    out: list[str] = []
+    run: list[str] = []
+    run_initial = False
+
+    def flush() -> None:
+        nonlocal run_initial
+        if run and not (len(run) == 1 and run_initial and not _TERM_NUMBER.fullmatch(run[0])):
+            term = " ".join(run)
+            if term.lower() not in (t.lower() for t in out):
+                out.append(term)
+        run.clear()
+        run_initial = False
+
+    words = text.split()
+    for i, word in enumerate(words):
+        core = word.strip("\"'“”‘’()[]{},.;:!?*_")
+        initial = i == 0 or words[i - 1][-1:] in ".!?:"
+        is_name = core[:1].isupper() and core.lower() not in _NOT_NAMES
+        if is_name or _TERM_NUMBER.fullmatch(core):
+            if not run:
+                run_initial = initial
+            run.append(core)
+        else:
+            flush()
+        if word[-1:] in ",.;:!?)":
+            flush()  # a name does not run across punctuation
+    flush()
+    return out
+
+
+def _with_terms(query: str, terms: list[str]) -> str:
+    """`query` followed by the terms it lacks, within MAX_EXTRA_WORDS and MAX_QUERY_WORDS."""
+    have = set(_normalize(query).split())
+    budget = min(MAX_EXTRA_WORDS, MAX_QUERY_WORDS - len(query.split()))
+    added: list[str] = []
+    for term in terms:
+        words = _normalize(term).split()
+        if not words or set(words) <= have or len(words) > budget:
+            continue
+        added.append(term)
+        have.update(words)
+        budget -= len(words)
+    return " ".join([query, *added])
+
+
+def build_query(instruction: str, context: str = "") -> str:
+    """The search query for an instruction, by the rule in the module docstring.
+
+    `context` is the earlier requests of the conversation, newest first (`request_context`):
+    a later turn ("Who was its first emperor?") is searched with the names they mention.
+    """
     text = _URL.sub(" ", _CODE_BLOCK.sub(" ", instruction))
     text = _strip_prefixes(" ".join(text.split()))
+    terms: list[str] = []
     if len(text.split()) > MAX_QUERY_WORDS:
-        text = _focus(text)
+        question = _focus(text)
+        if question is not None:
+            # The question alone can lose what it is about ("Who was the first emperor?"
+            # after a paragraph on the Roman Empire): the names around it come along.
+            terms = key_terms(text)
+            text = question
     words = text.split()
     if len(words) > MAX_QUERY_WORDS:
         text = " ".join(words[:MAX_QUERY_WORDS])
+    if context.strip():
+        ctx = _URL.sub(" ", _CODE_BLOCK.sub(" ", context))
+        terms += key_terms(" ".join(ctx.split()))
+    if terms and text:
+        text = _with_terms(text, terms)
     if len(text) > MAX_QUERY_CHARS:
         text = text[:MAX_QUERY_CHARS].rsplit(" ", 1)[0]
     return text
+
+
+def request_context(record: Record, turn: int) -> str:
+    """The user requests before the one assistant turn `turn` answers, newest first."""
+    first = max((i for i in range(turn) if record.turns[i].role == "user"), default=0)
+    earlier = [t.content for t in record.turns[:first] if t.role == "user"]
+    return "\n".join(reversed(earlier))
 
 
 # ---------------------------------------------------------------- cleaning
@@ -181,11 +275,14 @@ def strip_snippet(text: str) -> str:
     return text.strip(" -—–·|")
 
 
-def drop_reason(text: str) -> str | None:
-    """Why a stripped snippet is unusable, or None when it is kept (duplicates aside)."""
-    if not text or len(text.split()) < MIN_SNIPPET_WORDS:
+def drop_reason(text: str, *, answer: bool = False) -> str | None:
+    """Why a stripped snippet is unusable, or None when it is kept (duplicates aside).
+
+    An `answer` (answer box, knowledge graph) is the answer itself: a year or a name is enough.
+    """
+    if not text or (not answer and len(text.split()) < MIN_SNIPPET_WORDS):
         return "empty"
-    if _ONLY_DATE.match(text):
+    if not answer and _ONLY_DATE.match(text):
         return "date only"
     if _NO_RESULTS.search(text):
         return "no results"
@@ -215,12 +312,17 @@ def clean_evidence(
     report = CleanReport()
     kept: list[Evidence] = []
     seen: list[str] = []
+    answers: set[str] = set()
     budget = max_tokens
     for item in items:
         snippet = strip_snippet(item.snippet)
-        reason = drop_reason(snippet)
+        reason = drop_reason(snippet, answer=item.answer)
         norm = _normalize(snippet)
-        if reason is None and any(norm in s or s in norm for s in seen):
+        # A short answer ("2013") is inside many snippets: compare answers only with answers,
+        # and only for equality, so neither drops the other.
+        if reason is None and (
+            norm in answers if item.answer else any(norm in s or s in norm for s in seen)
+        ):
             reason = "duplicate"
         if reason is None and budget <= 0:
             reason = "over token cap"
@@ -237,7 +339,10 @@ def clean_evidence(
         if reason is not None:
             report.dropped[reason] += 1
             continue
-        seen.append(norm)
+        if item.answer:
+            answers.add(norm)
+        else:
+            seen.append(norm)
         budget -= cost
         kept.append(item.model_copy(update={"snippet": snippet, "title": title}))
     report.kept = len(kept)
@@ -339,12 +444,20 @@ class Retriever:
         return [Evidence.model_validate(x) for x in json.loads(text)]
 
     async def evidence_for(
-        self, instruction: str, k: int | None = None, max_tokens: int | None = None
+        self,
+        instruction: str,
+        k: int | None = None,
+        max_tokens: int | None = None,
+        *,
+        context: str = "",
     ) -> RetrievalResult:
-        """Cleaned evidence for one instruction; never raises for search failures."""
+        """Cleaned evidence for one instruction; never raises for search failures.
+
+        `context`: the conversation's earlier requests, newest first (`request_context`).
+        """
         k = self.k if k is None else k
         max_tokens = self.max_tokens if max_tokens is None else max_tokens
-        query = build_query(instruction)
+        query = build_query(instruction, context)
         if self.provider is None:
             return RetrievalResult(query=None, note="retrieval: none (no search provider)")
         if not query:
@@ -435,7 +548,12 @@ async def attach_evidence(
                 unit.query, unit.evidence = None, []
                 unit.evidence_note = f"retrieval: no for {task}"
                 return
-        res = await retriever.evidence_for(record.instruction_for(unit.turn), k, max_tokens)
+        res = await retriever.evidence_for(
+            record.instruction_for(unit.turn),
+            k,
+            max_tokens,
+            context=request_context(record, unit.turn),
+        )
         unit.query, unit.evidence, unit.evidence_note = res.query, res.evidence, res.note
 
     await asyncio.gather(*(one(u) for u in ensure_units(record)))

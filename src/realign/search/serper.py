@@ -4,7 +4,8 @@ Request: `POST <endpoint>/search` with header `X-API-KEY` and JSON body `{"q": .
 Response: `organic: [{title, link, snippet, position, date?, sitelinks?}]`, and when Google
 shows them an `answerBox` (`answer` / `snippet`, `title`, `link`) and a `knowledgeGraph`
 (`title`, `description`, `descriptionLink`, `attributes`). The answer box and knowledge graph
-come first: they are Google's own distilled answer, the most useful evidence for short facts.
+come first: they are Google's own distilled answer, the most useful evidence for short facts,
+and are kept by the cleaning however short they are (`Evidence.answer`).
 
 Key: `SERPER_API_KEY` or an argument. Endpoint override (`--search-endpoint URL`): requests go
 to `URL/search` (default `https://google.serper.dev`).
@@ -78,24 +79,44 @@ class SerperSearch:
 
 
 def parse_response(data: dict[str, Any]) -> list[Evidence]:
-    """Evidence from a Serper answer: answer box, knowledge graph, then organic results."""
+    """Evidence from a Serper answer: answer box, knowledge graph, then organic results.
+
+    The answer box and knowledge graph are marked `answer=True`: their text is often just the
+    answer ("2013", "Kyrsten Sinema"), which the cleaning rules would otherwise drop as too
+    short. A knowledge graph without a description still says what its entity is (title and
+    type, then its attributes).
+    """
     out: list[Evidence] = []
     box = data.get("answerBox") or {}
-    box_text = box.get("answer") or box.get("snippet") or ""
+    highlighted = box.get("snippetHighlighted")
+    if isinstance(highlighted, list):
+        highlighted = " … ".join(str(h) for h in highlighted)
+    box_text = box.get("answer") or box.get("snippet") or highlighted or ""
     if box_text:
-        out.append(_ev(box_text, box.get("title"), box.get("link")))
+        out.append(_ev(box_text, box.get("title"), box.get("link"), answer=True))
     kg = data.get("knowledgeGraph") or {}
+    attrs = kg.get("attributes") or {}
+    extra = "; ".join(f"{k}: {v}" for k, v in attrs.items())
     if kg.get("description"):
-        attrs = kg.get("attributes") or {}
-        extra = "; ".join(f"{k}: {v}" for k, v in attrs.items())
         text = kg["description"] + (f" ({extra})" if extra else "")
-        out.append(_ev(text, kg.get("title"), kg.get("descriptionLink") or kg.get("website")))
+    elif kg.get("title") and (kg.get("type") or extra):
+        kind = f": {kg['type']}" if kg.get("type") else ""
+        text = f"{kg['title']}{kind}" + (f" ({extra})" if extra else "")
+    else:
+        text = ""
+    if text:
+        link = kg.get("descriptionLink") or kg.get("website")
+        out.append(_ev(text, kg.get("title"), link, answer=True))
     for item in data.get("organic") or []:
         out.append(_ev(item.get("snippet"), item.get("title"), item.get("link")))
     return out
 
 
-def _ev(snippet: Any, title: Any, url: Any) -> Evidence:
+def _ev(snippet: Any, title: Any, url: Any, *, answer: bool = False) -> Evidence:
     return Evidence(
-        snippet=str(snippet or ""), title=str(title or ""), url=str(url or ""), provider="serper"
+        snippet=str(snippet or ""),
+        title=str(title or ""),
+        url=str(url or ""),
+        provider="serper",
+        answer=answer,
     )
