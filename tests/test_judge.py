@@ -162,11 +162,22 @@ def test_parse_aspects() -> None:
         judge.parse_aspects("readability,beauty")
 
 
-def test_alignment_rubric_reads_the_task_type_criterion(pack: CriteriaPack) -> None:
+def test_alignment_rubric_judges_against_the_request_not_realigns_criterion(
+    pack: CriteriaPack,
+) -> None:
+    # Scoring against realign's own format criterion would make rewrites win by construction.
     text = judge.rubric("alignment", pointwise=True, task_type="open_qa", pack=pack, reference=None)
-    assert "direct answer in bold" in text and '"open_qa"' in text and "Scale:" in text
+    assert "direct answer in bold" not in text and "open_qa" not in text
+    assert "against the request alone" in " ".join(text.split()) and "Scale:" in text
     other = judge.rubric("alignment", pointwise=False, task_type="poem", pack=pack, reference=None)
-    assert "No written format exists" in other and "Scale:" not in other
+    assert "against the request alone" in " ".join(other.split()) and "Scale:" not in other
+
+
+def test_readability_rubric_does_not_penalise_organised_length() -> None:
+    text = judge.rubric("readability", pointwise=True, task_type=None, pack=None, reference=None)
+    flat = " ".join(text.split())
+    assert "Length is not a fault in itself" in flat and "long response that is well" in flat
+    assert "too long" not in flat and "length fits" not in flat
 
 
 def test_factuality_rubric_uses_the_reference_or_says_there_is_none() -> None:
@@ -174,8 +185,42 @@ def test_factuality_rubric_uses_the_reference_or_says_there_is_none() -> None:
         "factuality", pointwise=True, task_type=None, pack=None, reference="Paris\nParis, France"
     )
     assert "<reference>\nParis\nParis, France\n</reference>" in with_ref
+    flat = " ".join(with_ref.split())
+    assert "giving any one of them is enough" in flat and "every one" not in flat
     without = judge.rubric("factuality", pointwise=True, task_type=None, pack=None, reference=None)
     assert "no reference answer" in without.lower() and "<reference>" not in without
+
+
+def test_factuality_rubric_asks_for_every_line_of_a_list_answer() -> None:
+    wilburys = "Roy Orbison\nJeff Lynne\nGeorge Harrison\nBob Dylan\nTom Petty"
+    text = judge.rubric(
+        "factuality",
+        pointwise=True,
+        task_type=None,
+        pack=None,
+        reference=wilburys,
+        instruction="who are the artists in the traveling wilburys?",
+    )
+    flat = " ".join(text.split())
+    assert "lists all 5 of them" in flat and "gives every one" in flat
+    assert "any one of them is enough" not in flat
+
+
+def test_pointwise_factuality_tells_the_judge_and_the_metric_about_a_list() -> None:
+    question = "when did world war one begin and end?"
+    refs = judge.ReferenceIndex([rec("0", question, "28 July 1914\n11 November 1918")])
+    half = rec("0", question, "It began on 28 July 1914.")
+    whole = rec("0", question, "From 28 July 1914 to 11 November 1918.", index=1)
+    engine = Engine(FakeBackend(lambda r: json.dumps({"rationale": "ok", "score": 5})))
+    out = asyncio.run(
+        judge.judge_pointwise(engine, [half, whole], ["factuality"], pack=None, references=refs)
+    )
+    m0, m1 = out.units[0].metrics, out.units[1].metrics
+    assert (m0.answer_lines, m0.answers_found, m0.contains_answer) == ("all", 1, False)
+    assert (m1.answers_found, m1.contains_answer) == (2, True)
+    assert out.metrics.containment_rate == 0.5
+    calls = engine.backend.calls  # type: ignore[attr-defined]
+    assert all("lists all 2 of them" in " ".join(c.messages[-1].content.split()) for c in calls)
 
 
 # --- pairwise runs on the FakeBackend -----------------------------------------------------
@@ -358,9 +403,9 @@ def test_pointwise_scores_with_rationale_first(pack: CriteriaPack) -> None:
     assert set(out.summary["readability"].by_task_type) == {"open_qa", "unknown"}
     assert out.summary["readability"].by_task_type["open_qa"].mean == 9
     assert out.units[0].reference == "longer answer 0" and out.units[1].reference is None
-    # Alignment read the open_qa criterion for the B records.
+    # Alignment is judged against the request, never against realign's own criterion.
     calls = engine.backend.calls  # type: ignore[attr-defined]
-    assert any("direct answer in bold" in c.messages[-1].content for c in calls)
+    assert not any("direct answer in bold" in c.messages[-1].content for c in calls)
 
 
 def test_pointwise_out_of_range_scores_are_reasked_then_listed() -> None:

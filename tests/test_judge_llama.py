@@ -1,9 +1,8 @@
 """Judge calls against the real llama.cpp server (SmolLM2-135M), replayed from cassettes.
 
-The cassettes in `cassettes/test_judge_llama/` were recorded against
-`python -m realign.llm.local --model <SmolLM2 GGUF> --port 8766 …` (the embedded server
-command). To re-record, start that server and run
-`REALIGN_RECORD_MODE=once pytest tests/test_judge_llama.py` after deleting the old cassettes.
+The cassettes in `cassettes/test_judge_llama/` were recorded against the embedded server
+(SmolLM2-135M) on port 8773: re-record them all with
+`python scripts/record_cassettes.py --port 8773 tests/test_judge_llama.py`.
 
 A 135M model is no judge: these tests check the wiring (prompts, grammar-constrained JSON,
 both orders, parsing), not the quality of its verdicts.
@@ -12,8 +11,6 @@ both orders, parsing), not the quality of its verdicts.
 from __future__ import annotations
 
 import asyncio
-import os
-from typing import Any
 
 import pytest
 
@@ -22,13 +19,8 @@ from realign.engine import Engine
 from realign.llm.openai_backend import OpenAIBackend
 from realign.records import Record, Turn
 
-LLAMA_URL = "http://127.0.0.1:8766/v1"
+LLAMA_URL = "http://127.0.0.1:8773/v1"
 LLAMA_MODEL = "smollm2-135m-instruct"
-
-
-@pytest.fixture(scope="module")
-def vcr_config(vcr_config: dict[str, Any]) -> dict[str, Any]:
-    return {**vcr_config, "record_mode": os.environ.get("REALIGN_RECORD_MODE", "none")}
 
 
 def rec(rid: str, q: str, a: str) -> Record:
@@ -72,7 +64,34 @@ def test_llama_pointwise_factuality_with_reference() -> None:
     score = out.units[0].scores["factuality"]
     assert 1 <= score.score <= 10 and isinstance(score.rationale, str)
     assert out.units[0].metrics.contains_answer is True
-    assert out.backend.startswith("openai:http://127.0.0.1:8766/v1:smollm2")
+    assert out.backend.startswith("openai:http://127.0.0.1:8773/v1:smollm2")
+
+
+WILBURYS = "who are the artists in the traveling wilburys?"
+MEMBERS = "Roy Orbison\nJeff Lynne\nGeorge Harrison\nBob Dylan\nTom Petty"
+
+
+@pytest.mark.vcr
+def test_llama_pointwise_factuality_with_a_list_reference() -> None:
+    # The rubric sent (pinned by the recorded request body) says every line is needed, and
+    # containment counts a response naming two of five members as not containing the answer.
+    refs = judge.ReferenceIndex([rec("7", WILBURYS, MEMBERS)])
+    eng = engine()
+    partial = "The Traveling Wilburys were Bob Dylan and Tom Petty."
+
+    async def go() -> judge.ScoresReport:
+        try:
+            return await judge.judge_pointwise(
+                eng, [rec("7", WILBURYS, partial)], ["factuality"], pack=None, references=refs
+            )
+        finally:
+            await eng.aclose()
+
+    out = asyncio.run(go())
+    assert out.failures == []
+    assert 1 <= out.units[0].scores["factuality"].score <= 10
+    m = out.units[0].metrics
+    assert (m.answer_lines, m.answers_found, m.contains_answer) == ("all", 2, False)
 
 
 @pytest.mark.vcr

@@ -107,6 +107,51 @@ def test_plain_text_has_no_structure() -> None:
     assert (f.list_items, f.headings, f.code_blocks, f.bold, f.paragraphs) == (0, 0, 0, 0, 1)
 
 
+@pytest.mark.parametrize(
+    ("question", "reference", "lines"),
+    [
+        # NQ-shaped list answers: every line is needed
+        (
+            "who are the artists in the traveling wilburys?",
+            "Roy Orbison\nJeff Lynne\nBob Dylan",
+            "all",
+        ),
+        ("5 cities with the highest population in europe?", "London\nBerlin\nMoscow", "all"),
+        ("when did world war one begin and end?", "28 July 1914\n11 November 1918", "all"),
+        ("where will the next summer and winter olympics be held?", "Beijing\nTokyo", "all"),
+        ("what states were most affected by the dust bowl?", "Iowa\nKansas\nTexas", "all"),
+        ("songs on 4 your eyez only j cole?", "Immortal\nChange\nNeighbors", "all"),
+        (
+            "when did ole miss beat alabama?",
+            "\n".join(f"October {d}, 19{d}70" for d in range(7)),
+            "all",
+        ),
+        # aliases: any one line is enough
+        ("when did the democratic party change its name?", "the 1830s", "any"),
+        ("who said that religion is the opiate of the masses?", "Karl Marx.\nKarl Marx", "any"),
+        ("when was the first horrid henry book written?", "published in 1994\n1994", "any"),
+        ("when did the movie karate kid come out?", "2010\n1984", "any"),
+        ("where do rory and paris go to college?", "Yale University\nYale University,", "any"),
+    ],
+)
+def test_reference_lines_tell_list_answers_from_aliases(
+    question: str, reference: str, lines: str
+) -> None:
+    assert metrics.reference_lines(question, reference) == lines
+
+
+def test_list_answer_containment_needs_every_line() -> None:
+    q, ref = "who are the artists in the traveling wilburys?", "Roy Orbison\nBob Dylan\nTom Petty"
+    some = metrics.response_metrics("Bob Dylan and Tom Petty.", ref, question=q)
+    assert (some.answer_lines, some.answers_found, some.contains_answer) == ("all", 2, False)
+    every = metrics.response_metrics("Roy Orbison, Bob Dylan and Tom Petty.", ref, question=q)
+    assert (every.answers_found, every.contains_answer) == (3, True)
+    # the same lines as aliases: one is enough
+    alias = metrics.response_metrics("Bob Dylan.", ref, question="who wrote it?")
+    assert (alias.answer_lines, alias.contains_answer) == ("any", True)
+    assert metrics.contains_answer("Bob Dylan", ref.splitlines(), every=True) is False
+
+
 def test_response_metrics_applies_math_match_only_where_it_belongs() -> None:
     nq = metrics.response_metrics("It was 2013.", "2013", "open_qa")
     assert nq.contains_answer is True and nq.answer_match is None

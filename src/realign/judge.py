@@ -1,8 +1,11 @@
 """Stage 5: judge responses with an LLM, pointwise (a 1-10 score per aspect) or pairwise.
 
 Every assistant turn is judged as its own unit, with the turns before it as context.
-Each aspect has a rubric (`prompts/judge_aspect_<aspect>.md`); alignment reads the unit's
-task-type criterion, factuality reads a reference answer when one is given.
+Each aspect has a rubric (`prompts/judge_aspect_<aspect>.md`). Alignment is judged against the
+request alone, as the ReAlign paper's GPT-4 judge did: scoring against realign's own format
+criteria would make rewrites win by construction. Factuality reads a reference answer when one
+is given, told whether its lines are aliases (any one is enough) or a list (every one is
+needed, `metrics.reference_lines`).
 
 Pairwise convention: outcomes are stated for **B (the second input) against A (the first)**:
 `win` = B judged better, `lose` = A judged better, `tie` = judged equal. Each pair is judged
@@ -188,7 +191,10 @@ def rubric(
     task_type: str | None,
     pack: CriteriaPack | None,
     reference: str | None,
+    instruction: str = "",
 ) -> str:
+    # The built-in rubrics do not read `criterion` (alignment is judged against the request);
+    # a user's own rubric file may.
     crit = pack.criteria.get(task_type) if pack is not None and task_type else None
     (msg,) = prompts.render(
         f"judge_aspect_{aspect}",
@@ -196,6 +202,8 @@ def rubric(
         task_type=task_type or UNKNOWN_TASK,
         criterion=crit.format if crit else "",
         reference=reference or "",
+        reference_lines=metrics.reference_lines(instruction, reference) if reference else "any",
+        reference_count=len(metrics.gold_answers(reference)) if reference else 0,
     )
     return msg.content
 
@@ -207,7 +215,12 @@ def pointwise_request(
         "judge_pointwise",
         aspect=aspect,
         rubric=rubric(
-            aspect, pointwise=True, task_type=unit.task_type, pack=pack, reference=reference
+            aspect,
+            pointwise=True,
+            task_type=unit.task_type,
+            pack=pack,
+            reference=reference,
+            instruction=unit.instruction,
         ),
         context=unit.context,
         instruction=unit.instruction,
@@ -230,7 +243,14 @@ def pairwise_request(
     messages = prompts.render(
         "judge_pairwise",
         aspect=aspect,
-        rubric=rubric(aspect, pointwise=False, task_type=task_type, pack=pack, reference=reference),
+        rubric=rubric(
+            aspect,
+            pointwise=False,
+            task_type=task_type,
+            pack=pack,
+            reference=reference,
+            instruction=first.instruction,
+        ),
         context=first.context,
         instruction=first.instruction,
         response_a=_shown(first.response),
@@ -526,7 +546,7 @@ async def judge_pointwise(
             instruction=u.instruction,
             response=u.response,
             reference=ref,
-            metrics=metrics.response_metrics(u.response, ref, u.task_type),
+            metrics=metrics.response_metrics(u.response, ref, u.task_type, u.instruction),
         )
         for u, ref in zip(units, refs, strict=True)
     ]
@@ -707,8 +727,8 @@ async def judge_pairwise(
                 response_a=ua.response,
                 response_b=ub.response,
                 reference=ref,
-                metrics_a=metrics.response_metrics(ua.response, ref, task_type),
-                metrics_b=metrics.response_metrics(ub.response, ref, task_type),
+                metrics_a=metrics.response_metrics(ua.response, ref, task_type, ua.instruction),
+                metrics_b=metrics.response_metrics(ub.response, ref, task_type, ua.instruction),
                 status_b=ub.status,
                 reason_b=ub.reason,
                 filter_b=ub.filter,

@@ -7,6 +7,10 @@ longer, did it gain structure.
 Answer containment follows open-domain QA evaluation (SQuAD / DPR style normalisation):
 lowercase, drop punctuation, drop the articles a/an/the, collapse whitespace; a response
 "contains" the answer when any one of the gold answers occurs in it as a whole-token sequence.
+
+A reference's lines are either aliases of one answer ("the 1830s" / "1830s") or the parts of a
+list answer ("who are the artists in the traveling wilburys?": five names, each needed).
+`reference_lines` tells them apart (rule in its docstring); for a list every line must occur.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import string
 from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -44,15 +49,53 @@ def gold_answers(reference: str) -> list[str]:
     return [line.strip() for line in reference.splitlines() if line.strip()]
 
 
-def contains_answer(response: str, golds: Iterable[str]) -> bool:
-    """True when any normalised gold answer occurs in the normalised response as whole tokens."""
+def _found(response: str, golds: Iterable[str]) -> list[bool]:
     hay = f" {normalize_answer(response)} "
-    for gold in golds:
-        needle = normalize_answer(gold)
-        # Whole-token match, so the gold "2013" does not count inside "20130".
-        if needle and f" {needle} " in hay:
-            return True
-    return False
+    # Whole-token match, so the gold "2013" does not count inside "20130".
+    return [f" {n} " in hay for g in golds if (n := normalize_answer(g))]
+
+
+def contains_answer(response: str, golds: Iterable[str], *, every: bool = False) -> bool:
+    """True when any normalised gold answer (each one with `every`) occurs in the normalised
+    response as whole tokens."""
+    found = _found(response, golds)
+    return bool(found) and (all(found) if every else any(found))
+
+
+AnswerLines = Literal["any", "all"]
+
+# The question asks for several things: a count ("5 cities with ..."), "list / name the ...",
+# a plural subject ("who are the artists", "what states were", "songs on ..."), or two things
+# joined by "and" ("when did it begin and end", "the summer and winter olympics").
+_ASKS_SEVERAL = re.compile(
+    r"^\s*(?:\d+|two|three|four|five|six|seven|eight|nine|ten|top\s+\d+)\s+\w+s\b"
+    r"|\b(?:list|name|enumerate)\s+(?:the|all|some|every)\b"
+    r"|\b(?:who|what|which)\s+(?:are|were)\s+(?:the\s+)?\w+s\b"
+    r"|\b(?:what|which)\s+\w+s\s+(?:are|were|did|do|have|had)\b"
+    r"|^\s*\w+s\s+(?:on|in|of|by|from)\b"
+    r"|\w\s+and\s+\w",
+    re.IGNORECASE,
+)
+MANY_LINES = 7  # NQ gives a few aliases per answer; this many distinct lines is a list
+
+
+def reference_lines(question: str, reference: str) -> AnswerLines:
+    """Whether a response needs `any` line of the reference or `all` of them.
+
+    Aliases ("any"): fewer than two lines, or one line contained in another ("Karl Marx." /
+    "Karl Marx", "1994" / "in 1994"). A list ("all"): distinct lines and a question that asks
+    for several things (`_ASKS_SEVERAL`), or at least MANY_LINES distinct lines ("when did ole
+    miss beat alabama?": ten dates).
+    """
+    lines = [n for line in gold_answers(reference) if (n := normalize_answer(line))]
+    if len(set(lines)) < 2:
+        return "any"
+    for i, a in enumerate(lines):
+        if any(i != j and f" {a} " in f" {b} " for j, b in enumerate(lines)):
+            return "any"
+    if len(lines) >= MANY_LINES or _ASKS_SEVERAL.search(question):
+        return "all"
+    return "any"
 
 
 # --- math final answers -------------------------------------------------------------------
@@ -187,22 +230,33 @@ def format_features(text: str) -> FormatFeatures:
 class ResponseMetrics(BaseModel):
     tokens: int
     format: FormatFeatures
-    contains_answer: bool | None = None  # None: no reference
+    contains_answer: bool | None = None  # None: no reference; a list needs every line
+    answer_lines: AnswerLines | None = None  # how the reference's lines count (None: no reference)
+    answers_found: int | None = None  # how many of the reference's lines occur in the response
     answer_match: bool | None = None  # None: not a math item or no reference answer
 
 
 def response_metrics(
-    response: str, reference: str | None = None, task_type: str | None = None
+    response: str,
+    reference: str | None = None,
+    task_type: str | None = None,
+    question: str = "",
 ) -> ResponseMetrics:
-    contains = match = None
+    """Metrics of one response; `question` (the request) tells a list reference from aliases."""
+    contains = lines = found = match = None
     if reference is not None and reference.strip():
-        contains = contains_answer(response, gold_answers(reference))
+        lines = reference_lines(question, reference)
+        hits = _found(response, gold_answers(reference))
+        found = sum(hits)
+        contains = bool(hits) and (all(hits) if lines == "all" else any(hits))
         if has_explicit_final_answer(reference) or (task_type in MATH_TASK_TYPES):
             match = final_answer_match(response, reference)
     return ResponseMetrics(
         tokens=tokens.count(response),
         format=format_features(response),
         contains_answer=contains,
+        answer_lines=lines,
+        answers_found=found,
         answer_match=match,
     )
 

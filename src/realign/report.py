@@ -286,13 +286,20 @@ def metrics_table(columns: Sequence[tuple[str, metrics.MetricsSummary]], caption
         header=["metric", *(n for n, _ in columns)],
         rows=rows,
         note="Containment: a normalised gold answer (lowercase, no punctuation or articles) "
-        "occurs in the response; '—' when no reference was given.",
+        "occurs in the response, every line of it when the reference is a list answer; '—' "
+        "when no reference was given.",
     )
 
 
 def _metric_note(m: metrics.ResponseMetrics) -> str:
     parts = [f"{m.tokens} tokens"]
-    if m.contains_answer is not None:
+    if m.contains_answer is not None and m.answer_lines == "all":
+        parts.append(  # a list answer: every line is needed
+            "contains every gold answer of the list"
+            if m.contains_answer
+            else f"only {m.answers_found} gold answers of the list"
+        )
+    elif m.contains_answer is not None:
         parts.append("contains gold answer" if m.contains_answer else "no gold answer")
     if m.answer_match is not None:
         parts.append("final answer matches" if m.answer_match else "final answer differs")
@@ -635,8 +642,8 @@ def run_view(
                 rules[u.filter.rule] += 1
             original = u.original if u.original is not None else u.response
             ref = references.lookup([u.id], u.instruction, u.position) if references else None
-            orig_m.append(metrics.response_metrics(original, ref, u.task_type))
-            final_m.append(metrics.response_metrics(u.response, ref, u.task_type))
+            orig_m.append(metrics.response_metrics(original, ref, u.task_type, u.instruction))
+            final_m.append(metrics.response_metrics(u.response, ref, u.task_type, u.instruction))
             if len(rows) >= max_rows:
                 continue
             left, right = word_diff(original, u.response)
