@@ -309,6 +309,70 @@ def test_mixed_outcomes_have_honest_intervals() -> None:
     assert st.lose.rate == pytest.approx(1 / 3)
 
 
+def test_position_bias_over_enough_pairs_is_flagged_as_an_unfit_judge() -> None:
+    cmp, _ = run_pairwise(lambda r: _verdict("A", f"{_shown(r)[0]} reads better"), A, B)
+    assert cmp.judge_warnings == [
+        "readability: all 6 pairs are ties: the judge always preferred the same position, so "
+        "every verdict flipped when the order was swapped (order consistency 0%)"
+    ]
+    msg = judge.unfit_message(cmp.model, cmp.judge_warnings)
+    assert msg.startswith("The judge model fake-model looks unfit for judging")
+
+
+def test_empty_echoed_and_repeated_rationales_are_flagged() -> None:
+    def junk(req: ChatRequest) -> str:
+        first, _ = _shown(req)
+        i = int(first[-1])
+        if i < 3:
+            return _verdict("B" if first.startswith("short") else "A", "][")
+        return _verdict("tie", "}\nQuestion 1?\n<response_a>\nshort 1")
+
+    cmp, _ = run_pairwise(junk, A, B)
+    (bad,) = cmp.judge_warnings
+    assert (
+        bad
+        == "readability: 12 of 12 rationales are empty or not an assessment (no words, e.g. '][')"
+    )
+    assert judge.rationale_problem("][") == "no words"
+    assert judge.rationale_problem("}\n<response_a>\nshort") == "copies the prompt"
+    assert judge.rationale_problem("B names the capital; A does not.") is None
+
+    same, _ = run_pairwise(lambda r: _verdict("tie", "Both are fine."), A[:3], B[:3])
+    assert same.judge_warnings == [
+        "readability: 6 of 6 rationales are the same text ('both are fine.')"
+    ]
+
+
+def test_a_judge_that_discriminates_gets_no_warning() -> None:
+    def fair(req: ChatRequest) -> str:
+        first, second = _shown(req)
+        better = "A" if first.startswith("- ") else "B"
+        return _verdict(better, f"The list in {first[-1]} is easier to scan than {second[:8]}.")
+
+    cmp, _ = run_pairwise(fair, A, B)
+    assert cmp.summary["readability"].overall.counts["win"] == 6
+    assert cmp.judge_warnings == []
+
+
+def _graded(req: ChatRequest) -> str:
+    m = re.search(r"<response>\n(.*?)\n</response>", req.messages[-1].content, re.S)
+    assert m
+    return m.group(1)
+
+
+def test_pointwise_constant_scores_are_flagged() -> None:
+    backend = FakeBackend(lambda r: json.dumps({"rationale": f"Clear: {_graded(r)}.", "score": 5}))
+    out = asyncio.run(judge.judge_pointwise(Engine(backend), A, ["readability"], pack=None))
+    assert out.judge_warnings == ["readability: all 6 responses got the same score (5)"]
+    varied = FakeBackend(
+        lambda r: json.dumps(
+            {"rationale": f"Clear: {_graded(r)}.", "score": int(_graded(r)[-1]) + 1}
+        )
+    )
+    ok = asyncio.run(judge.judge_pointwise(Engine(varied), A, ["readability"], pack=None))
+    assert ok.judge_warnings == []
+
+
 def test_failed_calls_are_listed_and_not_counted() -> None:
     def flaky(req: ChatRequest) -> str:
         first, _ = _shown(req)

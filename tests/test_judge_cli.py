@@ -63,6 +63,13 @@ def test_judge_pairwise_writes_comparison_and_report(tmp_path: Path) -> None:
     assert "B (the second input)" in cmp["convention"]
     assert "<title>realign comparison" in page.read_text(encoding="utf-8")
     assert "contains a gold answer: 66.7%" in res.output
+    # The fake judge gives one rationale for everything: named as an unfit judge, not a crash.
+    assert cmp["judge_warnings"] and all(
+        "rationales are the same" in w for w in cmp["judge_warnings"]
+    )
+    flat = " ".join(res.output.split())
+    assert "judge model gpt-4o looks unfit for judging" in flat
+    assert "the judge looks unfit" in page.read_text(encoding="utf-8")
 
 
 def test_judge_pointwise_scores(tmp_path: Path) -> None:

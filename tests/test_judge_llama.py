@@ -118,3 +118,6 @@ def test_llama_pairwise_both_orders() -> None:
     assert v.outcome == judge.combine_orders(v.a_first.winner, v.b_first.winner)
     assert out.summary["readability"].overall.n == 1
     assert eng.stats.completed == 2  # one request per order
+    # Issue 13: SmolLM2 answered with the rationales "][" and a copy of the prompt; the
+    # comparison says so instead of reporting its verdict like any other.
+    assert any("rationales are empty or not an assessment" in w for w in out.judge_warnings)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -443,6 +443,98 @@ def _by_task_type(items: Sequence[tuple[str | None, object]]) -> dict[str, list[
     return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))
 
 
+# --- degenerate judges --------------------------------------------------------------------
+#
+# A model too weak to judge (SmolLM2-135M, say) still returns schema-valid JSON: a tie or a
+# constant score every time, and rationales such as "][" or a copy of the prompt. Its figures
+# would be reported like any others, so they are checked here and flagged in the output
+# (`judge_warnings`) and by the CLI.
+
+MIN_FOR_RATES = 5  # judged units before all-tie / never-consistent / one-score can be flagged
+DEGENERATE_SHARE = 0.5  # this share of empty / echoed rationales flags the aspect
+SAME_RATIONALE_SHARE = 0.8  # this share of one repeated rationale flags the aspect
+_WORD = re.compile(r"[^\W\d_]{2,}")  # a word of at least two letters
+_PROMPT_TAGS = re.compile(r"</?(?:response(?:_[ab])?|request|rubric|context|reference)>")
+
+
+def rationale_problem(text: str) -> str | None:
+    """Why a rationale says nothing ('no words', 'copies the prompt'), else None."""
+    if not _WORD.search(text):
+        return "no words"
+    if _PROMPT_TAGS.search(text):
+        return "copies the prompt"
+    return None
+
+
+def _rationale_warnings(aspect: str, rationales: Sequence[str]) -> list[str]:
+    n = len(rationales)
+    if n == 0:
+        return []
+    out = []
+    bad = [(r, why) for r in rationales if (why := rationale_problem(r))]
+    if len(bad) >= DEGENERATE_SHARE * n:
+        example = bad[0][0].strip()[:40]
+        out.append(
+            f"{aspect}: {len(bad)} of {n} rationales are empty or not an assessment "
+            f"({bad[0][1]}, e.g. {example!r})"
+        )
+    if n >= 3:
+        text, count = Counter(" ".join(r.split()).lower() for r in rationales).most_common(1)[0]
+        if count >= SAME_RATIONALE_SHARE * n:
+            out.append(f"{aspect}: {count} of {n} rationales are the same text ({text[:40]!r})")
+    return out
+
+
+def comparison_warnings(cmp: Comparison) -> list[str]:
+    """What makes a comparison's verdicts meaningless: [] when nothing looks degenerate."""
+    out = []
+    for aspect in cmp.aspects:
+        st = cmp.summary[aspect].overall
+        if st.n >= MIN_FOR_RATES and st.counts["tie"] == st.n:
+            why = (
+                "the judge always preferred the same position, so every verdict flipped when "
+                "the order was swapped (order consistency 0%)"
+                if st.consistency == 0
+                else "the judge never preferred either response"
+            )
+            out.append(f"{aspect}: all {st.n} pairs are ties: {why}")
+        elif st.n >= MIN_FOR_RATES and st.consistency == 0:
+            out.append(f"{aspect}: order consistency 0% over {st.n} pairs")
+        rationales = [
+            o.rationale
+            for p in cmp.pairs
+            if (v := p.verdicts.get(aspect))
+            for o in (v.a_first, v.b_first)
+            if o is not None
+        ]
+        out += _rationale_warnings(aspect, rationales)
+    return out
+
+
+def scores_warnings(rep: ScoresReport) -> list[str]:
+    """What makes pointwise scores meaningless: [] when nothing looks degenerate."""
+    out = []
+    for aspect in rep.aspects:
+        scores = [u.scores[aspect] for u in rep.units if aspect in u.scores]
+        distinct = {s.score for s in scores}
+        if len(scores) >= MIN_FOR_RATES and len(distinct) == 1:
+            out.append(
+                f"{aspect}: all {len(scores)} responses got the same score ({distinct.pop()})"
+            )
+        out += _rationale_warnings(aspect, [s.rationale for s in scores])
+    return out
+
+
+def unfit_message(model: str, warnings: Sequence[str]) -> str:
+    """The one-paragraph verdict on a judge whose output is degenerate."""
+    return (
+        f"The judge model {model} looks unfit for judging: its verdicts are degenerate, so the "
+        "figures above measure the model, not the responses ("
+        + "; ".join(warnings)
+        + "). Judge with a stronger model (--model, --base-url)."
+    )
+
+
 # --- running many calls -------------------------------------------------------------------
 
 
@@ -515,6 +607,8 @@ class ScoresReport(BaseModel):
     units: list[ScoredUnit]
     failures: list[JudgeFailure]
     read_errors: list[str] = Field(default_factory=list)  # input records that could not be read
+    # Why the judge model looks unfit (all ties, "][" rationales, …): see `scores_warnings`.
+    judge_warnings: list[str] = Field(default_factory=list)
 
 
 async def judge_pointwise(
@@ -593,7 +687,7 @@ async def judge_pointwise(
             },
         )
     failures.sort(key=lambda f: (f.id, f.turn, f.aspect))
-    return ScoresReport(
+    report = ScoresReport(
         input=input_name,
         reference=reference_name,
         model=engine.backend.model,
@@ -606,6 +700,8 @@ async def judge_pointwise(
         units=scored,
         failures=failures,
     )
+    report.judge_warnings = scores_warnings(report)
+    return report
 
 
 # --- pairwise -----------------------------------------------------------------------------
@@ -670,6 +766,8 @@ class Comparison(BaseModel):
     pairs: list[PairResult]
     failures: list[JudgeFailure]
     read_errors: list[str] = Field(default_factory=list)  # input records that could not be read
+    # Why the judge model looks unfit (all ties, "][" rationales, …): see `comparison_warnings`.
+    judge_warnings: list[str] = Field(default_factory=list)
 
 
 def _pair_units(
@@ -803,7 +901,7 @@ async def judge_pairwise(
             },
         )
     failures.sort(key=lambda f: (f.id, f.turn, f.aspect, f.order or ""))
-    return Comparison(
+    cmp = Comparison(
         a=names[0],
         b=names[1],
         reference=reference_name,
@@ -819,3 +917,5 @@ async def judge_pairwise(
         pairs=results,
         failures=failures,
     )
+    cmp.judge_warnings = comparison_warnings(cmp)
+    return cmp

@@ -28,6 +28,7 @@ from realign.judge import (
     OutcomeStats,
     ReferenceIndex,
     ScoresReport,
+    unfit_message,
     units_of,
 )
 from realign.records import Record
@@ -367,6 +368,7 @@ def comparison_view(cmp: Comparison, max_rows: int = MAX_ROWS) -> ReportView:
         [[p.metrics_a.tokens for p in cmp.pairs], [p.metrics_b.tokens for p in cmp.pairs]]
     )
     sections = [
+        *_warning_sections(cmp.model, cmp.judge_warnings),
         SectionView(
             title="Summary",
             tables=[summary_table],
@@ -465,6 +467,15 @@ def comparison_view(cmp: Comparison, max_rows: int = MAX_ROWS) -> ReportView:
         rows=rows,
         total_rows=len(cmp.pairs),
     )
+
+
+def _warning_sections(model: str, warnings: list[str]) -> list[SectionView]:
+    """The judge-unfit warning, first in the report when the verdicts look degenerate."""
+    if not warnings:
+        return []
+    return [
+        SectionView(title="Warning: the judge looks unfit", notes=[unfit_message(model, warnings)])
+    ]
 
 
 def _matching_section(cmp: Comparison) -> SectionView:
@@ -596,6 +607,7 @@ def scores_view(rep: ScoresReport, max_rows: int = MAX_ROWS) -> ReportView:
         ],
         cards=cards,
         sections=[
+            *_warning_sections(rep.model, rep.judge_warnings),
             SectionView(title="Summary", tables=[table], charts=charts),
             SectionView(
                 title="Reference metrics (no LLM)",

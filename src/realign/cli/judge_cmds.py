@@ -24,10 +24,13 @@ text when ids differ; unmatched ones are listed); each pair is judged in both or
 aspect, and a verdict that flips with the order counts as a tie. Outcomes are for B against A
 (win = B better), overall and per task type, with bootstrap 95% intervals.
 
-Aspects: `alignment` (follows its task type's format criterion), `factuality` (uses the
-`--reference` answer matched by record id when given), `readability`. Reference metrics that
-need no LLM (gold-answer containment, math final answers, tokens, format features) are shown
-beside the verdicts.
+Aspects: `alignment` (does what the request asks, judged against the request alone, never
+against realign's own criteria), `factuality` (uses the `--reference` answer matched by record
+id when given; a list answer needs every line), `readability` (well-organised length is not a
+fault). Reference metrics that need no LLM (gold-answer containment, math final answers,
+tokens, format features) are shown beside the verdicts. A judge model whose output is
+degenerate (all ties, one score for everything, rationales like "][") is named with a
+warning, and the reasons are listed in the output's `judge_warnings`.
 
 Examples:
 
@@ -55,7 +58,8 @@ REFERENCE = typer.Option(
     None,
     help="Dataset of reference answers (its responses), matched by record id, else by "
     "instruction. Used by the factuality rubric and for gold-answer containment; an answer "
-    "may list alternatives one per line.",
+    "may list alternatives one per line, or the items of a list answer (every one needed) "
+    "when the request asks for several things.",
 )
 HTML = typer.Option(None, "--html", help="Also write a self-contained HTML report here.")
 INPUTS = typer.Argument(..., help="One dataset (scores) or two, A then B (comparison).")
@@ -311,6 +315,10 @@ def _judge(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(result.model_dump_json(indent=2), encoding="utf-8")
     con.print(_summary(result))
+    if result.judge_warnings:
+        from realign.judge import unfit_message
+
+        con.print(f"[bold red]warning:[/] {unfit_message(result.model, result.judge_warnings)}")
     con.print(f"wrote {output}")
     if html is not None:
         _write_html(result, html, con)
