@@ -285,3 +285,44 @@ def test_unsure_offline_classification_without_llm_is_default_with_reason(tmp_pa
     u = r.meta.units[0]
     assert u.task_type == "default" and u.task_source == "default"
     assert "unsure" in u.task_reason and "no LLM classifier configured" in u.task_reason
+
+
+def test_later_turn_is_searched_with_the_names_of_earlier_requests(tmp_path: Path) -> None:
+    from realign.records import Evidence
+    from realign.retrieve import Retriever
+
+    class Provider:
+        name, provider_id = "scripted", "scripted:v1"
+
+        def __init__(self) -> None:
+            self.queries: list[str] = []
+
+        async def search(self, query: str, k: int) -> list[Evidence]:
+            self.queries.append(query)
+            return [Evidence(snippet="Augustus became the first Roman emperor in 27 BC.")]
+
+    provider = Provider()
+    r = Record(
+        id="m",
+        index=0,
+        source_format="sharegpt",
+        turns=[
+            Turn(role="user", content="Tell me about the Roman Empire."),
+            Turn(role="assistant", content="It ruled the Mediterranean."),
+            Turn(role="user", content="Who was its first emperor?"),
+            Turn(role="assistant", content="Augustus."),
+        ],
+    )
+    stages = Stages(
+        pack=tiny_pack(tmp_path),  # open_qa has retrieval: yes
+        engine=Engine(FakeBackend(responder())),
+        options=RunOptions(),
+        retriever=Retriever(provider),
+        model="fake",
+    )
+    out = asyncio.run(process_record(stages, r))
+    assert sorted(provider.queries) == [
+        "Tell me about the Roman Empire.",
+        "Who was its first emperor? Roman Empire",  # not a context-free "its first emperor"
+    ]
+    assert out.meta.units[1].query == "Who was its first emperor? Roman Empire"
