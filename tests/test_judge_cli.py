@@ -150,3 +150,18 @@ def test_judge_rejects_bad_arguments(tmp_path: Path) -> None:
         ],
     )
     assert r.exit_code == 2 and "missing.json: no such file" in r.output
+
+
+def test_report_flags_the_judge_of_an_output_written_before_the_check(tmp_path: Path) -> None:
+    a = items(tmp_path / "a.json", ["It is Paris.", "Saturn.", "Shakespeare wrote it."])
+    b = items(tmp_path / "b.json", ["**Paris**", "- Jupiter", "Marlowe"])
+    out, page = tmp_path / "cmp.json", tmp_path / "cmp.html"
+    args = ["judge", str(a), str(b), "-o", str(out), "--aspects", "readability"]
+    assert CliRunner().invoke(app, [*args, "--backend", "fake"]).exit_code == 0
+    old = json.loads(out.read_text(encoding="utf-8"))
+    del old["judge_warnings"]  # as written by an older realign
+    out.write_text(json.dumps(old), encoding="utf-8")
+    res = CliRunner().invoke(app, ["report", str(out), "--html", str(page)])
+    assert res.exit_code == 0, res.output
+    html = page.read_text(encoding="utf-8")
+    assert "the judge looks unfit" in html and "rationales are the same text" in html

@@ -427,6 +427,11 @@ def _report(
     con = _console()
     judged = _judge_output(input)
     if judged is not None:
+        from realign.judge import Comparison, comparison_warnings, scores_warnings
+
+        if not judged.judge_warnings:  # an output written before realign checked its judge
+            check = comparison_warnings if isinstance(judged, Comparison) else scores_warnings
+            judged.judge_warnings = check(judged)
         if reference is not None:
             con.print("[yellow]--reference is ignored for a judge output (it has its own).[/]")
         _write_html(judged, html, con)
