@@ -293,7 +293,14 @@ def estimate_run(
             if crit.retrieval:
                 req["retrieve (search)"] += 1
             request = build_request(
-                item, turn, crit, [], force=options.force, samples=options.samples
+                item,
+                turn,
+                crit,
+                [],
+                force=options.force,
+                samples=options.samples,
+                prompt=options.prompt,
+                temperature=options.temperature,
             )
             n_in = sum(tokens.count(m.content) for m in request.messages) + 200  # schema
             if crit.retrieval:

@@ -28,8 +28,9 @@ class RunArgs(EngineArgs):
     criteria: Path | None = None
     pack: str = "realign"
     tasks: str | None = None
-    samples: int = 1
-    selection: str = "longest"
+    samples: int | None = None  # None: the pack's setting (`pack.yaml`), else 1
+    selection: str | None = None
+    temperature: float | None = None
     force: bool = False
     reclassify: bool = False
     classifier: str = "llm"
@@ -136,19 +137,20 @@ def run_command(args: RunArgs) -> int:
     pack = load_criteria(args)
     if args.output.resolve() == args.input.resolve():
         raise die("the output must not overwrite the input; choose another -o path")
-    if args.selection not in ("longest", "first"):
+    if args.selection not in (None, "longest", "first"):
         raise die(f"--selection {args.selection!r}: use longest or first")
     if args.classifier not in ("llm", "embedding"):
         raise die(f"--classifier {args.classifier!r}: use llm or embedding")
     if not args.input.exists() and not str(args.input).startswith("hf:"):
         raise die(f"{args.input}: no such file")
 
+    # The pack's `pack.yaml` gives the defaults (e.g. realign-paper: 2 samples at 0.3), flags win.
+    given = {"samples": args.samples, "selection": args.selection, "temperature": args.temperature}
     options = pipeline.RunOptions(
+        **{**pack.settings.run_defaults(), **{k: v for k, v in given.items() if v is not None}},
         tasks=frozenset(split_csv(args.tasks)) or None,
-        samples=args.samples,
         force=args.force,
         reclassify=args.reclassify,
-        selection=args.selection,
         limit=args.limit,
         min_confidence=args.min_confidence,
         classify_only=args.classify_only,
