@@ -292,6 +292,17 @@ class CriteriaPack(BaseModel):
     def content_hash(self) -> str:
         return content_hash_of(self.criteria)
 
+    @property
+    def classifier_hash(self) -> str:
+        """Hash of what a classifier learns from (names, descriptions, examples), so packs that
+        differ only in formats or settings (`realign` and `realign-paper`) share one trained
+        classifier."""
+        h = hashlib.sha256()
+        for n in sorted(self.criteria):
+            c = self.criteria[n]
+            h.update(yaml.safe_dump([n, c.description, c.examples]).encode())
+        return h.hexdigest()[:16]
+
 
 def content_hash_of(criteria: dict[str, Criterion]) -> str:
     """Hash of a set of criteria (independent of where the files live)."""
