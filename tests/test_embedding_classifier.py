@@ -182,7 +182,9 @@ def test_trains_predicts_caches_and_rebuilds(tmp_path: Path, encoder: object) ->
     other = load_pack(str(reformatted))
     assert other.content_hash != pack.content_hash
     assert other.settings.samples == 2
-    shared = ec.EmbeddingClassifier.for_pack(other, home=home, encoder=encoder, on_train=trained.append)  # type: ignore[arg-type]
+    shared = ec.EmbeddingClassifier.for_pack(
+        other, home=home, encoder=encoder, on_train=trained.append
+    )  # type: ignore[arg-type]
     assert shared.from_cache and len(trained) == 1
 
     # Changing the pack (one more example) changes its hash: a new state is trained.

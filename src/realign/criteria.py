@@ -269,7 +269,11 @@ def load_settings(folder: Path) -> PackSettings:
         msgs = []
         for err in e.errors():
             field = ".".join(str(p) for p in err["loc"]) or "(file)"
-            hint = f" (fix: allowed settings are {allowed})" if err["type"] == "extra_forbidden" else ""
+            hint = (
+                f" (fix: allowed settings are {allowed})"
+                if err["type"] == "extra_forbidden"
+                else ""
+            )
             msgs.append(f"{path}: setting '{field}': {err['msg']}{hint}")
         raise CriteriaError("\n".join(msgs)) from e
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -19,6 +19,9 @@ from realign.records import Failure, Record
 from realign.runner import RunStopped
 from realign.runtime import EngineArgs
 from realign.state import RunState, state_path
+
+if TYPE_CHECKING:
+    from realign.pipeline import RunOptions
 
 err = Console(stderr=True)
 
@@ -71,6 +74,23 @@ def load_criteria(args: RunArgs) -> CriteriaPack:
             f"(see `realign criteria list`)"
         )
     return pack
+
+
+def run_options(args: RunArgs, pack: CriteriaPack) -> RunOptions:
+    """The run's options: the flags given, else the pack's `pack.yaml` defaults (realign-paper:
+    ReAlign's prompt, 2 samples at 0.3, longest), else realign's own."""
+    from realign.pipeline import RunOptions
+
+    given = {"samples": args.samples, "selection": args.selection, "temperature": args.temperature}
+    return RunOptions(
+        **{**pack.settings.run_defaults(), **{k: v for k, v in given.items() if v is not None}},
+        tasks=frozenset(split_csv(args.tasks)) or None,
+        force=args.force,
+        reclassify=args.reclassify,
+        limit=args.limit,
+        min_confidence=args.min_confidence,
+        classify_only=args.classify_only,
+    )
 
 
 def summary_table(summary: Any, stats: Any, seconds: float, command: str = "run") -> Table:
@@ -144,17 +164,7 @@ def run_command(args: RunArgs) -> int:
     if not args.input.exists() and not str(args.input).startswith("hf:"):
         raise die(f"{args.input}: no such file")
 
-    # The pack's `pack.yaml` gives the defaults (e.g. realign-paper: 2 samples at 0.3), flags win.
-    given = {"samples": args.samples, "selection": args.selection, "temperature": args.temperature}
-    options = pipeline.RunOptions(
-        **{**pack.settings.run_defaults(), **{k: v for k, v in given.items() if v is not None}},
-        tasks=frozenset(split_csv(args.tasks)) or None,
-        force=args.force,
-        reclassify=args.reclassify,
-        limit=args.limit,
-        min_confidence=args.min_confidence,
-        classify_only=args.classify_only,
-    )
+    options = run_options(args, pack)
     if args.dry_run:
         estimate_run(args, pack, options, read_items(args), err)
         return 0
