@@ -392,6 +392,21 @@ def test_run_uses_input_evidence_instead_of_searching_and_keeps_it() -> None:
     assert written["items"][0]["evidence"] == snippets  # the input field survives
 
 
+def test_dry_run_counts_no_search_for_input_evidence(tmp_path: Path) -> None:
+    src = tmp_path / "in.json"
+    data = [items_record("How do I boil an egg?", "Boil it.", "how_to_generation", ["7 min."])]
+    src.write_text(json.dumps(data), encoding="utf-8")
+    argv = ["run", str(src), "-o", str(tmp_path / "o.json"), "--dry-run", "--pack", PACK]
+    argv += ["--base-url", "http://127.0.0.1:9/v1", "--model", "gpt-4o-mini"]
+    res = runner.invoke(app, argv)
+    assert res.exit_code == 0, res.output
+    assert "search requests" not in res.output
+    data[0]["items"][0].pop("evidence")
+    src.write_text(json.dumps(data), encoding="utf-8")
+    res = runner.invoke(app, argv)
+    assert "search requests (priced by your search provider): 1" in res.output
+
+
 # ---------------------------------------------------------------- end to end, recorded
 
 
