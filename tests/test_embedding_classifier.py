@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +139,7 @@ def test_trains_predicts_caches_and_rebuilds(tmp_path: Path, encoder: object) ->
     assert not clf.from_cache and len(trained) == 1
     cache_file = ec.state_path(pack, home=home)
     assert cache_file.is_file() and cache_file.parent == home / "classifier"
-    assert cache_file.name.startswith(pack.content_hash)
+    assert cache_file.name.startswith(pack.classifier_hash)
 
     preds = clf.predict(
         [
@@ -171,6 +172,21 @@ def test_trains_predicts_caches_and_rebuilds(tmp_path: Path, encoder: object) ->
         "poem_generation"
     ]
 
+    # A pack that differs only in its formats and settings (as `realign-paper` differs from
+    # `realign`) reuses the trained head.
+    reformatted = tmp_path / "reformatted"
+    shutil.copytree(tmp_path / "pack", reformatted)
+    (reformatted / "pack.yaml").write_text("samples: 2\n", encoding="utf-8")
+    poem = reformatted / "poem_generation.md"
+    poem.write_text(poem.read_text().replace("Format for", "Another format for"))
+    other = load_pack(str(reformatted))
+    assert other.content_hash != pack.content_hash
+    assert other.settings.samples == 2
+    shared = ec.EmbeddingClassifier.for_pack(
+        other, home=home, encoder=encoder, on_train=trained.append
+    )  # type: ignore[arg-type]
+    assert shared.from_cache and len(trained) == 1
+
     # Changing the pack (one more example) changes its hash: a new state is trained.
     _write(
         tmp_path / "pack",
@@ -179,7 +195,7 @@ def test_trains_predicts_caches_and_rebuilds(tmp_path: Path, encoder: object) ->
         [*TRANSLATIONS, "Translate 'cheers' into Dutch."],
     )
     changed = load_pack(str(tmp_path / "pack"))
-    assert changed.content_hash != pack.content_hash
+    assert changed.classifier_hash != pack.classifier_hash
     rebuilt = ec.EmbeddingClassifier.for_pack(
         changed,
         home=home,

@@ -56,7 +56,7 @@ async def arealign_records(
     stages = Stages(
         pack=crit,
         engine=engine,
-        options=RunOptions(**options),
+        options=RunOptions(**{**crit.settings.run_defaults(), **options}),
         retriever=retriever,
         model=backend.model,
         backend=backend.name,

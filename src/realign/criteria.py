@@ -16,6 +16,10 @@ File layout::
       - "Who wrote ...?"
     ---
     The format the response should follow (Markdown).
+
+A pack may also hold `pack.yaml`: the run settings the pack was written for (its rewrite prompt,
+samples, temperature, selection), used as the defaults of `realign run` with that pack; flags
+override them. `realign-paper` uses it to reproduce ReAlign's set-up.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_PACK = "realign"
 MIN_EXAMPLES = 8
+SETTINGS_FILE = "pack.yaml"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -219,9 +225,63 @@ def builtin_criteria_root() -> Path:
     raise CriteriaError("the built-in criteria folder is missing from this installation")
 
 
+class PackSettings(BaseModel):
+    """`pack.yaml`: the run settings a pack was written for. Unset fields keep realign's own
+    defaults (one sample, greedy; several samples at 0.7)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field("rewrite", pattern=_NAME_RE.pattern)  # a template in realign/prompts/
+    samples: int = Field(1, ge=1, le=16)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    selection: Literal["longest", "first"] = "longest"
+
+    @field_validator("prompt")
+    @classmethod
+    def _known_prompt(cls, v: str) -> str:
+        from realign import prompts
+
+        if not prompts.exists(v):
+            raise ValueError(f"no prompt template '{v}' in realign/prompts/")
+        return v
+
+    def run_defaults(self) -> dict[str, Any]:
+        """The `RunOptions` fields this file sets."""
+        return self.model_dump()
+
+
+def load_settings(folder: Path) -> PackSettings:
+    """The pack's `pack.yaml`, or the defaults when it has none. Errors name the field and fix."""
+    path = folder / SETTINGS_FILE
+    if not path.is_file():
+        return PackSettings()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise CriteriaError(f"{path}: does not parse as YAML: {problem}") from e
+    if not isinstance(data, dict):
+        raise CriteriaError(f"{path}: must be a mapping of settings")
+    try:
+        return PackSettings(**data)
+    except ValidationError as e:
+        allowed = ", ".join(PackSettings.model_fields)
+        msgs = []
+        for err in e.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(file)"
+            hint = (
+                f" (fix: allowed settings are {allowed})"
+                if err["type"] == "extra_forbidden"
+                else ""
+            )
+            msgs.append(f"{path}: setting '{field}': {err['msg']}{hint}")
+        raise CriteriaError("\n".join(msgs)) from e
+
+
 class CriteriaPack(BaseModel):
     name: str
     criteria: dict[str, Criterion]
+    settings: PackSettings = Field(default_factory=PackSettings)
 
     def __getitem__(self, name: str) -> Criterion:
         return self.criteria[name]
@@ -235,6 +295,17 @@ class CriteriaPack(BaseModel):
     @property
     def content_hash(self) -> str:
         return content_hash_of(self.criteria)
+
+    @property
+    def classifier_hash(self) -> str:
+        """Hash of what a classifier learns from (names, descriptions, examples), so packs that
+        differ only in formats or settings (`realign` and `realign-paper`) share one trained
+        classifier."""
+        h = hashlib.sha256()
+        for n in sorted(self.criteria):
+            c = self.criteria[n]
+            h.update(yaml.safe_dump([n, c.description, c.examples]).encode())
+        return h.hexdigest()[:16]
 
 
 def content_hash_of(criteria: dict[str, Criterion]) -> str:
@@ -297,4 +368,4 @@ def load_pack(pack: str = DEFAULT_PACK, user_dir: Path | str | None = None) -> C
         crits = {**crits, **load_dir(Path(user_dir))}
     if not crits:
         raise CriteriaError(f"criteria pack '{name}' has no criteria files")
-    return CriteriaPack(name=name, criteria=crits)
+    return CriteriaPack(name=name, criteria=crits, settings=load_settings(folder))

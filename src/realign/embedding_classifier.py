@@ -10,8 +10,9 @@ A multinomial logistic regression is fitted on them. The confidence of a predict
 softmax probability of the chosen class after temperature scaling fitted on out-of-fold
 predictions over the pack's own examples, so it reads roughly as "chance this label is right".
 
-The trained head is cached at `$REALIGN_HOME/classifier/<pack content hash>-<model id>.npz` and
-rebuilt only when the pack (any example, description, ...) or the model changes.
+The trained head is cached at `$REALIGN_HOME/classifier/<pack classifier hash>-<model id>.npz` and
+rebuilt only when what it learns from (a type's name, description or examples) or the model
+changes; packs that differ only in their formats share it.
 
 Needs the `classifier` extra (`pip install 'realign[classifier]'`); `available()` tells whether
 it is installed. Typical use::
@@ -137,7 +138,7 @@ def model_id(model: str = DEFAULT_MODEL) -> str:
 def state_path(pack: CriteriaPack, model: str = DEFAULT_MODEL, home: Path | None = None) -> Path:
     """Where the trained head for this pack and model is cached."""
     root = (home or realign_home()) / "classifier"
-    return root / f"{pack.content_hash}-{model_id(model)}.npz"
+    return root / f"{pack.classifier_hash}-{model_id(model)}.npz"
 
 
 def load_encoder(model: str = DEFAULT_MODEL) -> SentenceTransformer:
@@ -491,7 +492,7 @@ class EmbeddingClassifier:
         enc = encoder if encoder is not None else load_encoder(model)
         mid = model_id(model)
         path = state_path(pack, model, home)
-        state = HeadState.load(path, pack.content_hash, mid)
+        state = HeadState.load(path, pack.classifier_hash, mid)
         if state is not None and state.names == pack.names():
             return cls(enc, state, cached=True)
         start = time.perf_counter()
@@ -503,7 +504,7 @@ class EmbeddingClassifier:
                 "built-in pack on 2 cores)"
             )
         x = embed(enc, texts)
-        state = train_head(texts, x, y, names, pack.content_hash, mid)
+        state = train_head(texts, x, y, names, pack.classifier_hash, mid)
         state = HeadState(**{**state.__dict__, "train_seconds": time.perf_counter() - start})
         state.save(path)
         return cls(enc, state, cached=False)

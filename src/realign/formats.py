@@ -2,7 +2,9 @@
 
 Pure functions, no I/O (files are `datafiles.py`'s job). Supported shapes:
 
-- `items`    ReAlign: `{"id", "items": [{"from": "human", "value", "category"?}, {"from": "gpt", "value"}]}`
+- `items`    ReAlign: `{"id", "items": [{"from": "human", "value", "category"?, "evidence"?},
+             {"from": "gpt", "value"}]}`; `evidence` is ReAlign's precomputed search snippets
+             (a list of strings), used instead of a new search (`input_evidence`)
 - `sharegpt` `{"conversations": [{"from": "human"|"gpt"|"system", "value"}]}`
 - `alpaca`   `{"instruction", "input"?, "output", "system"?, "history"?: [[q, a], ...]}`;
              the user turn is `instruction + "\\n\\n" + input` when `input` is non-empty
@@ -29,7 +31,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from realign.records import RealignMeta, Record, Role, Turn
+from realign.records import Evidence, RealignMeta, Record, Role, Turn
 
 FormatName = Literal["items", "sharegpt", "alpaca", "messages", "fields"]
 FORMAT_NAMES: tuple[str, ...] = get_args(FormatName)
@@ -248,9 +250,55 @@ def _parse_list(obj: Mapping[str, Any], fmt: str) -> tuple[list[Turn], list[_Slo
         path: Path = (key, i, text_key)
         content = _chat_content(obj, path) if chat else _text(obj, path)
         extra = {k: v for k, v in t.items() if k not in (role_key, text_key)}
+        if EVIDENCE_KEY in extra:
+            _check_evidence(extra[EVIDENCE_KEY], f"{where}.{EVIDENCE_KEY}")
         turns.append(Turn(role=labels[label.lower()], content=content, extra=extra))
         slots.append(_Slot(path))
     return turns, slots
+
+
+EVIDENCE_KEY = "evidence"
+_SNIPPET_KEYS = ("snippet", "content")
+
+
+def _check_evidence(value: Any, where: str) -> None:
+    """ReAlign's `evidence`: a list of snippets, each a string (or an object with a `snippet`
+    or `content` string). Checked when read, so a malformed list fails only its record."""
+    if not isinstance(value, list):
+        raise RecordError(where, f"expected an array of snippets, got {_type_name(value)}")
+    for j, e in enumerate(value):
+        if isinstance(e, str):
+            continue
+        if isinstance(e, dict) and any(isinstance(e.get(k), str) for k in _SNIPPET_KEYS):
+            continue
+        raise RecordError(
+            f"{where}[{j}]",
+            f"expected a string or an object with 'snippet' text, got {_type_name(e)}",
+        )
+
+
+def input_evidence(record: Record, turn_index: int) -> list[Evidence]:
+    """The search evidence the input already carries for assistant turn `turn_index` (ReAlign
+    stores it as `evidence` on the question's turn), so no new search is needed. Blank
+    snippets are dropped; [] when there is none."""
+    user = next((i for i in range(turn_index - 1, -1, -1) if record.turns[i].role == "user"), None)
+    if user is None:
+        return []
+    out = []
+    for e in record.turns[user].extra.get(EVIDENCE_KEY) or []:
+        if isinstance(e, str):
+            e = {"snippet": e}
+        snippet = next((e[k] for k in _SNIPPET_KEYS if isinstance(e.get(k), str)), "")
+        if snippet.strip():
+            out.append(
+                Evidence(
+                    snippet=snippet.strip(),
+                    title=str(e.get("title") or ""),
+                    url=str(e.get("url") or e.get("link") or ""),
+                    provider="input",
+                )
+            )
+    return out
 
 
 def _optional_text(obj: Mapping[str, Any], key: str | None) -> str:

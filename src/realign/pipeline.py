@@ -28,6 +28,7 @@ from realign.classify import (
 from realign.criteria import CriteriaPack
 from realign.engine import Deferred, Engine, StructuredOutputError
 from realign.filter import decide
+from realign.formats import input_evidence
 from realign.records import Failure, Provenance, Record, Status, UnitMeta
 from realign.retrieve import request_context
 from realign.rewrite import SELECTION_POLICIES, rewrite_unit
@@ -44,6 +45,8 @@ class RunOptions:
     force: bool = False
     reclassify: bool = False
     selection: str = "longest"
+    prompt: str = "rewrite"  # the rewrite template; a pack's `pack.yaml` may choose another
+    temperature: float | None = None  # None: greedy for one sample, 0.7 for several
     limit: int | None = None
     min_confidence: float = 0.5
     max_response_tokens: int = MAX_RESPONSE_TOKENS
@@ -153,6 +156,13 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
         return _skip(unit, "no LLM configured")
 
     evidence = unit.evidence  # attached earlier by `realign retrieve`, if it was run
+    if not evidence:
+        # ReAlign's data may carry its own search results: use them as ReAlign does, for any
+        # task type, instead of searching again.
+        evidence = input_evidence(record, unit.turn)
+        if evidence:
+            unit.evidence = evidence
+            unit.evidence_note = "evidence given in the input: no search"
     if not evidence and crit.retrieval:
         if stages.retriever is not None:
             async with stage_errors("retrieve"):
@@ -179,6 +189,8 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
             evidence,
             force=opts.force,
             samples=opts.samples,
+            prompt=opts.prompt,
+            temperature=opts.temperature,
         )
     unit.candidates = cands
     unit.original = original

@@ -29,6 +29,10 @@ def _source(name: str) -> str:
     return resources.files("realign").joinpath("prompts", f"{name}.md").read_text(encoding="utf-8")
 
 
+def exists(name: str) -> bool:
+    return resources.files("realign").joinpath("prompts", f"{name}.md").is_file()
+
+
 @functools.cache
 def _templates(name: str) -> tuple[jinja2.Template | None, jinja2.Template]:
     """(system, user) templates of `name`, compiled once: compiling costs ~5 ms, rendering

@@ -61,10 +61,14 @@ def build_request(
     *,
     force: bool,
     samples: int,
+    prompt: str = "rewrite",
+    temperature: float | None = None,
 ) -> ChatRequest:
+    """`prompt` is the template (a pack may bring its own, see `PackSettings`); `temperature`
+    None means greedy for one sample and 0.7 for several, so the candidates differ."""
     original = record.turns[turn].content
     messages = prompts.render(
-        "rewrite",
+        prompt,
         task_type=criterion.name,
         format=criterion.format,
         context=context_text(record, turn, budget=1000),
@@ -77,7 +81,7 @@ def build_request(
         stage="rewrite",
         messages=messages,
         n=samples,
-        temperature=0.0 if samples == 1 else 0.7,
+        temperature=temperature if temperature is not None else (0.0 if samples == 1 else 0.7),
         max_tokens=output_budget(original),
         record_id=record.id,
     )
@@ -92,8 +96,19 @@ async def rewrite_unit(
     *,
     force: bool = False,
     samples: int = 1,
+    prompt: str = "rewrite",
+    temperature: float | None = None,
 ) -> list[Candidate]:
-    request = build_request(record, turn, criterion, evidence, force=force, samples=samples)
+    request = build_request(
+        record,
+        turn,
+        criterion,
+        evidence,
+        force=force,
+        samples=samples,
+        prompt=prompt,
+        temperature=temperature,
+    )
     outs = await engine.structured(request, RewriteOutput)
     return [
         Candidate(

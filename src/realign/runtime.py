@@ -17,6 +17,7 @@ from realign import prompts, tokens
 from realign.classify import classification_schema, context_text, input_label
 from realign.criteria import CriteriaPack
 from realign.engine import Engine
+from realign.formats import input_evidence
 from realign.pipeline import RunOptions, Stages
 from realign.records import Failure, Record
 from realign.rewrite import build_request, output_budget
@@ -290,13 +291,22 @@ def estimate_run(
                 continue
             if crit is None:  # count it with the default's format text length as a guess
                 crit = pack["default"] if "default" in pack else pack[pack.names()[0]]
-            if crit.retrieval:
+            given = input_evidence(item, turn)  # ReAlign's precomputed evidence: no search
+            searched = crit.retrieval and not given
+            if searched:
                 req["retrieve (search)"] += 1
             request = build_request(
-                item, turn, crit, [], force=options.force, samples=options.samples
+                item,
+                turn,
+                crit,
+                given,
+                force=options.force,
+                samples=options.samples,
+                prompt=options.prompt,
+                temperature=options.temperature,
             )
             n_in = sum(tokens.count(m.content) for m in request.messages) + 200  # schema
-            if crit.retrieval:
+            if searched:
                 n_in += 600  # evidence cap
             calls = 1 if options.samples == 1 else options.samples
             req["rewrite"] += calls

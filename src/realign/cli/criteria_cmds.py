@@ -13,7 +13,7 @@ from realign.cli import common
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from realign.criteria import CriteriaPack, Criterion
+    from realign.criteria import CriteriaPack, Criterion, PackSettings
 
 GROUP_HELP = """Criteria packs: one Markdown file per task type, with a YAML header.
 
@@ -21,8 +21,9 @@ Each file says how the classifier recognises the task type (`description`, `exam
 responses of that type are rewritten (`rewrite`) and grounded with web evidence (`retrieval`),
 and, in its Markdown body, the format a rewritten response must follow.
 
-The built-in packs are `realign` (the 46 ReAlign task types, the default) and `wrap` (the four
-WRAP rephrasing styles). Your own folder, passed as `--criteria DIR`, overrides built-in files
+The built-in packs are `realign` (the 46 ReAlign task types, the default), `realign-paper` (the
+same types with ReAlign's own formats, rewrite prompt and settings, to reproduce the paper) and
+`wrap` (the four WRAP rephrasing styles). A pack's `pack.yaml` sets its run defaults. Your own folder, passed as `--criteria DIR`, overrides built-in files
 with the same name and adds new task types.
 
 Examples:
@@ -115,6 +116,12 @@ def _print_errors(message: str) -> None:
         typer.secho(f"error: {line}", err=True, fg=typer.colors.RED)
 
 
+def _settings_text(settings: PackSettings) -> str:
+    """`prompt rewrite_paper, samples 2, ...`; an unset temperature reads as realign's rule."""
+    parts = [f"{k} {v}" for k, v in settings.run_defaults().items() if v is not None]
+    return ", ".join(parts)
+
+
 def _yes_no(value: bool) -> str:
     return "yes" if value else "no"
 
@@ -181,6 +188,10 @@ def list_cmd(
     if criteria is not None:
         footer += f"; * = {user} from {criteria}"
     console.print(footer)
+    from realign.criteria import PackSettings
+
+    if loaded.settings != PackSettings():
+        console.print(f"run defaults (pack.yaml): {_settings_text(loaded.settings)}")
 
 
 def show_cmd(
@@ -244,10 +255,12 @@ def validate_cmd(
     strict: bool = typer.Option(False, "--strict", help="Fail on warnings too."),
 ) -> None:
     from realign.criteria import (
+        SETTINGS_FILE,
         CriteriaError,
         content_hash_of,
         criterion_warnings,
         load_dir,
+        load_settings,
         pack_folder,
         parse_criterion,
     )
@@ -265,9 +278,13 @@ def validate_cmd(
             ignored = sorted(
                 p
                 for p in folder.iterdir()
-                if p.is_file() and p.suffix != ".md" and not p.name.startswith(".")
+                if p.is_file()
+                and p.suffix != ".md"
+                and p.name != SETTINGS_FILE
+                and not p.name.startswith(".")
             )
             crits = load_dir(folder)
+        settings = load_settings(folder)
     except CriteriaError as e:
         errors = str(e).splitlines()
         _print_errors(str(e))
@@ -294,6 +311,8 @@ def validate_cmd(
         f"pack hash {content_hash_of(crits)}"
         + (f" ({len(warnings)} warning(s))" if warnings else "")
     )
+    if (folder / SETTINGS_FILE).is_file():
+        typer.echo(f"ok: {folder / SETTINGS_FILE} is valid: {_settings_text(settings)}")
 
 
 def new_cmd(

@@ -24,6 +24,7 @@ Examples:
     realign run data.jsonl -o out.jsonl --base-url http://127.0.0.1:8000/v1 --model my-model
     realign run gsm8k.jsonl -o out.jsonl --fields instruction=question,response=answer --force
     realign run data.json -o out.json --dry-run             # cost estimate, no request
+    realign run realign.json -o out.json --pack realign-paper   # ReAlign's formats and settings
 """
 
 
@@ -40,9 +41,25 @@ def register(app: typer.Typer) -> None:
         tasks: str | None = typer.Option(
             None, help="Only rewrite these task types (comma-separated); others pass through."
         ),
-        samples: int = typer.Option(1, min=1, max=16, help="Rewrite candidates per response."),
-        selection: str = typer.Option(
-            "longest", help="How to pick among candidates: longest|first."
+        samples: int | None = typer.Option(
+            None,
+            min=1,
+            max=16,
+            help="Rewrite candidates per response [default: the pack's, else 1].",
+            show_default=False,
+        ),
+        selection: str | None = typer.Option(
+            None,
+            help="How to pick among candidates: longest|first [default: the pack's, else longest].",
+            show_default=False,
+        ),
+        temperature: float | None = typer.Option(
+            None,
+            min=0.0,
+            max=2.0,
+            help="Rewrite sampling temperature [default: the pack's, else 0 for one sample and "
+            "0.7 for several].",
+            show_default=False,
         ),
         force: bool = typer.Option(
             False,

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -20,6 +20,9 @@ from realign.runner import RunStopped
 from realign.runtime import EngineArgs
 from realign.state import RunState, state_path
 
+if TYPE_CHECKING:
+    from realign.pipeline import RunOptions
+
 err = Console(stderr=True)
 
 
@@ -28,8 +31,9 @@ class RunArgs(EngineArgs):
     criteria: Path | None = None
     pack: str = "realign"
     tasks: str | None = None
-    samples: int = 1
-    selection: str = "longest"
+    samples: int | None = None  # None: the pack's setting (`pack.yaml`), else 1
+    selection: str | None = None
+    temperature: float | None = None
     force: bool = False
     reclassify: bool = False
     classifier: str = "llm"
@@ -70,6 +74,23 @@ def load_criteria(args: RunArgs) -> CriteriaPack:
             f"(see `realign criteria list`)"
         )
     return pack
+
+
+def run_options(args: RunArgs, pack: CriteriaPack) -> RunOptions:
+    """The run's options: the flags given, else the pack's `pack.yaml` defaults (realign-paper:
+    ReAlign's prompt, 2 samples at 0.3, longest), else realign's own."""
+    from realign.pipeline import RunOptions
+
+    given = {"samples": args.samples, "selection": args.selection, "temperature": args.temperature}
+    return RunOptions(
+        **{**pack.settings.run_defaults(), **{k: v for k, v in given.items() if v is not None}},
+        tasks=frozenset(split_csv(args.tasks)) or None,
+        force=args.force,
+        reclassify=args.reclassify,
+        limit=args.limit,
+        min_confidence=args.min_confidence,
+        classify_only=args.classify_only,
+    )
 
 
 def summary_table(summary: Any, stats: Any, seconds: float, command: str = "run") -> Table:
@@ -136,23 +157,14 @@ def run_command(args: RunArgs) -> int:
     pack = load_criteria(args)
     if args.output.resolve() == args.input.resolve():
         raise die("the output must not overwrite the input; choose another -o path")
-    if args.selection not in ("longest", "first"):
+    if args.selection not in (None, "longest", "first"):
         raise die(f"--selection {args.selection!r}: use longest or first")
     if args.classifier not in ("llm", "embedding"):
         raise die(f"--classifier {args.classifier!r}: use llm or embedding")
     if not args.input.exists() and not str(args.input).startswith("hf:"):
         raise die(f"{args.input}: no such file")
 
-    options = pipeline.RunOptions(
-        tasks=frozenset(split_csv(args.tasks)) or None,
-        samples=args.samples,
-        force=args.force,
-        reclassify=args.reclassify,
-        selection=args.selection,
-        limit=args.limit,
-        min_confidence=args.min_confidence,
-        classify_only=args.classify_only,
-    )
+    options = run_options(args, pack)
     if args.dry_run:
         estimate_run(args, pack, options, read_items(args), err)
         return 0
