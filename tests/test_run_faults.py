@@ -83,6 +83,52 @@ def test_every_record_is_accounted_for_and_a_rerun_retries_failures(tmp_path: Pa
     assert KEY not in first.stderr + second.stderr
 
 
+def _records(n: int, flaky: set[int]) -> str:
+    return "".join(
+        json.dumps(
+            {
+                "instruction": f"Explain item {i}." + (" FLAKY" if i in flaky else ""),
+                "output": f"Item {i} is a thing.",
+                "id": f"r{i}",
+            }
+        )
+        + "\n"
+        for i in range(n)
+    )
+
+
+@pytest.mark.block_network(allowed_hosts=["127.0.0.1"])
+def test_reruns_drive_failures_from_invalid_json_to_zero(tmp_path: Path) -> None:
+    # Every request about the 4 FLAKY records is answered with invalid JSON until 12 such
+    # answers were sent: each of them fails its classify call (3 attempts) in the first run.
+    # The bad answers must not be replayed from the cache: a rerun asks again and succeeds.
+    src, out, home = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "home"
+    flaky = {1, 4, 7, 10}
+    src.write_text(_records(12, flaky))
+    pack = write_pack(tmp_path / "pack")
+    fails = tmp_path / "out.failures.jsonl"
+    server = ServerConfig(malformed_marker="FLAKY", malformed_budget=3 * len(flaky))
+    with serve_in_subprocess(server) as url:
+        first = _run(src, out, pack, url, home)
+        assert first.returncode == 1, first.stderr
+        failed = [json.loads(x) for x in fails.read_text().splitlines()]
+        assert sorted(f["id"] for f in failed) == sorted(f"r{i}" for i in flaky)
+        assert all("did not match" in f["error"] for f in failed)
+        sent = fetch_stats(url).requests
+        history = [len(failed)]
+        while history[-1] and len(history) < 4:
+            rerun = _run(src, out, pack, url, home)
+            assert rerun.returncode in (0, 1), rerun.stderr
+            history.append(len(fails.read_text().splitlines()))
+        assert history == [len(flaky), 0] and rerun.returncode == 0
+        # The rerun sent the failed records' requests again instead of replaying the cache.
+        st = fetch_stats(url)
+        assert st.requests - sent >= len(flaky) and st.malformed == 3 * len(flaky)
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == [
+        f"r{i}" for i in range(12)
+    ]
+
+
 def test_no_cassette_holds_a_credential() -> None:
     pattern = re.compile(
         r"(sk-[A-Za-z0-9]{8,}|[?&]key=[^&\s'\"]+|authorization:|x-api-key:)", re.IGNORECASE
