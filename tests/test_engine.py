@@ -398,3 +398,11 @@ def test_n_choices_partly_valid_are_completed_by_a_reask_and_cached_together(
     assert [o.score for o in out] == [1, 3, 9] and backend.calls == 2
     replay = Engine(backend, cache=cache, prices=PRICES)
     assert run(replay.structured(three, Score)) == out and backend.calls == 2
+
+
+def test_a_refused_connection_is_reported_as_one() -> None:
+    backend = Scripted(lambda n, r: ConnectionRefusedError(111, "Connection refused"))
+    engine = Engine(backend, max_retries=1, backoff_base=0.001, prices=PRICES)
+    with pytest.raises(RequestFailed, match=r"connection refused \(is the server running\?\)"):
+        run(engine.chat(req(1)))
+    assert backend.calls == 2  # retried: a server may be starting

@@ -452,6 +452,8 @@ def _as_backend_error(exc: BaseException, timeout: float) -> BackendError:
         return exc
     if isinstance(exc, TimeoutError):
         return BackendError(f"no answer within {timeout:g}s (request timeout)", retryable=True)
+    if isinstance(exc, ConnectionRefusedError):
+        return BackendError(f"connection refused (is the server running?): {exc}", retryable=True)
     return BackendError(f"connection error: {exc}", retryable=True)
 
 
