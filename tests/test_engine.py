@@ -406,3 +406,29 @@ def test_a_refused_connection_is_reported_as_one() -> None:
     with pytest.raises(RequestFailed, match=r"connection refused \(is the server running\?\)"):
         run(engine.chat(req(1)))
     assert backend.calls == 2  # retried: a server may be starting
+
+
+def test_batch_answers_that_never_validate_are_dropped_so_the_next_batch_asks_again(
+    tmp_path: Path,
+) -> None:
+    from realign.engine import Deferred
+
+    cache = Cache(tmp_path / "c.sqlite")
+    backend = Scripted(lambda n, r: "live")
+
+    def batch_run() -> list[ChatRequest]:
+        queued: list[ChatRequest] = []
+        engine = Engine(backend, cache=cache, reask=1, prices=PRICES, defer_to=queued)
+        with pytest.raises((Deferred, StructuredOutputError)):
+            run(engine.structured(req(1), Score))
+        return queued
+
+    (first,) = batch_run()
+    engine = Engine(backend, cache=cache, prices=PRICES)
+    engine.store(first, ChatResponse(texts=["not json"]))  # what `batch collect` stores
+    (reask,) = batch_run()  # the invalid answer is re-asked through the next batch
+    assert reask.messages[-2].content == "not json"
+    engine.store(reask, ChatResponse(texts=["still not json"]))
+    assert batch_run() == [] and len(cache) == 0  # out of re-asks: the record failed, forgotten
+    assert batch_run() == [first]  # so the next batch run asks again from the start
+    assert backend.calls == 0
