@@ -329,9 +329,9 @@ def write_outputs(
     Both files are written atomically (renamed into place when complete), the output first: a
     kill leaves the previous files and the run state, and the rerun writes both again. A record
     the output format cannot hold is not dropped: it goes to the failures file with stage
-    `write`. `on_written` sees
-    each record the writer accepted (e.g. to total what the output holds), `on_failed` each
-    line of the failures file, in file order (e.g. to show the first few errors).
+    `write`. `on_written` sees each record the writer accepted (e.g. to total what the output
+    holds), `on_failed` each line of the failures file, in file order (e.g. to show the first
+    few errors).
     """
     from realign.datafiles import RecordWriteError
 
