@@ -10,7 +10,9 @@ message content; `tools` → a tool call with the arguments). Knobs:
   (× n) on arrival; over the limit → 429 with `retry-after`, `retry-after-ms` and
   `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers (also sent on every 200);
 - fault injection: shares of injected 429s, 500s, hangs (no answer until the client gives up)
-  and malformed JSON answers (status 200, content that is not valid JSON).
+  and malformed JSON answers (status 200, content that is not valid JSON); and, for exact
+  counts, malformed answers to the first `malformed_budget` requests whose prompt contains
+  `malformed_marker` (e.g. some records' instructions), valid ones after that.
 
 `GET /stats` returns counters (requests, 429s, charged tokens, peak concurrency, …).
 
@@ -53,6 +55,8 @@ class ServerConfig(BaseModel):
     p500: float = 0.0
     phang: float = 0.0
     pmalformed: float = 0.0
+    malformed_marker: str = ""
+    malformed_budget: int = 0
     hang_seconds: float = 3600.0
     injected_retry_after: float = 0.2
     answer_chars: int = 200  # length of free-text answers
@@ -142,6 +146,7 @@ class FakeOpenAIServer:
         self._rpm = _Bucket(self.config.rpm, self.config.burst_seconds) if self.config.rpm else None
         self._tpm = _Bucket(self.config.tpm, self.config.burst_seconds) if self.config.tpm else None
         self._active = 0
+        self._malformed_left = self.config.malformed_budget
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -286,6 +291,9 @@ class FakeOpenAIServer:
             return 504, {}, _error("hung", "server_error")
         r -= cfg.phang
         malformed = r < cfg.pmalformed
+        if cfg.malformed_marker and cfg.malformed_marker in prompt_text and self._malformed_left:
+            self._malformed_left -= 1
+            malformed = True
 
         if self._rpm is not None:
             self._rpm.level -= 1

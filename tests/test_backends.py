@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import openai
 import pytest
 from local_http import serving
 from pydantic import BaseModel, Field
@@ -33,6 +34,7 @@ from realign.llm.local import LocalBackend, LocalModelError, find_local_model
 from realign.llm.openai_backend import (
     NO_KEY,
     OpenAIBackend,
+    default_http_client,
     default_structured_method,
     retry_after_seconds,
     scrub,
@@ -523,6 +525,53 @@ def test_connection_error_and_timeout_are_retryable() -> None:
     assert e.retryable and e.status is None and "cannot connect to http://127.0.0.1:9/v1" in str(e)
     e = chat_error(slow, timeout=3.0)
     assert e.retryable and "timed out after 3.0s" in str(e)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again when we return: connecting is refused
+
+
+@pytest.mark.block_network(allowed_hosts=["127.0.0.1"])
+@pytest.mark.parametrize("transport", ["default (aiohttp)", "httpx"])
+def test_a_refused_connection_is_named_not_reported_as_a_timeout(transport: str) -> None:
+    # openai's aiohttp transport raises APITimeoutError for a refused connection.
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    client = openai.DefaultAsyncHttpxClient() if transport == "httpx" else default_http_client()
+
+    async def go() -> BackendError:
+        backend = OpenAIBackend("m", base_url=url, http_async_client=client, timeout=120)
+        try:
+            await backend.chat(request())
+        except BackendError as e:
+            return e
+        finally:
+            await client.aclose()
+        raise AssertionError("no error")
+
+    e = run(go())
+    assert f"the server at {url} refused the connection: is it running" in str(e)
+    assert "timed out" not in str(e) and e.retryable and e.status is None
+
+
+def test_401_with_a_key_says_the_key_was_rejected_and_where_it_came_from(
+    tmp_path: Path,
+) -> None:
+    unauthorized = error_response(401, "Invalid API key")
+    backend = resolve_backend(
+        settings(tmp_path, {"base_url": "http://127.0.0.1:9/v1"}, OPENAI_API_KEY=SECRET)
+    )
+    assert isinstance(backend, OpenAIBackend)
+    backend._http_client = httpx.AsyncClient(transport=httpx.MockTransport(unauthorized))
+    with pytest.raises(BackendError) as e:
+        run(backend.chat(request()))
+    said = str(e.value)
+    assert "rejected the API key (from the environment)" in said and "wants" not in said
+    assert SECRET not in said
+    # No key at all (a local server that turns out to want one): that is what it says.
+    e_none = chat_error(unauthorized, api_key=None, base_url="http://127.0.0.1:9/v1")
+    assert "wants an API key and none was sent" in str(e_none) and "rejected" not in str(e_none)
 
 
 def test_engine_retries_on_retryable_backend_errors(monkeypatch: pytest.MonkeyPatch) -> None:

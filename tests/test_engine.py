@@ -333,3 +333,102 @@ def test_bad_requests_do_not_open_the_circuit() -> None:
     out = run(go())
     assert all(isinstance(o, RequestFailed) for o in out)  # each record fails on its own
     assert backend.calls == 30
+
+
+class Score(BaseModel):
+    score: int
+
+
+def test_an_answer_that_never_validated_is_not_cached_so_a_rerun_asks_again(
+    tmp_path: Path,
+) -> None:
+    cache = Cache(tmp_path / "c.sqlite")
+    answers = iter(["not json", "{}", '{"score": 4}'])  # two invalid, then a fixed model
+    backend = Scripted(lambda n, r: next(answers))
+    with pytest.raises(StructuredOutputError):
+        run(Engine(backend, cache=cache, reask=1, prices=PRICES).structured(req(1), Score))
+    assert backend.calls == 2 and len(cache) == 0
+    rerun = Engine(backend, cache=cache, reask=1, prices=PRICES)
+    assert run(rerun.structured(req(1), Score)) == [Score(score=4)]
+    assert backend.calls == 3 and rerun.stats.requests == 1
+
+
+def test_a_reasked_success_is_cached_whole_and_replayed_for_free(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c.sqlite")
+    answers = iter(["oops", '{"score": 2}'])
+    backend = Scripted(lambda n, r: next(answers))
+    first = run(Engine(backend, cache=cache, prices=PRICES).structured(req(1), Score))
+    assert first == [Score(score=2)] and backend.calls == 2 and len(cache) == 2
+    again = Engine(backend, cache=cache, prices=PRICES)
+    assert run(again.structured(req(1), Score)) == first
+    assert backend.calls == 2 and again.stats.cache_hits == 2
+
+
+def test_a_cached_answer_that_does_not_validate_is_dropped(tmp_path: Path) -> None:
+    # E.g. a Batch API answer, or one stored by a realign that cached before validating.
+    cache = Cache(tmp_path / "c.sqlite")
+    backend = Scripted(lambda n, r: "not json")
+    engine = Engine(backend, cache=cache, reask=0, prices=PRICES)
+    bad = req(1).model_copy(
+        update={"json_schema": Score.model_json_schema(), "schema_name": "Score"}
+    )
+    engine.store(bad, ChatResponse(texts=["not json"]))
+    assert len(cache) == 1
+    with pytest.raises(StructuredOutputError):
+        run(engine.structured(req(1), Score))
+    assert backend.calls == 0 and len(cache) == 0  # replayed once, then forgotten
+    with pytest.raises(StructuredOutputError):
+        run(engine.structured(req(1), Score))
+    assert backend.calls == 1  # the rerun asked the model
+
+
+def test_n_choices_partly_valid_are_completed_by_a_reask_and_cached_together(
+    tmp_path: Path,
+) -> None:
+    cache = Cache(tmp_path / "c.sqlite")
+
+    def answer(n: int, r: ChatRequest) -> ChatResponse:
+        texts = ['{"score": 1}', "cut off", '{"score": 3}'] if n == 1 else ['{"score": 9}']
+        assert r.n == len(texts)  # the re-ask asks only for the missing choice
+        return ChatResponse(texts=texts)
+
+    backend = Scripted(answer)
+    three = req(1).model_copy(update={"n": 3})
+    out = run(Engine(backend, cache=cache, prices=PRICES).structured(three, Score))
+    assert [o.score for o in out] == [1, 3, 9] and backend.calls == 2
+    replay = Engine(backend, cache=cache, prices=PRICES)
+    assert run(replay.structured(three, Score)) == out and backend.calls == 2
+
+
+def test_a_refused_connection_is_reported_as_one() -> None:
+    backend = Scripted(lambda n, r: ConnectionRefusedError(111, "Connection refused"))
+    engine = Engine(backend, max_retries=1, backoff_base=0.001, prices=PRICES)
+    with pytest.raises(RequestFailed, match=r"connection refused \(is the server running\?\)"):
+        run(engine.chat(req(1)))
+    assert backend.calls == 2  # retried: a server may be starting
+
+
+def test_batch_answers_that_never_validate_are_dropped_so_the_next_batch_asks_again(
+    tmp_path: Path,
+) -> None:
+    from realign.engine import Deferred
+
+    cache = Cache(tmp_path / "c.sqlite")
+    backend = Scripted(lambda n, r: "live")
+
+    def batch_run() -> list[ChatRequest]:
+        queued: list[ChatRequest] = []
+        engine = Engine(backend, cache=cache, reask=1, prices=PRICES, defer_to=queued)
+        with pytest.raises((Deferred, StructuredOutputError)):
+            run(engine.structured(req(1), Score))
+        return queued
+
+    (first,) = batch_run()
+    engine = Engine(backend, cache=cache, prices=PRICES)
+    engine.store(first, ChatResponse(texts=["not json"]))  # what `batch collect` stores
+    (reask,) = batch_run()  # the invalid answer is re-asked through the next batch
+    assert reask.messages[-2].content == "not json"
+    engine.store(reask, ChatResponse(texts=["still not json"]))
+    assert batch_run() == [] and len(cache) == 0  # out of re-asks: the record failed, forgotten
+    assert batch_run() == [first]  # so the next batch run asks again from the start
+    assert backend.calls == 0

@@ -5,14 +5,24 @@ the failures, and no API key is written anywhere (outputs, state, cache, cassett
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from packs import write_pack
-from subprocess_runs import realign_run_argv, run_env
+from subprocess_runs import kill_when_done, realign_run_argv, records_done, run_env
+
+from realign.datafiles import RecordWriter
+from realign.pipeline import write_outputs
+from realign.records import Failure
+from realign.runner import write_failures
+from realign.state import RunLocked, RunState, lock_run, state_path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -81,6 +91,171 @@ def test_every_record_is_accounted_for_and_a_rerun_retries_failures(tmp_path: Pa
         if f.is_file():
             assert KEY.encode() not in f.read_bytes(), f
     assert KEY not in first.stderr + second.stderr
+
+
+def _records(n: int, flaky: set[int]) -> str:
+    return "".join(
+        json.dumps(
+            {
+                "instruction": f"Explain item {i}." + (" FLAKY" if i in flaky else ""),
+                "output": f"Item {i} is a thing.",
+                "id": f"r{i}",
+            }
+        )
+        + "\n"
+        for i in range(n)
+    )
+
+
+@pytest.mark.block_network(allowed_hosts=["127.0.0.1"])
+def test_reruns_drive_failures_from_invalid_json_to_zero(tmp_path: Path) -> None:
+    # Every request about the 4 FLAKY records is answered with invalid JSON until 12 such
+    # answers were sent: each of them fails its classify call (3 attempts) in the first run.
+    # The bad answers must not be replayed from the cache: a rerun asks again and succeeds.
+    src, out, home = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "home"
+    flaky = {1, 4, 7, 10}
+    src.write_text(_records(12, flaky))
+    pack = write_pack(tmp_path / "pack")
+    fails = tmp_path / "out.failures.jsonl"
+    server = ServerConfig(malformed_marker="FLAKY", malformed_budget=3 * len(flaky))
+    with serve_in_subprocess(server) as url:
+        first = _run(src, out, pack, url, home)
+        assert first.returncode == 1, first.stderr
+        failed = [json.loads(x) for x in fails.read_text().splitlines()]
+        assert sorted(f["id"] for f in failed) == sorted(f"r{i}" for i in flaky)
+        assert all("did not match" in f["error"] for f in failed)
+        sent = fetch_stats(url).requests
+        history = [len(failed)]
+        while history[-1] and len(history) < 4:
+            rerun = _run(src, out, pack, url, home)
+            assert rerun.returncode in (0, 1), rerun.stderr
+            history.append(len(fails.read_text().splitlines()))
+        assert history == [len(flaky), 0] and rerun.returncode == 0
+        # The rerun sent the failed records' requests again instead of replaying the cache.
+        st = fetch_stats(url)
+        assert st.requests - sent >= len(flaky) and st.malformed == 3 * len(flaky)
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == [
+        f"r{i}" for i in range(12)
+    ]
+
+
+def test_one_run_per_output_and_the_lock_dies_with_its_holder(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    first = lock_run(out)
+    with pytest.raises(RunLocked) as e:
+        lock_run(out)
+    message = str(e.value)
+    assert str(out) in message and f"pid {os.getpid()} on {socket.gethostname()}" in message
+    with pytest.raises(RunLocked):  # a bare RunState on the same state file is refused too
+        RunState(state_path(out), "fp")
+    first.release()
+    RunState(state_path(out), "fp").close(remove=True)
+    assert not list(tmp_path.iterdir())  # state and lock file gone with the finished run
+    # A holder that dies without releasing (kill -9) releases its lock with its descriptors.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from realign.state import lock_run; "
+            f"lock = lock_run(Path({str(out)!r})); print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLocked, match=f"pid {holder.pid} "):
+            lock_run(out)
+    finally:
+        holder.kill()
+        holder.wait(10)
+    lock_run(out).release()
+
+
+def test_a_new_run_removes_what_a_killed_write_left(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    stale = [tmp_path / ".out.jsonl.partial", tmp_path / ".out.failures.jsonl.partial"]
+    other = tmp_path / ".out2.jsonl.partial"  # another output's: not ours to remove
+    for f in [*stale, other]:
+        f.write_text("half a file")
+    lock_run(out).release()
+    assert [f.exists() for f in stale] == [False, False] and other.exists()
+
+
+@pytest.mark.block_network(allowed_hosts=["127.0.0.1"])
+def test_a_second_run_on_the_same_output_exits_2_naming_the_first(tmp_path: Path) -> None:
+    src, out, home = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "home"
+    src.write_text(_records(60, set()))
+    pack = write_pack(tmp_path / "pack")
+    with serve_in_subprocess(ServerConfig(latency=0.5)) as url:  # 60 records: 15 s or more
+        argv = realign_run_argv(src, out, pack, url, concurrency=2)
+        env = run_env(home, KEY)
+        first = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+        try:
+            while records_done(out) < 2:  # the first run holds the lock and is paying
+                assert first.poll() is None, "the first run ended too soon"
+                time.sleep(0.05)
+            second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+            assert second.returncode == 2, second.stderr
+            said = " ".join(second.stderr.split())
+            assert f"pid {first.pid} " in said and "another realign run is writing" in said
+            assert first.poll() is None  # the first run goes on, undisturbed
+        finally:
+            done = kill_when_done(first, out, at_least=4)  # kill -9: its lock must not linger
+        assert 0 < done < 60
+        third = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert third.returncode == 0, third.stderr
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == [
+        f"r{i}" for i in range(60)
+    ]
+
+
+class Killed(BaseException):
+    """Stands for a kill arriving while the failures file is being written."""
+
+
+def _failed_state(tmp_path: Path, out: Path, n: int) -> RunState:
+    state = RunState(state_path(out), "fp")
+    for i in range(n):
+        fail = Failure(id=f"r{i}", index=i, stage="rewrite", error="bad JSON")
+        state.commit(i, False, fail.model_dump_json())
+    return state
+
+
+def test_a_kill_while_writing_failures_leaves_the_previous_file(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    fails = tmp_path / "out.failures.jsonl"
+    fails.write_text('{"previous": "run"}\n')
+    state = _failed_state(tmp_path, out, 3)
+
+    def kill_after_the_first(line: Failure) -> None:
+        if line.index == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        write_outputs(state, out, RecordWriter, on_failed=kill_after_the_first)
+    assert fails.read_text() == '{"previous": "run"}\n'  # whole: not emptied, not half new
+    assert [p.name for p in tmp_path.glob(".*.partial")] == []
+    assert write_outputs(state, out, RecordWriter)[1] == 3
+    assert len(fails.read_text().splitlines()) == 3
+    state.close(remove=True)
+
+
+def test_augment_failures_file_is_written_atomically_too(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    fails = tmp_path / "out.failures.jsonl"
+    fails.write_text("previous\n")
+    state = _failed_state(tmp_path, out, 2)
+
+    def extra() -> Iterator[Failure]:
+        yield Failure(id="x", index=9, stage="load", error="unreadable")
+        raise Killed
+
+    with pytest.raises(Killed):
+        write_failures(state, fails, extra())
+    assert fails.read_text() == "previous\n" and not list(tmp_path.glob(".*.partial"))
+    assert write_failures(state, fails) == 2
+    state.close(remove=True)
 
 
 def test_no_cassette_holds_a_credential() -> None:

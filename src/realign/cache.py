@@ -51,7 +51,8 @@ class CacheInfo(BaseModel):
 
 
 class Cache:
-    """`get(key) -> str | None`, `set(key, value, stage=...)`; see the module docstring."""
+    """`get(key) -> str | None`, `set(key, value, stage=...)`, `delete(key)`; see the module
+    docstring."""
 
     def __init__(self, path: Path | str | None = None, *, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path).expanduser() if path is not None else default_cache_path()
@@ -106,6 +107,9 @@ class Cache:
             (key, stage, time.time(), value),
         )
         self.writes += 1
+
+    def delete(self, key: str) -> None:
+        self._db.execute("DELETE FROM entries WHERE key=?", (key,))
 
     def __contains__(self, key: str) -> bool:
         return self._db.execute("SELECT 1 FROM entries WHERE key=?", (key,)).fetchone() is not None

@@ -7,7 +7,9 @@ engine owns everything between a stage and the provider, so stages stay pure fun
 inputs plus these calls. For each LLM request, in order:
 
 1. cache: an answer stored under `request.cache_key(backend_id)` is returned, never re-paid;
-   identical requests in flight at the same time are sent once (single flight);
+   identical requests in flight at the same time are sent once (single flight). `structured`
+   stores its answers only once they validated, and drops cached answers that do not, so a
+   rerun asks again for every record whose output never fitted the schema;
 2. stop conditions: an open circuit breaker raises `CircuitOpen`; a request whose estimated
    cost would take the spend past `max_cost` raises `BudgetExceeded` (both: clean, resumable);
 3. concurrency: at most `concurrency` requests in flight (default 32, sized for hosted APIs:
@@ -129,7 +131,7 @@ class Engine:
         concurrency: int = DEFAULT_CONCURRENCY,
         max_retries: int = 4,
         reask: int = 2,
-        cache: Any | None = None,  # realign.cache.Cache (anything with get/set)
+        cache: Any | None = None,  # realign.cache.Cache (anything with get/set/delete)
         rpm: float | None = None,
         tpm: float | None = None,
         request_timeout: float = 120.0,
@@ -175,7 +177,9 @@ class Engine:
 
     # ------------------------------------------------------------------ LLM calls
 
-    async def chat(self, request: ChatRequest) -> ChatResponse:
+    async def chat(self, request: ChatRequest, *, store: bool = True) -> ChatResponse:
+        """The answer to `request`, from the cache or the backend. `store=False`: the caller
+        stores it (`store`) once it knows the answer is usable."""
         self.breaker.check()
         key = request.cache_key(self.backend.backend_id)
         if self.cache is not None:
@@ -207,10 +211,26 @@ class Engine:
             fut.set_result(resp)
         finally:
             del self._pending[key]
-        if self.cache is not None:
-            stored = resp.model_copy(update={"headers": {}})  # rate-limit headers are not answers
-            self.cache.set(key, stored.model_dump_json(), stage=request.stage)
+        if store:
+            self.store(request, resp)
         return resp
+
+    def store(self, request: ChatRequest, resp: ChatResponse) -> None:
+        """Cache `resp` as the answer to `request` (no-op without a cache or when it came from
+        there)."""
+        if self.cache is None or resp.cached:
+            return
+        stored = resp.model_copy(update={"headers": {}})  # rate-limit headers are not answers
+        self.cache.set(
+            request.cache_key(self.backend.backend_id),
+            stored.model_dump_json(),
+            stage=request.stage,
+        )
+
+    def forget(self, request: ChatRequest) -> None:
+        """Drop the cached answer to `request`, so the next time it is asked it is sent."""
+        if self.cache is not None:
+            self.cache.delete(request.cache_key(self.backend.backend_id))
 
     async def _send(self, request: ChatRequest) -> ChatResponse:
         """One logical request: pacing, retries, accounting. Raises RequestFailed when done trying."""
@@ -351,7 +371,15 @@ class Engine:
             self._stage_cost[request.stage] = (done + 1, spent + usd)
 
     async def structured(self, request: ChatRequest, schema: type[T]) -> list[T]:
-        """`request.n` validated outputs; invalid ones are re-asked with the validation error."""
+        """`request.n` validated outputs; invalid ones are re-asked with the validation error.
+
+        The answers of one call (the request and its re-asks) are cached together, and only
+        when the call succeeds: a cached answer that failed validation would make every rerun
+        replay the failure without asking again. On success the whole chain is stored, invalid
+        choices of an n>1 answer included, so a rerun replays the same outputs for free. On
+        failure the chain's answers that came from the cache (a Batch API answer, or stored
+        before this rule) are dropped, so the rerun sends the request again.
+        """
         request = request.model_copy(
             update={"json_schema": _json_schema(schema), "schema_name": schema.__name__}
         )
@@ -359,21 +387,28 @@ class Engine:
         last_raw = ""
         last_err = ""
         req = request
+        chain: list[tuple[ChatRequest, ChatResponse]] = []
         for attempt in range(self.reask + 1):
             need = request.n - len(out)
             if attempt:
                 # Each re-ask extends the previous one: re-sending the same re-ask would be
                 # answered from the cache with the same invalid output.
                 req = _reask(req, last_raw, last_err, need)
-            resp = await self.chat(req)
+            resp = await self.chat(req, store=False)
+            chain.append((req, resp))
             for text in resp.texts[:need]:
                 try:
                     out.append(schema.model_validate(json.loads(text)))
                 except (ValidationError, json.JSONDecodeError) as e:
                     last_raw, last_err = text, _short_error(e)
             if len(out) >= request.n:
+                for sent, answer in chain:
+                    self.store(sent, answer)
                 return out
             self.stats.reasks += 1
+        for sent, answer in chain:
+            if answer.cached:
+                self.forget(sent)
         raise StructuredOutputError(
             f"{request.stage}{_for_record(request)}: output did not match {schema.__name__} "
             f"after {self.reask + 1} attempts: {last_err}",
@@ -417,6 +452,8 @@ def _as_backend_error(exc: BaseException, timeout: float) -> BackendError:
         return exc
     if isinstance(exc, TimeoutError):
         return BackendError(f"no answer within {timeout:g}s (request timeout)", retryable=True)
+    if isinstance(exc, ConnectionRefusedError):
+        return BackendError(f"connection refused (is the server running?): {exc}", retryable=True)
     return BackendError(f"connection error: {exc}", retryable=True)
 
 

@@ -33,7 +33,7 @@ from realign.records import Failure, Provenance, Record, Status, UnitMeta
 from realign.retrieve import request_context
 from realign.rewrite import SELECTION_POLICIES, rewrite_unit
 from realign.runner import STOPS, StageError, process_items
-from realign.state import RunState
+from realign.state import RunState, atomic_text
 
 MAX_RESPONSE_TOKENS = 3000  # longer originals are passed through: a rewrite would not fit
 
@@ -343,16 +343,18 @@ def write_outputs(
 ) -> tuple[int, int, Path]:
     """Write the output (records in input order) and the failures file from the run state.
 
-    The writer is atomic (renamed into place when closed). A record the output format cannot
-    hold is not dropped: it goes to the failures file with stage `write`. `on_written` sees
-    each record the writer accepted (e.g. to total what the output holds), `on_failed` each
-    line of the failures file, in file order (e.g. to show the first few errors).
+    Both files are written atomically (renamed into place when complete), the output first: a
+    kill leaves the previous files and the run state, and the rerun writes both again. A record
+    the output format cannot hold is not dropped: it goes to the failures file with stage
+    `write`. `on_written` sees each record the writer accepted (e.g. to total what the output
+    holds), `on_failed` each line of the failures file, in file order (e.g. to show the first
+    few errors).
     """
     from realign.datafiles import RecordWriteError
 
     fails = failures_path(output)
     written = failed = 0
-    with fails.open("w", encoding="utf-8") as f:
+    with atomic_text(fails) as f:
 
         def fail(line: Failure) -> None:
             nonlocal failed

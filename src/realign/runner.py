@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from realign.engine import BudgetExceeded, Deferred, StructuredOutputError
 from realign.ratelimit import CircuitOpen
 from realign.records import Failure
-from realign.state import RunState
+from realign.state import RunState, atomic_text
 
 __all__ = [
     "STOPS",
@@ -170,9 +170,9 @@ def results(state: RunState, model: type[BaseModel]) -> Iterator[Any]:
 
 
 def write_failures(state: RunState, path: Path, extra: Iterable[Failure] = ()) -> int:
-    """Write `<OUTPUT stem>.failures.jsonl` (always, so a stale one never lingers)."""
+    """Write `<OUTPUT stem>.failures.jsonl` (always, so a stale one never lingers), atomically."""
     n = 0
-    with path.open("w", encoding="utf-8") as f:
+    with atomic_text(path) as f:
         for payload in state.iter_payloads(ok=False):
             f.write(payload + "\n")
             n += 1

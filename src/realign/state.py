@@ -4,24 +4,134 @@ One SQLite file beside the output (`.<output name>.realign-state.sqlite`). Each 
 record is committed on its own (WAL, so a kill loses at most the record being written); the
 final output is written from it in input order once every record is done, then it is removed.
 A run fingerprint (input, options, criteria, model) guards against resuming a different job.
+
+One run per output at a time: `RunLock` holds an exclusive `flock` on a lock file beside the
+state from before the state is read until the outputs are written. The kernel releases it when
+the holder exits, however it exits (kill -9 included), so a killed run never blocks its rerun.
+A second run on the same output exits at once with a message naming the holder instead of
+paying for every request again and racing the first one for the state and the output.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
+import socket
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 
 def state_path(output: Path) -> Path:
     return output.parent / f".{output.name}.realign-state.sqlite"
 
 
+def lock_path(state: Path) -> Path:
+    return state.with_suffix(".lock")
+
+
+class RunLocked(RuntimeError):
+    """Another process is running on the same output; the message names it."""
+
+
+class RunLock:
+    """An exclusive lock on the run of one output (see the module docstring)."""
+
+    def __init__(self, path: Path, output: Path | None = None) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        what = str(output) if output is not None else str(path)
+        while True:
+            # A file object, not a bare descriptor: one dropped without `release` (an
+            # exception in an API caller) is closed by the garbage collector, lock with it.
+            f = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+b")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(f)
+                f.close()
+                raise RunLocked(
+                    f"another realign run is writing {what} ({holder}); wait for it to "
+                    "finish or stop it, or choose another -o path"
+                ) from None
+            # The holder may have removed the file between our open and its release: a lock
+            # on an unlinked file guards nothing, so lock the file now at `path` instead.
+            try:
+                same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            f.close()
+        self._file: IO[bytes] | None = f
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        }
+        f.truncate(0)
+        f.write(json.dumps(info).encode())
+        f.flush()
+
+    def release(self, remove: bool = False) -> None:
+        if self._file is None:
+            return
+        if remove:  # while still holding it, so nobody locks the file being removed
+            self.path.unlink(missing_ok=True)
+        self._file.close()  # closing the last descriptor releases the flock
+        self._file = None
+
+
+def _holder(f: IO[bytes]) -> str:
+    """Who holds the lock, from what it wrote into the file."""
+    try:
+        info = json.loads(f.read(4096) or b"{}")
+        return f"pid {info['pid']} on {info['host']}, started {info['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not said who it is yet"
+
+
+def lock_run(output: Path) -> RunLock:
+    """Lock the run on `output` (raises RunLocked), then remove what a killed run on it left:
+    the temporary files of its unfinished output and failures writes."""
+    lock = RunLock(lock_path(state_path(output)), output)
+    from realign.pipeline import failures_path  # here: pipeline imports this module
+
+    for done in (output, failures_path(output)):
+        partial_path(done).unlink(missing_ok=True)
+    return lock
+
+
+def partial_path(path: Path) -> Path:
+    """Where `path` is written before it is renamed into place (an atomic write)."""
+    return path.with_name(f".{path.name}.partial")
+
+
+@contextlib.contextmanager
+def atomic_text(path: Path) -> Iterator[IO[str]]:
+    """Write the text file `path` whole or not at all: through `partial_path(path)`, renamed
+    into place when the block ends without an error (a kill leaves the previous file)."""
+    tmp = partial_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class RunState:
-    def __init__(self, path: Path, fingerprint: str) -> None:
+    def __init__(self, path: Path, fingerprint: str, lock: RunLock | None = None) -> None:
+        """The state at `path`, under `lock` (taken here when not given)."""
         self.path = path
         self.resumed = False
         self.restarted_because = ""
+        self._lock = lock or RunLock(lock_path(path))
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -66,7 +176,9 @@ class RunState:
                 yield payload
 
     def close(self, remove: bool = False) -> None:
+        """Close (and with `remove`, delete) the state, then release the run's lock."""
         self._db.close()
         if remove:
             for suffix in ("", "-wal", "-shm"):
                 Path(str(self.path) + suffix).unlink(missing_ok=True)
+        self._lock.release(remove=remove)

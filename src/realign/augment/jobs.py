@@ -26,7 +26,7 @@ from rich.table import Table
 
 from realign import tokens
 from realign.augment import documents as docs_mod
-from realign.cli.common import die, split_csv
+from realign.cli.common import die, lock_output, split_csv
 from realign.cli.progress import make_progress
 from realign.engine import Engine
 from realign.pipeline import failures_path
@@ -126,12 +126,13 @@ def open_job(name: str, args: EngineArgs, settings: dict[str, Any]) -> Job:
     """Engine + run state (resumed when the same job ran before and stopped)."""
     if args.output.resolve() == args.input.resolve():
         raise die("the output must not overwrite the input; choose another -o path")
+    lock = lock_output(args.output)
     engine, closers = make_engine(args, err)
     backend = engine.backend
     fp = fingerprint(
         name, args.input, {**settings, "model": backend.model, "backend": backend.backend_id}
     )
-    state = RunState(state_path(args.output), fp)
+    state = RunState(state_path(args.output), fp, lock)
     if state.restarted_because:
         err.print(f"[yellow]previous progress discarded: {state.restarted_because}[/]")
     elif state.resumed:

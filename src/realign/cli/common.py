@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:
+    from realign.state import RunLock
 
 INPUT = typer.Argument(..., help="Dataset file (.json, .jsonl, .parquet) or hf:NAME[:split].")
 OUTPUT = typer.Option(..., "-o", "--output", help="Output file; its extension picks the file type.")
@@ -55,3 +61,14 @@ def die(message: str, code: int = 2) -> typer.Exit:
     """Print an error for a person and return the Exit to raise."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
+
+
+def lock_output(output: Path) -> RunLock:
+    """The run's lock on `output`, taken before anything is paid for; exit 2 when another
+    process holds it."""
+    from realign.state import RunLocked, lock_run
+
+    try:
+        return lock_run(output)
+    except RunLocked as e:
+        raise die(str(e)) from None

@@ -213,6 +213,7 @@ def retrieve_command(
         )
     except SearchError as e:
         raise common.die(f"--retrieval {retrieval}: {e}") from None
+    lock = common.lock_output(output)
     typer_of_units = _offline_classifier(classifier, criteria_pack)
     cache = None if no_cache else Cache()
     engine = Engine(_NoLLM(), concurrency=concurrency, cache=cache)  # type: ignore[arg-type]
@@ -244,7 +245,7 @@ def retrieve_command(
             "limit": limit,
         },
     )
-    state = RunState(state_path(output), fp)
+    state = RunState(state_path(output), fp, lock)
     if state.restarted_because:
         _say(f"previous progress discarded: {state.restarted_because}", fg="yellow")
     elif state.resumed:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from realign.cli.common import die, split_csv
+from realign.cli.common import die, lock_output, split_csv
 from realign.cli.progress import make_progress
 from realign.criteria import CriteriaError, CriteriaPack, load_pack
 from realign.records import Failure, Record
@@ -169,10 +169,11 @@ def run_command(args: RunArgs) -> int:
         estimate_run(args, pack, options, read_items(args), err)
         return 0
 
+    lock = lock_output(args.output)
     runtime = build_runtime(args, pack, options, err)
     stages = runtime.stages
     fp = pipeline.fingerprint(args.input, stages, {"output_format": args.output_format})
-    state = RunState(state_path(args.output), fp)
+    state = RunState(state_path(args.output), fp, lock)
     if state.restarted_because:
         err.print(f"[yellow]previous progress discarded: {state.restarted_because}[/]")
     elif state.resumed:

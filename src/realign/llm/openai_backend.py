@@ -24,6 +24,7 @@ import email.utils
 import functools
 import json
 import re
+import socket
 import time
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlparse
@@ -164,18 +165,32 @@ def map_openai_error(
     model: str,
     api_key: str | None = None,
     timeout: float | None = None,
+    key_source: str = "",
 ) -> BackendError:
     """An exception raised by the openai client (directly or through LangChain) as a
-    BackendError the engine can act on. Messages never carry the API key."""
+    BackendError the engine can act on. Messages never carry the API key. `api_key`: the key
+    sent (None: none was); `key_source` says where it came from, for a 401."""
     where = base_url or OPENAI_BASE_URL
 
     def err(msg: str, **kw: Any) -> BackendError:
         return BackendError(scrub(msg, api_key), **kw)
 
-    if isinstance(e, openai.APITimeoutError):
-        return err(f"request to {where} timed out after {timeout or '?'}s", retryable=True)
-    if isinstance(e, openai.APIConnectionError):
-        cause = e.__cause__ or e.__context__
+    if isinstance(e, openai.APIConnectionError):  # APITimeoutError included
+        # openai's aiohttp transport reports a refused connection as a *timeout*
+        # (ConnectTimeout caused by ConnectionRefusedError): the cause says what happened.
+        causes = _causes(e)
+        if any(isinstance(c, ConnectionRefusedError) for c in causes):
+            return err(
+                f"the server at {where} refused the connection: is it running, and is the "
+                "URL's port right?",
+                retryable=True,
+            )
+        if any(isinstance(c, socket.gaierror) for c in causes):
+            return err(f"cannot connect to {where}: its host name does not resolve", retryable=True)
+        refused = next((c for c in causes if _is_connect_failure(c)), None)
+        if isinstance(e, openai.APITimeoutError) and refused is None:
+            return err(f"request to {where} timed out after {timeout or '?'}s", retryable=True)
+        cause = refused or e.__cause__ or e.__context__
         detail = f" ({type(cause).__name__}: {cause})" if cause else ""
         return err(f"cannot connect to {where}{detail}", retryable=True)
     if not isinstance(e, openai.APIStatusError):
@@ -210,12 +225,17 @@ def map_openai_error(
             **common,
         )
     if status == 401:
-        hint = (
-            "set OPENAI_API_KEY (environment) or api_key in $REALIGN_HOME/config.toml"
-            if is_openai_url(base_url)
-            else f"the server at {where} wants an API key: set OPENAI_API_KEY or api_key in "
-            "$REALIGN_HOME/config.toml"
-        )
+        if api_key:  # a key was sent: it is the key that is wrong, not its absence
+            source = f" ({key_source})" if key_source else ""
+            hint = (
+                f"the server rejected the API key{source}: check that OPENAI_API_KEY or "
+                "api_key in $REALIGN_HOME/config.toml holds a valid key for this server"
+            )
+        else:
+            hint = (
+                f"the server at {where} wants an API key and none was sent: set "
+                "OPENAI_API_KEY or api_key in $REALIGN_HOME/config.toml"
+            )
         return err(f"401 unauthorized at {where}: {hint}. Server said: {server_says}", **common)
     if status == 403:
         return err(
@@ -230,6 +250,21 @@ def map_openai_error(
             **common,
         )
     return err(f"{status} from {where} (request rejected): {server_says}", **common)
+
+
+def _causes(e: BaseException) -> list[BaseException]:
+    """`e`'s chain of causes, outermost first."""
+    out: list[BaseException] = []
+    cause = e.__cause__ or e.__context__
+    while cause is not None and cause not in out:
+        out.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return out
+
+
+def _is_connect_failure(exc: BaseException) -> bool:
+    """An OS-level failure to connect (reset, unreachable, …), as opposed to a timeout."""
+    return isinstance(exc, OSError) and not isinstance(exc, TimeoutError) and exc.errno is not None
 
 
 def _server_message(e: openai.APIStatusError) -> str:
@@ -273,6 +308,7 @@ class OpenAIBackend:
         http_async_client: httpx.AsyncClient | None = None,
         trust_env: bool = True,
         name: str = "openai",
+        key_source: str = "",
     ) -> None:
         if structured_method is not None and structured_method not in STRUCTURED_METHODS:
             raise ValueError(
@@ -283,6 +319,7 @@ class OpenAIBackend:
         self.model = model
         self.base_url = base_url.rstrip("/") if base_url else None
         self._api_key = api_key
+        self._key_source = key_source  # where the key came from, for a 401's message
         self.structured_method: StructuredMethod = structured_method or default_structured_method(
             self.base_url
         )
@@ -399,6 +436,7 @@ class OpenAIBackend:
                 model=self.model,
                 api_key=self._api_key,
                 timeout=self.timeout,
+                key_source=self._key_source,
             ) from None
         generations = result.generations[0]
         texts = [_answer_text(g.message, parser) for g in generations]

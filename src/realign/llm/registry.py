@@ -93,6 +93,7 @@ def _openai(settings: Settings) -> Backend:
         api_key=key,
         structured_method=method,  # type: ignore[arg-type]
         timeout=settings.timeout,
+        key_source=_source(settings, "api_key") if key else "",
     )
 
 
