@@ -301,13 +301,51 @@ def test_json_array_is_streamed_with_line_numbers_across_chunks(tmp_path: Path) 
     assert stream.progress() == (src.stat().st_size, src.stat().st_size)
 
 
-def test_json_syntax_error_stops_with_line(tmp_path: Path) -> None:
+def test_json_syntax_error_is_one_record_and_reading_goes_on(tmp_path: Path) -> None:
     src = tmp_path / "broken.json"
     src.write_text('[\n{"items": [], "id": 1},\n{"items": [}, \n{"items": []}\n]')
     out = records(src, input_format="items")
-    assert [r.id for r in out if isinstance(r, Record)] == ["1"]
+    assert [r.id for r in out if isinstance(r, Record)] == ["1", "2"]
     (err,) = errors(out)
-    assert err.line == 3 and "rest of this .json file is skipped" in err.message
+    assert (err.line, err.index) == (3, 1) and "goes on with the next record" in err.message
+    assert err.text == '{"items": [}'
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        '{"id": "b", "items": [{"from": "human" "value": "x"}]}',  # missing comma
+        '{"id": "b", "items": [{"from": "human", "value": "x",}]}',  # trailing comma
+        "{'id': 'b', 'items': []}",  # single quotes
+        '{"id": "b", "items": [{"from": "human", "value": "open]}',  # unterminated string
+        '{"id": "b", "items": [{"from": "human", "value": "x"}]',  # a brace missing
+        '{"id": "b", "items": [{"from": "human", "value": "x"}}]}',  # a bracket too many
+        '{"id": "b", "items": [{"from": "human", "value": "a \\q"}]}',  # bad escape
+        "nonsense",  # a bare word
+    ],
+)
+@pytest.mark.parametrize("indent", [None, 2])
+def test_json_array_recovers_at_the_next_record(
+    tmp_path: Path, broken: str, indent: int | None
+) -> None:
+    good = [{"id": f"g{i}", "items": [{"from": "human", "value": "[{,]}"}]} for i in range(3)]
+    parts = [json.dumps(o, indent=indent) for o in good]
+    src = tmp_path / "broken.json"
+    src.write_text("[\n" + ",\n".join([parts[0], broken, parts[1], parts[2]]) + "\n]\n")
+    out = records(src, input_format="items")
+    assert [r.id for r in out if isinstance(r, Record)] == ["g0", "g1", "g2"]
+    (err,) = errors(out)
+    assert err.index == 1 and "malformed JSON" in err.message and err.text
+
+
+def test_truncated_json_array_names_the_cut_record(tmp_path: Path) -> None:
+    objs = [{"id": i, "items": []} for i in range(3)]
+    src = tmp_path / "cut.json"
+    src.write_text(json.dumps(objs)[:-8])
+    out = records(src, input_format="items")
+    assert [r.id for r in out if isinstance(r, Record)] == ["0", "1"]
+    (err,) = errors(out)
+    assert err.index == 2 and "could not be read" in err.message
 
 
 def test_json_array_non_utf8_record_is_named_and_others_go_on(tmp_path: Path) -> None:
