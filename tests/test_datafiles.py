@@ -278,6 +278,16 @@ def test_ten_megabyte_record_is_rejected_with_its_field(tmp_path: Path, ext: str
     assert len(ok(records(src, max_record_bytes=20_000_000))) == 3
 
 
+def test_default_record_limit_is_the_4_mb_it_names(tmp_path: Path) -> None:
+    """--max-record-mb counts decimal MB; the default limit is shown as what it is."""
+    src = write_jsonl(tmp_path / "big.jsonl", [{"id": "b", "items": [], "x": "x" * 4_100_000}])
+    (err,) = errors(records(src))
+    assert "record is 4.1 MB, over the 4.0 MB limit" in err.message
+    src = write_jsonl(tmp_path / "small.jsonl", [{"id": "s", "items": [], "x": "x" * 30_000}])
+    (err,) = errors(records(src, max_record_bytes=20_000))
+    assert "record is 30.0 kB, over the 20.0 kB limit" in err.message and err.record
+
+
 def test_json_array_is_streamed_with_line_numbers_across_chunks(tmp_path: Path) -> None:
     objs = [
         {

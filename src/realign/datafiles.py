@@ -204,7 +204,8 @@ def _strip_nulls(obj: Any) -> Any:
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1_000_000:.1f} MB"
+    """Decimal units, like --max-record-mb: 4.0 MB is 4,000,000 bytes."""
+    return f"{n / 1_000_000:.1f} MB" if n >= 100_000 else f"{n / 1000:.1f} kB"
 
 
 # ---------------------------------------------------------------- object streams
