@@ -406,6 +406,11 @@ def truncated_parquet(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-20])
 
 
+ALL_COMMANDS = ("run", "classify", "convert", "stats", "retrieve", "filter")
+WITH_FIELDS = ("run", "classify", "convert", "stats", "filter")
+WITH_PACK = ("run", "classify", "retrieve")
+
+
 @dataclass(frozen=True)
 class Whole:
     name: str
@@ -413,7 +418,7 @@ class Whole:
     make: Callable[[Path], object] | None  # writes the input; None: nothing at that path
     expect: str  # in the error line
     args: tuple[str, ...] = ()
-    commands: tuple[str, ...] = ("run", "classify", "convert", "stats")
+    commands: tuple[str, ...] = ALL_COMMANDS
 
 
 def text(content: bytes) -> Callable[[Path], object]:
@@ -458,6 +463,7 @@ WHOLE = [
         text(GOOD_LINES),
         "--fields",
         args=("--fields", "instruction"),
+        commands=WITH_FIELDS,
     ),
     Whole(
         "fields_without_mapping",
@@ -465,6 +471,7 @@ WHOLE = [
         text(GOOD_LINES),
         "--fields",
         args=("--input-format", "fields"),
+        commands=WITH_FIELDS,
     ),
     Whole(
         "missing_criteria_folder",
@@ -472,7 +479,7 @@ WHOLE = [
         text(GOOD_LINES),
         "not a folder",
         args=("--criteria", "no/such/dir"),
-        commands=("run", "classify"),
+        commands=WITH_PACK,
     ),
     Whole(
         "unknown_pack",
@@ -480,7 +487,7 @@ WHOLE = [
         text(GOOD_LINES),
         "no built-in criteria pack",
         args=("--pack", "nosuchpack"),
-        commands=("run", "classify"),
+        commands=WITH_PACK,
     ),
     Whole(
         "empty_pack_folder",
@@ -488,7 +495,7 @@ WHOLE = [
         text(GOOD_LINES),
         "no criteria files",
         args=("--pack", "./emptypack"),
-        commands=("run", "classify"),
+        commands=WITH_PACK,
     ),
     Whole("hf_offline", "hf:nobody/nothing", None, "cannot open the Hugging Face dataset"),
 ]
@@ -511,10 +518,12 @@ def test_unusable_input_is_one_error_line_and_exit_2(
         case.make(Path(src))
     out = tmp_path / "out.jsonl"
     args: list[object] = [command, src]
-    if command in ("run", "classify"):
+    if command in ("run", "classify", "filter"):
         args += ["-o", out, "--backend", "fake"]
-        if "--pack" not in case.args:
-            args += ["--pack", write_pack(tmp_path / "pack")]
+    elif command == "retrieve":
+        args += ["-o", out, "--retrieval", "none", "--classifier", "none"]
+    if command in WITH_PACK and "--pack" not in case.args:
+        args += ["--pack", write_pack(tmp_path / "pack")]
     elif command == "convert":
         args.append(out)
     res = invoke(*args, *case.args)

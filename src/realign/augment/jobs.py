@@ -518,7 +518,7 @@ def generate_command(args: GenerateArgs) -> int:
 def filter_command(args: FilterArgs) -> int:
     from realign import judge
     from realign.augment import quality_filter as qf
-    from realign.cli.run_impl import read_items
+    from realign.cli.run_impl import open_input, read_items
     from realign.criteria import CriteriaError, load_pack
     from realign.datafiles import RecordWriteError, RecordWriter
     from realign.formats import FormatError
@@ -541,9 +541,11 @@ def filter_command(args: FilterArgs) -> int:
     if args.reference is not None:
         refs = judge.ReferenceIndex(_references(args.reference, args))
 
+    reader = open_input(args.input, args.input_format, args.fields)
+
     def items() -> Iterator[Record | Failure]:
         try:
-            yield from read_items(args)  # type: ignore[arg-type]
+            yield from read_items(reader)
         except FormatError as e:
             raise die(str(e)) from e
 

@@ -45,21 +45,19 @@ class RunArgs(EngineArgs):
     max_record_mb: float = 4.0
 
 
-def open_input(args: RunArgs) -> RecordReader:
+def open_input(
+    path: Path, input_format: str | None, fields: str | None, max_record_mb: float = 4.0
+) -> RecordReader:
     """The input's reader. What makes the whole input unusable (no such file, a folder, an
     unknown file type or format, empty, UTF-16, not a JSON array) is one `error:` line and
     exit 2 here, before any work or run state."""
     from realign.datafiles import read_records
     from realign.formats import FormatError
 
-    mapping = args.fields
-    fmt = args.input_format or ("fields" if mapping else None)
+    fmt = input_format or ("fields" if fields else None)
     try:
         reader = read_records(
-            args.input,
-            input_format=fmt,
-            fields=mapping,
-            max_record_bytes=int(args.max_record_mb * 1_000_000),
+            path, input_format=fmt, fields=fields, max_record_bytes=int(max_record_mb * 1_000_000)
         )
         _ = reader.format  # detect now: an unknown format fails before any work
         problem = reader.file_error()
@@ -178,7 +176,7 @@ def run_command(args: RunArgs) -> int:
         raise die(f"--selection {args.selection!r}: use longest or first")
     if args.classifier not in ("llm", "embedding"):
         raise die(f"--classifier {args.classifier!r}: use llm or embedding")
-    reader = open_input(args)
+    reader = open_input(args.input, args.input_format, args.fields, args.max_record_mb)
 
     options = pipeline.RunOptions(
         tasks=frozenset(split_csv(args.tasks)) or None,
