@@ -545,7 +545,7 @@ def filter_command(args: FilterArgs) -> int:
 
     def items() -> Iterator[Record | Failure]:
         try:
-            yield from read_items(reader)
+            yield from read_items(args, reader)
         except FormatError as e:
             raise die(str(e)) from e
 

@@ -108,7 +108,7 @@ def _items(
     from realign.cli.run_impl import read_items
     from realign.pipeline import pretyped
 
-    return pretyped(read_items(args["reader"]), pack, classifier, skip)
+    return pretyped(read_items(None, args["reader"]), pack, classifier, skip)
 
 
 async def _process(

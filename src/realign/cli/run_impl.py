@@ -15,13 +15,14 @@ from rich.table import Table
 from realign.cli.common import die, split_csv
 from realign.cli.progress import make_progress
 from realign.criteria import CriteriaError, CriteriaPack, load_pack
-from realign.datafiles import RecordReader
+from realign.datafiles import DEFAULT_MAX_RECORD_BYTES, RecordReader
 from realign.records import Failure, Record
 from realign.runner import RunStopped
 from realign.runtime import EngineArgs
 from realign.state import RunState, state_path
 
 err = Console(stderr=True)
+DEFAULT_MAX_RECORD_MB = DEFAULT_MAX_RECORD_BYTES / 1_000_000
 
 
 @dataclass
@@ -42,11 +43,14 @@ class RunArgs(EngineArgs):
     fields: str | None = None
     classify_only: bool = False
     batch: bool = False
-    max_record_mb: float = 4.0
+    max_record_mb: float = DEFAULT_MAX_RECORD_MB
 
 
 def open_input(
-    path: Path, input_format: str | None, fields: str | None, max_record_mb: float = 4.0
+    path: Path,
+    input_format: str | None,
+    fields: str | None,
+    max_record_mb: float = DEFAULT_MAX_RECORD_MB,
 ) -> RecordReader:
     """The input's reader. What makes the whole input unusable (no such file, a folder, an
     unknown file type or format, empty, UTF-16, not a JSON array) is one `error:` line and
@@ -68,8 +72,12 @@ def open_input(
     return reader
 
 
-def read_items(reader: RecordReader) -> Iterator[Record | Failure]:
-    """Records from the input; unreadable ones become `load` failures (never dropped)."""
+def read_items(args: Any, reader: RecordReader | None = None) -> Iterator[Record | Failure]:
+    """Records from the input (`reader`, else opened from `args`); unreadable ones become
+    `load` failures (never dropped)."""
+    if reader is None:
+        mb = getattr(args, "max_record_mb", DEFAULT_MAX_RECORD_MB)
+        reader = open_input(args.input, args.input_format, args.fields, mb)
     for item in reader:
         if isinstance(item, Record):
             yield item
@@ -189,7 +197,7 @@ def run_command(args: RunArgs) -> int:
         classify_only=args.classify_only,
     )
     if args.dry_run:
-        estimate_run(args, pack, options, read_items(reader), err)
+        estimate_run(args, pack, options, read_items(args, reader), err)
         return 0
 
     runtime = build_runtime(args, pack, options, err)
@@ -230,7 +238,12 @@ def run_command(args: RunArgs) -> int:
     async def main() -> None:
         try:
             await pipeline.run_records(
-                stages, read_items(reader), state, summary, window=runtime.window, on_done=on_done
+                stages,
+                read_items(args, reader),
+                state,
+                summary,
+                window=runtime.window,
+                on_done=on_done,
             )
         finally:
             await runtime.aclose()
