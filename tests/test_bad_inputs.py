@@ -12,9 +12,10 @@ checks exit 2, exactly one `error:` line on stderr and no traceback, for `run`, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from packs import write_pack
 from typer.testing import CliRunner, Result
 
 from realign.cli.main import app
+from realign.records import Record, Turn
+from realign.runner import process_items
+from realign.state import RunState
 
 runner = CliRunner()
 
@@ -552,3 +556,64 @@ def test_a_realign_folder_in_the_working_directory_does_not_replace_the_pack(
         "classify", src, "-o", tmp_path / "o2.jsonl", "--backend", "fake", "--pack", "./realign"
     )
     assert res.exit_code == 2 and "no criteria files" in res.stderr
+
+
+# ---------------------------------------------------------------- results that cannot be saved
+
+
+def _records(n: int) -> list[Record]:
+    return [
+        Record(
+            id=f"g{i}",
+            index=i,
+            turns=[Turn(role="user", content="q"), Turn(role="assistant", content="a")],
+            source_format="alpaca",
+            raw=good(i),
+        )
+        for i in range(n)
+    ]
+
+
+def test_a_lone_surrogate_in_a_result_is_that_records_failure(tmp_path: Path) -> None:
+    """A model's answer can hold a lone surrogate (a JSON escape); saving it must fail that
+    record, named, not the run."""
+    state = RunState(tmp_path / "state.sqlite", "fp")
+
+    async def work(rec: Record) -> Record:
+        await asyncio.sleep(0)
+        if rec.index == 1:
+            rec.turns[1].content = "half \ud800 a pair"
+        if rec.index == 2:
+            raise ValueError("the model said \udc00")
+        return rec
+
+    counts = asyncio.run(
+        process_items(
+            _records(4), state, work, stage="rewrite", window=4, record_of=lambda r: r.raw
+        )
+    )
+    assert (counts.ok, counts.failed) == (2, 2)
+    fails = {f["index"]: f for f in map(json.loads, state.iter_payloads(ok=False))}
+    assert "turns[1].content holds a lone surrogate" in fails[1]["error"]
+    assert fails[1]["stage"] == "rewrite" and fails[1]["record"] == good(1)
+    assert fails[2]["error"] == "ValueError: the model said \\udc00"
+    state.close()
+
+
+def test_an_input_failing_midway_lets_the_records_in_flight_be_committed(tmp_path: Path) -> None:
+    state = RunState(tmp_path / "state.sqlite", "fp")
+
+    def items() -> Iterator[Record]:
+        yield from _records(3)
+        raise RuntimeError("the input broke")
+
+    async def work(rec: Record) -> Record:
+        await asyncio.sleep(0.05)
+        return rec
+
+    with pytest.raises(RuntimeError, match="the input broke"):
+        asyncio.run(
+            process_items(items(), state, work, stage="run", window=8, record_of=lambda r: r.raw)
+        )
+    assert state.count(ok=True) == 3  # committed before the error stopped the run
+    state.close()

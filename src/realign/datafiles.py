@@ -166,6 +166,13 @@ def _find_surrogate(
     return None
 
 
+def surrogate_field(obj: Any) -> str | None:
+    """The path of the first string (or key) of `obj` holding a surrogate, which no UTF-8
+    file or SQLite text can store; None when there is none."""
+    bad = _find_surrogate(obj, _ANY_SURROGATE)
+    return None if bad is None else bad[0]
+
+
 def _printable(text: str) -> str:
     """`text` as valid UTF-8: undecodable input bytes become `\\xNN`, other surrogates
     `\\udNNN`, so failure lines and messages can always be written."""
