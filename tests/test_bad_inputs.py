@@ -410,9 +410,9 @@ def truncated_parquet(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-20])
 
 
-ALL_COMMANDS = ("run", "classify", "convert", "stats", "retrieve", "filter")
-WITH_FIELDS = ("run", "classify", "convert", "stats", "filter")
-WITH_PACK = ("run", "classify", "retrieve")
+ALL_COMMANDS = ("run", "classify", "convert", "stats", "retrieve", "filter", "judge")
+WITH_FIELDS = ("run", "classify", "convert", "stats", "filter", "judge")
+WITH_PACK = ("run", "classify", "retrieve", "judge")
 
 
 @dataclass(frozen=True)
@@ -522,7 +522,7 @@ def test_unusable_input_is_one_error_line_and_exit_2(
         case.make(Path(src))
     out = tmp_path / "out.jsonl"
     args: list[object] = [command, src]
-    if command in ("run", "classify", "filter"):
+    if command in ("run", "classify", "filter", "judge"):
         args += ["-o", out, "--backend", "fake"]
     elif command == "retrieve":
         args += ["-o", out, "--retrieval", "none", "--classifier", "none"]
