@@ -348,6 +348,24 @@ def test_json_array_recovers_at_the_next_record(
     assert err.index == 1 and "malformed JSON" in err.message and err.text
 
 
+@pytest.mark.parametrize("indent", [None, 1])
+def test_json_array_recovers_after_a_broken_record_longer_than_a_read(
+    tmp_path: Path, indent: int | None
+) -> None:
+    """The record's start column survives the reader's window moving (64 KB reads)."""
+    objs = [
+        {"id": f"g{i}", "items": [{"from": "human", "value": "é[{," * 40_000}]} for i in range(4)
+    ]
+    parts = [json.dumps(o, indent=indent, ensure_ascii=False) for o in objs]
+    parts[1] = parts[1][:-1]  # its closing brace is lost
+    src = tmp_path / "big.json"
+    src.write_text("[\n" + ",\n".join(parts) + "\n]\n", encoding="utf-8")
+    out = records(src, input_format="items")
+    assert [r.id for r in out if isinstance(r, Record)] == ["g0", "g2", "g3"]
+    (err,) = errors(out)
+    assert err.index == 1 and "goes on with the next record" in err.message
+
+
 def test_truncated_json_array_names_the_cut_record(tmp_path: Path) -> None:
     objs = [{"id": i, "items": []} for i in range(3)]
     src = tmp_path / "cut.json"

@@ -380,6 +380,7 @@ class _TextBuffer:
         self.buf = ""
         self.pos = 0
         self.line = 1
+        self.column = 0  # of pos, in characters
         self.eof = False
 
     def more(self) -> bool:
@@ -393,7 +394,12 @@ class _TextBuffer:
         return not self.eof
 
     def advance(self, to: int) -> None:
-        self.line += self.buf.count("\n", self.pos, to)
+        newlines = self.buf.count("\n", self.pos, to)
+        if newlines:
+            self.line += newlines
+            self.column = to - self.buf.rfind("\n", self.pos, to) - 1
+        else:
+            self.column += to - self.pos
         self.pos = to
 
     def peek(self) -> str:
@@ -428,8 +434,7 @@ def _skip_record(tb: _TextBuffer, limit: int) -> tuple[str, bool]:
     stack: list[str] = []
     in_str = False
     closed = tb.buf[tb.pos] not in "{["  # a bare token: it ends at the next , or ]
-    line_start = tb.buf.rfind("\n", 0, tb.pos)
-    column = tb.pos - line_start - 1 if line_start >= 0 or tb.line == 1 else None
+    column = tb.column
     off = 0  # scan position, from tb.pos (more() moves the window, not the offset)
     while True:
         m = (_INSIDE if in_str else _OUTSIDE).search(tb.buf, tb.pos + off)
@@ -455,7 +460,6 @@ def _skip_record(tb: _TextBuffer, limit: int) -> tuple[str, bool]:
                 continue
             if (
                 (stack or closed)
-                and column is not None
                 and tb.buf.startswith("{", indent.end())
                 and indent.end() - m.end() <= column
             ):
