@@ -313,7 +313,11 @@ def _surrogate_problem(obj: Any, text: str, undecodable: bool) -> tuple[str, str
     """
     if undecodable and (bad := _find_surrogate(obj)) is not None:
         return bad[0], "not valid UTF-8 (undecodable bytes; shown as \\xNN in the text)"
-    if _ESCAPED_SURROGATE.search(text) and (bad := _find_surrogate(obj, _ANY_SURROGATE)):
+    if (
+        "\\u" in text  # cheap first: most records hold no escape at all
+        and _ESCAPED_SURROGATE.search(text)
+        and (bad := _find_surrogate(obj, _ANY_SURROGATE))
+    ):
         code = f"\\u{ord(bad[1]):04x}"
         return bad[0], (
             f"lone surrogate {code} (half of a UTF-16 pair) is not text and cannot be written "
