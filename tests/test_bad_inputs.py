@@ -153,6 +153,12 @@ BAD_RECORDS = [
         "k\\ud800 (key)",
     ),
     Bad(
+        "surrogate_in_the_id",
+        lines('{"id": "b\\ud800", "instruction": "q", "output": "a"}'),
+        "(id b\\ud800)",
+        "id",
+    ),
+    Bad(
         "low_surrogate_alone",
         lines(raw_alpaca('"instruction": "q", "output": "\\udc00"')),
         "(id bad)",

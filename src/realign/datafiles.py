@@ -275,7 +275,12 @@ class ObjectStream:
             )
         if text is not None and (problem := _surrogate_problem(obj, text, item.suspect)):
             return self.error(
-                problem[1], line=line, index=index, id=rid, field=problem[0], text=_printable(text)
+                problem[1],
+                line=line,
+                index=index,
+                id=None if rid is None else _printable(rid),
+                field=problem[0],
+                text=_printable(text),
             )
         if size is None:  # no source text: count the characters of the strings
             size = _approx_size(obj)
