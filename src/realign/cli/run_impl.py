@@ -184,7 +184,7 @@ def run_command(args: RunArgs) -> int:
         raise die(f"--selection {args.selection!r}: use longest or first")
     if args.classifier not in ("llm", "embedding"):
         raise die(f"--classifier {args.classifier!r}: use llm or embedding")
-    reader = open_input(args.input, args.input_format, args.fields, args.max_record_mb)
+    open_input(args.input, args.input_format, args.fields, args.max_record_mb)  # exit 2 if unusable
 
     options = pipeline.RunOptions(
         tasks=frozenset(split_csv(args.tasks)) or None,
@@ -197,7 +197,7 @@ def run_command(args: RunArgs) -> int:
         classify_only=args.classify_only,
     )
     if args.dry_run:
-        estimate_run(args, pack, options, read_items(args, reader), err)
+        estimate_run(args, pack, options, read_items(args), err)
         return 0
 
     runtime = build_runtime(args, pack, options, err)
@@ -238,12 +238,7 @@ def run_command(args: RunArgs) -> int:
     async def main() -> None:
         try:
             await pipeline.run_records(
-                stages,
-                read_items(args, reader),
-                state,
-                summary,
-                window=runtime.window,
-                on_done=on_done,
+                stages, read_items(args), state, summary, window=runtime.window, on_done=on_done
             )
         finally:
             await runtime.aclose()
