@@ -623,3 +623,15 @@ def test_an_input_failing_midway_lets_the_records_in_flight_be_committed(tmp_pat
         )
     assert state.count(ok=True) == 3  # committed before the error stopped the run
     state.close()
+
+
+def test_filter_names_an_unreadable_record_as_one_to_fix_not_to_retry(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(lines(raw_alpaca(f'"instruction": "q{SUR}", "output": "a"')))
+    out = tmp_path / "out.jsonl"
+    res = invoke("filter", src, "-o", out, "--backend", "fake", env={"COLUMNS": "200"})
+    assert res.exit_code == 1, res.output
+    kept, dropped = read_lines(out), read_lines(tmp_path / "out.dropped.jsonl")
+    (fail,) = read_lines(tmp_path / "out.failures.jsonl")
+    assert len(kept) + len(dropped) == 3 and fail["stage"] == "load"
+    assert "fix them there" in res.stderr and "retry" not in res.stderr

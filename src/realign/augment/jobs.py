@@ -206,7 +206,11 @@ def run_job(
 def finish(job: Job, output: Path, extra_failures: Iterable[Failure], table: Table) -> int:
     """Failures file, summary table, state removed; the exit code (1 when anything failed)."""
     fails = failures_path(output)
-    failed = write_failures(job.state, fails, extra_failures)
+    extra = list(extra_failures)
+    failed = write_failures(job.state, fails, extra)
+    unreadable = sum(f.stage == "load" for f in extra) + sum(
+        Failure.model_validate_json(p).stage == "load" for p in job.state.iter_payloads(ok=False)
+    )
     job.state.close(remove=True)
     stats = job.engine.stats
     table.add_row("failed", str(failed))
@@ -220,10 +224,9 @@ def finish(job: Job, output: Path, extra_failures: Iterable[Failure], table: Tab
     table.add_row("output", str(output))
     err.print(table)
     if failed:
-        err.print(
-            f"[red]{failed} item(s) failed[/]: see {fails}; rerun the same command to retry "
-            "them (answers already paid for come from the cache)."
-        )
+        from realign.cli.run_impl import failed_note
+
+        err.print(failed_note(failed, unreadable, fails, "item(s)"))
         return 1
     fails.unlink(missing_ok=True)
     return 0

@@ -132,10 +132,10 @@ def summary_table(summary: Any, stats: Any, seconds: float, command: str = "run"
     return t
 
 
-def failed_note(failed: int, unreadable: int, fails: Path) -> str:
+def failed_note(failed: int, unreadable: int, fails: Path, what: str = "record(s)") -> str:
     """What to do about the failures: a rerun retries those of the stages, but a record that
     could not be read from the input fails again until the input is fixed."""
-    note = f"[red]{failed} record(s) failed[/]: see {fails}"
+    note = f"[red]{failed} {what} failed[/]: see {fails}"
     if unreadable == failed:
         return f"{note}; they could not be read from the input: fix them there and rerun."
     retry = "rerun the same command to retry them (answers already paid for come from the cache)."
