@@ -635,3 +635,35 @@ def test_filter_names_an_unreadable_record_as_one_to_fix_not_to_retry(tmp_path: 
     (fail,) = read_lines(tmp_path / "out.failures.jsonl")
     assert len(kept) + len(dropped) == 3 and fail["stage"] == "load"
     assert "fix them there" in res.stderr and "retry" not in res.stderr
+
+
+@pytest.mark.block_network(allowed_hosts=["127.0.0.1"])  # our own fake server only
+def test_bad_records_among_many_in_flight_through_the_real_command(tmp_path: Path) -> None:
+    """`realign run` in its own process against the loopback server, with records in flight
+    (concurrency 8, latency) around a lone surrogate, deep nesting and a broken .json record:
+    each is its own named failure, the run finishes, every other record is written."""
+    import subprocess
+    import sys
+
+    from subprocess_runs import realign_run_argv, run_env
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from fake_openai_server import ServerConfig, serve_in_subprocess
+
+    objs = [json.dumps(good(i), indent=1) for i in range(40)]
+    objs[5] = raw_alpaca(f'"instruction": "q{SUR}", "output": "a"')
+    objs[17] = deep(100_000)
+    objs[29] = '{"id": "bad", "instruction": "q" "output": "a"}'
+    src = tmp_path / "in.json"
+    src.write_text("[\n" + ",\n".join(objs) + "\n]\n")
+    out = tmp_path / "out.json"
+    with serve_in_subprocess(ServerConfig(latency=0.05, seed=1)) as url:
+        argv = realign_run_argv(src, out, write_pack(tmp_path / "pack"), url, concurrency=8)
+        p = subprocess.run(argv, env=run_env(tmp_path / "home", "sk-test"), capture_output=True)
+    stderr = p.stderr.decode()
+    assert p.returncode == 1 and "Traceback" not in stderr, stderr
+    assert output_ids(out) == [f"g{i}" for i in range(40) if i not in (5, 17, 29)]
+    fails = read_lines(tmp_path / "out.failures.jsonl")
+    assert [f["index"] for f in fails] == [5, 17, 29]
+    assert "lone surrogate" in fails[0]["error"] and "nested" in fails[1]["error"]
+    assert "malformed JSON" in fails[2]["error"] and all(f["raw_output"] for f in fails)
