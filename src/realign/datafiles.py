@@ -1,12 +1,15 @@
 """Read and write dataset files as streams: `.json`, `.jsonl`, `.parquet`, Hugging Face datasets.
 
 Reading yields `(position, object_or_ReadError)`: a bad record (malformed JSON, wrong type,
-bytes that are not UTF-8, over the size limit) becomes a `ReadError` naming the file, the
-line or record and the field, and the records after it still come. Memory stays flat:
+bytes that are not UTF-8, a lone surrogate, nested over `MAX_DEPTH`, over the size limit)
+becomes a `ReadError` naming the file, the line or record and the field, with the record's
+text when it could not be kept as an object, and the records after it still come. Memory
+stays flat:
 
 - `.jsonl` is read line by line.
-- `.json` (an array) is parsed incrementally, one element at a time. A JSON syntax error ends
-  the file, because the next record cannot be found reliably after it (JSON Lines can).
+- `.json` (an array) is parsed incrementally, one element at a time. After a JSON syntax
+  error the reader finds the record's end by its brackets (or the next line starting a
+  record) and goes on; only a record left open to the end of the file takes the rest with it.
   A `.json` file that starts with `{` is read as a sequence of objects (JSON Lines content).
 - `.parquet` is read by batches. Writing spools rows to a temporary JSON Lines file while
   growing one schema over all records, then writes row groups, so a key that first appears
