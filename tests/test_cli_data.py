@@ -178,7 +178,7 @@ def test_convert_strict_stops_with_exit_1_and_no_output(tmp_path: Path) -> None:
 def test_convert_unknown_format_fails_with_hint(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q", "answer": "a"}])
     res = run("convert", src, tmp_path / "o.jsonl")
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert (
         "unknown format" in res.output
         and "--fields instruction=question,response=answer" in res.output
@@ -189,15 +189,16 @@ def test_convert_unknown_format_fails_with_hint(tmp_path: Path) -> None:
 def test_convert_empty_file_fails(tmp_path: Path) -> None:
     (tmp_path / "e.jsonl").write_text("")
     res = run("convert", tmp_path / "e.jsonl", tmp_path / "o.jsonl")
-    assert res.exit_code == 1 and "file is empty" in res.output
+    assert res.exit_code == 2 and "file is empty" in res.output
+    assert not (tmp_path / "o.rejected.jsonl").exists()  # stopped before any work
 
 
 def test_convert_bad_output_type(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", NQ_LIKE)
     res = run("convert", src, tmp_path / "o.csv")
-    assert res.exit_code == 1 and "unknown output type '.csv'" in res.output
+    assert res.exit_code == 2 and "unknown output type '.csv'" in res.output
     res = run("convert", src, src)
-    assert res.exit_code == 1 and "must differ" in res.output
+    assert res.exit_code == 2 and "must differ" in res.output
 
 
 def test_stats_json(tmp_path: Path) -> None:

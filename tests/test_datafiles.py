@@ -278,6 +278,16 @@ def test_ten_megabyte_record_is_rejected_with_its_field(tmp_path: Path, ext: str
     assert len(ok(records(src, max_record_bytes=20_000_000))) == 3
 
 
+def test_default_record_limit_is_the_4_mb_it_names(tmp_path: Path) -> None:
+    """--max-record-mb counts decimal MB; the default limit is shown as what it is."""
+    src = write_jsonl(tmp_path / "big.jsonl", [{"id": "b", "items": [], "x": "x" * 4_100_000}])
+    (err,) = errors(records(src))
+    assert "record is 4.1 MB, over the 4.0 MB limit" in err.message
+    src = write_jsonl(tmp_path / "small.jsonl", [{"id": "s", "items": [], "x": "x" * 30_000}])
+    (err,) = errors(records(src, max_record_bytes=20_000))
+    assert "record is 30.0 kB, over the 20.0 kB limit" in err.message and err.record
+
+
 def test_json_array_is_streamed_with_line_numbers_across_chunks(tmp_path: Path) -> None:
     objs = [
         {
@@ -301,13 +311,69 @@ def test_json_array_is_streamed_with_line_numbers_across_chunks(tmp_path: Path) 
     assert stream.progress() == (src.stat().st_size, src.stat().st_size)
 
 
-def test_json_syntax_error_stops_with_line(tmp_path: Path) -> None:
+def test_json_syntax_error_is_one_record_and_reading_goes_on(tmp_path: Path) -> None:
     src = tmp_path / "broken.json"
     src.write_text('[\n{"items": [], "id": 1},\n{"items": [}, \n{"items": []}\n]')
     out = records(src, input_format="items")
-    assert [r.id for r in out if isinstance(r, Record)] == ["1"]
+    assert [r.id for r in out if isinstance(r, Record)] == ["1", "2"]
     (err,) = errors(out)
-    assert err.line == 3 and "rest of this .json file is skipped" in err.message
+    assert (err.line, err.index) == (3, 1) and "goes on with the next record" in err.message
+    assert err.text == '{"items": [}'
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        '{"id": "b", "items": [{"from": "human" "value": "x"}]}',  # missing comma
+        '{"id": "b", "items": [{"from": "human", "value": "x",}]}',  # trailing comma
+        "{'id': 'b', 'items': []}",  # single quotes
+        '{"id": "b", "items": [{"from": "human", "value": "open]}',  # unterminated string
+        '{"id": "b", "items": [{"from": "human", "value": "x"}]',  # a brace missing
+        '{"id": "b", "items": [{"from": "human", "value": "x"}}]}',  # a bracket too many
+        '{"id": "b", "items": [{"from": "human", "value": "a \\q"}]}',  # bad escape
+        "nonsense",  # a bare word
+    ],
+)
+@pytest.mark.parametrize("indent", [None, 2])
+def test_json_array_recovers_at_the_next_record(
+    tmp_path: Path, broken: str, indent: int | None
+) -> None:
+    good = [{"id": f"g{i}", "items": [{"from": "human", "value": "[{,]}"}]} for i in range(3)]
+    parts = [json.dumps(o, indent=indent) for o in good]
+    src = tmp_path / "broken.json"
+    src.write_text("[\n" + ",\n".join([parts[0], broken, parts[1], parts[2]]) + "\n]\n")
+    out = records(src, input_format="items")
+    assert [r.id for r in out if isinstance(r, Record)] == ["g0", "g1", "g2"]
+    (err,) = errors(out)
+    assert err.index == 1 and "malformed JSON" in err.message and err.text
+
+
+@pytest.mark.parametrize("indent", [None, 1])
+def test_json_array_recovers_after_a_broken_record_longer_than_a_read(
+    tmp_path: Path, indent: int | None
+) -> None:
+    """The record's start column survives the reader's window moving (64 KB reads)."""
+    objs = [
+        {"id": f"g{i}", "items": [{"from": "human", "value": "é[{," * 40_000}]} for i in range(4)
+    ]
+    parts = [json.dumps(o, indent=indent, ensure_ascii=False) for o in objs]
+    parts[1] = parts[1][:-1]  # its closing brace is lost
+    src = tmp_path / "big.json"
+    src.write_text("[\n" + ",\n".join(parts) + "\n]\n", encoding="utf-8")
+    out = records(src, input_format="items")
+    assert [r.id for r in out if isinstance(r, Record)] == ["g0", "g2", "g3"]
+    (err,) = errors(out)
+    assert err.index == 1 and "goes on with the next record" in err.message
+
+
+def test_truncated_json_array_names_the_cut_record(tmp_path: Path) -> None:
+    objs = [{"id": i, "items": []} for i in range(3)]
+    src = tmp_path / "cut.json"
+    src.write_text(json.dumps(objs)[:-8])
+    out = records(src, input_format="items")
+    assert [r.id for r in out if isinstance(r, Record)] == ["0", "1"]
+    (err,) = errors(out)
+    assert err.index == 2 and "could not be read" in err.message
 
 
 def test_json_array_non_utf8_record_is_named_and_others_go_on(tmp_path: Path) -> None:

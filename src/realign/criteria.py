@@ -25,6 +25,7 @@ override them. `realign-paper` uses it to reproduce ReAlign's set-up.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -343,18 +344,28 @@ def builtin_pack_names() -> list[str]:
     return sorted(d.name for d in builtin_criteria_root().iterdir() if d.is_dir())
 
 
+def _is_explicit_path(pack: str | Path) -> bool:
+    """`./realign`, `packs/mine`, `/abs/pack`: a path, never a built-in pack name."""
+    s = str(pack)
+    return isinstance(pack, Path) or s.startswith(".") or "/" in s or os.sep in s
+
+
 def pack_folder(pack: str | Path) -> Path:
-    """The folder of a pack: an existing folder path, else the built-in pack of that name."""
+    """The folder of a pack: the built-in pack of that name, else an existing folder.
+
+    A built-in name wins over a same-named folder in the working directory (running from a
+    clone's parent, `realign` is the clone); write `./realign` to mean the folder.
+    """
+    root = builtin_criteria_root() / str(pack)
+    if not _is_explicit_path(pack) and root.is_dir():
+        return root
     p = Path(pack)
     if p.is_dir():
         return p
-    root = builtin_criteria_root() / str(pack)
-    if not root.is_dir():
-        raise CriteriaError(
-            f"no built-in criteria pack named '{pack}' and no such folder "
-            f"(available: {', '.join(builtin_pack_names())})"
-        )
-    return root
+    raise CriteriaError(
+        f"no built-in criteria pack named '{pack}' and no such folder "
+        f"(available: {', '.join(builtin_pack_names())}; write ./NAME for a folder)"
+    )
 
 
 def load_pack(pack: str = DEFAULT_PACK, user_dir: Path | str | None = None) -> CriteriaPack:
@@ -363,7 +374,8 @@ def load_pack(pack: str = DEFAULT_PACK, user_dir: Path | str | None = None) -> C
     `pack` may also be a folder path, in which case it is the whole pack.
     """
     folder = pack_folder(pack)
-    crits, name = load_dir(folder), (folder.name if Path(pack).is_dir() else pack)
+    builtin = folder.parent == builtin_criteria_root()
+    crits, name = load_dir(folder), (pack if builtin else folder.name)
     if user_dir is not None:
         crits = {**crits, **load_dir(Path(user_dir))}
     if not crits:

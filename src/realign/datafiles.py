@@ -1,12 +1,15 @@
 """Read and write dataset files as streams: `.json`, `.jsonl`, `.parquet`, Hugging Face datasets.
 
 Reading yields `(position, object_or_ReadError)`: a bad record (malformed JSON, wrong type,
-bytes that are not UTF-8, over the size limit) becomes a `ReadError` naming the file, the
-line or record and the field, and the records after it still come. Memory stays flat:
+bytes that are not UTF-8, a lone surrogate, nested over `MAX_DEPTH`, over the size limit)
+becomes a `ReadError` naming the file, the line or record and the field, with the record's
+text when it could not be kept as an object, and the records after it still come. Memory
+stays flat:
 
 - `.jsonl` is read line by line.
-- `.json` (an array) is parsed incrementally, one element at a time. A JSON syntax error ends
-  the file, because the next record cannot be found reliably after it (JSON Lines can).
+- `.json` (an array) is parsed incrementally, one element at a time. After a JSON syntax
+  error the reader finds the record's end by its brackets (or the next line starting a
+  record) and goes on; only a record left open to the end of the file takes the rest with it.
   A `.json` file that starts with `{` is read as a sequence of objects (JSON Lines content).
 - `.parquet` is read by batches. Writing spools rows to a temporary JSON Lines file while
   growing one schema over all records, then writes row groups, so a key that first appears
@@ -26,6 +29,7 @@ writes records back, keeping the input's format unless told otherwise.
 from __future__ import annotations
 
 import codecs
+import itertools
 import json
 import os
 import re
@@ -50,11 +54,17 @@ from realign.formats import (
 )
 from realign.records import Failure, Record
 
-DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024  # ~1M tokens: beyond any model's context
+# ~1M tokens, beyond any model's context. Decimal MB, like --max-record-mb and the messages.
+DEFAULT_MAX_RECORD_BYTES = 4_000_000
+# Deeper records are rejected: real conversations nest a handful of levels, and past a few
+# hundred the JSON parsers (Python's and pydantic's) and the recursive walks fail.
+MAX_DEPTH = 100
 READ_EXTENSIONS = (".json", ".jsonl", ".ndjson", ".parquet")
 WRITE_EXTENSIONS = (".json", ".jsonl", ".ndjson", ".parquet")
 _JSON_COLUMNS_KEY = b"realign.json_columns"
 _SURROGATE = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of non-UTF-8 bytes
+_ANY_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # \ud800-\udfff: maybe a lone surrogate
 _CHUNK = 1 << 16
 _NON_BLANK = re.compile(r"\S")
 
@@ -140,12 +150,54 @@ def _largest_field(obj: Any) -> tuple[str | None, int]:
     return best
 
 
-def _find_surrogate(obj: Any) -> str | None:
-    if isinstance(obj, dict):
-        for k in obj:
-            if isinstance(k, str) and _SURROGATE.search(k):
-                return str(k.encode("utf-8", "backslashreplace"), "ascii") + " (key)"
-    return next((p for p, s in _walk_strings(obj) if _SURROGATE.search(s)), None)
+def _find_surrogate(
+    obj: Any, pattern: re.Pattern[str] = _SURROGATE, path: str = ""
+) -> tuple[str, str] | None:
+    """The path of the first string (or key) holding a surrogate, and that surrogate."""
+    if isinstance(obj, str):
+        m = pattern.search(obj)
+        return (path, m.group()) if m else None
+    items = (
+        obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    )
+    for k, v in items:
+        if isinstance(k, str) and (m := pattern.search(k)):
+            return (f"{path}.{_printable(k)}" if path else _printable(k)) + " (key)", m.group()
+        sub = f"{path}[{k}]" if isinstance(k, int) else (f"{path}.{k}" if path else str(k))
+        if (bad := _find_surrogate(v, pattern, sub)) is not None:
+            return bad
+    return None
+
+
+def surrogate_field(obj: Any) -> str | None:
+    """The path of the first string (or key) of `obj` holding a surrogate, which no UTF-8
+    file or SQLite text can store; None when there is none."""
+    bad = _find_surrogate(obj, _ANY_SURROGATE)
+    return None if bad is None else bad[0]
+
+
+def _printable(text: str) -> str:
+    """`text` as valid UTF-8: undecodable input bytes become `\\xNN`, other surrogates
+    `\\udNNN`, so failure lines and messages can always be written."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _depth(obj: Any) -> int:
+    """How deeply `obj` nests (iterative: a deep record must not exhaust the stack here)."""
+    deepest = 0
+    todo: list[tuple[Any, int]] = [(obj, 1)]
+    while todo:
+        node, d = todo.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, d)
+            if deepest > MAX_DEPTH:
+                break
+            values = node.values() if isinstance(node, dict) else node
+            todo.extend((v, d + 1) for v in values if isinstance(v, dict | list))
+    return deepest
 
 
 def _approx_size(obj: Any) -> int:
@@ -162,7 +214,8 @@ def _strip_nulls(obj: Any) -> Any:
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1_000_000:.1f} MB"
+    """Decimal units, like --max-record-mb: 4.0 MB is 4,000,000 bytes."""
+    return f"{n / 1_000_000:.1f} MB" if n >= 100_000 else f"{n / 1000:.1f} kB"
 
 
 # ---------------------------------------------------------------- object streams
@@ -197,24 +250,40 @@ class ObjectStream:
         return ReadError(file=self.name, message=message, **kw)
 
     def _check(self, index: int, line: int | None, item: Any) -> dict[str, Any] | ReadError:
-        obj, size, suspect = (
-            (item.obj, item.size, item.suspect) if isinstance(item, _Text) else (item, None, False)
+        obj, size, text = (
+            (item.obj, item.size, item.text) if isinstance(item, _Text) else (item, None, None)
         )
         if isinstance(obj, ReadError):
             return obj
         if not isinstance(obj, dict):
             return self.error(
-                f"expected a JSON object, got {_type_name(obj)}", line=line, index=index
+                f"expected a JSON object, got {_type_name(obj)}",
+                line=line,
+                index=index,
+                text=None if text is None else _printable(text),
             )
         rid = obj.get("id")
         rid = None if rid is None or isinstance(rid, dict | list) else str(rid)
-        if suspect and (bad := _find_surrogate(obj)) is not None:
+        # A record failing these checks cannot be held by the failures file as an object
+        # (pydantic and SQLite refuse it), so its failure line carries the input text.
+        if (text is None or text.count("{") + text.count("[") > MAX_DEPTH) and _depth(
+            obj
+        ) > MAX_DEPTH:
             return self.error(
-                "not valid UTF-8 (undecodable bytes; shown as \\udcXX)",
+                f"nested more than {MAX_DEPTH} levels deep",
                 line=line,
                 index=index,
                 id=rid,
-                field=bad,
+                text=None if text is None else _printable(text),
+            )
+        if text is not None and (problem := _surrogate_problem(obj, text, item.suspect)):
+            return self.error(
+                problem[1],
+                line=line,
+                index=index,
+                id=None if rid is None else _printable(rid),
+                field=problem[0],
+                text=_printable(text),
             )
         if size is None:  # no source text: count the characters of the strings
             size = _approx_size(obj)
@@ -229,17 +298,40 @@ class ObjectStream:
                     index=index,
                     id=rid,
                     field=field,
+                    record=obj,
                 )
         return obj
 
 
 @dataclass(frozen=True)
 class _Text:
-    """A value parsed from text: its text length and whether it held undecodable bytes."""
+    """A value parsed from `text`: its length in bytes, whether it held undecodable bytes."""
 
     obj: Any
     size: int
     suspect: bool
+    text: str
+
+
+def _surrogate_problem(obj: Any, text: str, undecodable: bool) -> tuple[str, str] | None:
+    """(field, message) when a string of `obj` holds undecodable bytes or a lone surrogate.
+
+    Neither can be written as UTF-8 (nor stored by the run state), so the record fails here,
+    named, instead of crashing the run when its result is saved.
+    """
+    if undecodable and (bad := _find_surrogate(obj)) is not None:
+        return bad[0], "not valid UTF-8 (undecodable bytes; shown as \\xNN in the text)"
+    if (
+        "\\u" in text  # cheap first: most records hold no escape at all
+        and _ESCAPED_SURROGATE.search(text)
+        and (bad := _find_surrogate(obj, _ANY_SURROGATE))
+    ):
+        code = f"\\u{ord(bad[1]):04x}"
+        return bad[0], (
+            f"lone surrogate {code} (half of a UTF-16 pair) is not text and cannot be written "
+            "as UTF-8; fix or remove it in the input"
+        )
+    return None
 
 
 def _check_bom(head: bytes) -> str | None:
@@ -272,13 +364,15 @@ def _jsonl_gen(path: Path) -> Callable[[ObjectStream], Iterator[tuple[int, int |
                     text, suspect = raw.decode("utf-8", "surrogateescape"), True
                 text = text.rstrip("\r\n")
                 try:
-                    obj = _Text(json.loads(text), len(raw), suspect)
-                except json.JSONDecodeError as e:
+                    obj = _Text(json.loads(text), len(raw), suspect, text)
+                except (json.JSONDecodeError, RecursionError) as e:
                     obj = s.error(
-                        f"malformed JSON: {e.msg} (column {e.colno})",
+                        f"malformed JSON: {e.msg} (column {e.colno})"
+                        if isinstance(e, json.JSONDecodeError)
+                        else f"nested more than {MAX_DEPTH} levels deep",
                         line=lineno,
                         index=index,
-                        text=text[:200].encode("utf-8", "backslashreplace").decode(),
+                        text=_printable(text),
                     )
                 yield index, lineno, obj
                 index += 1
@@ -298,6 +392,7 @@ class _TextBuffer:
         self.buf = ""
         self.pos = 0
         self.line = 1
+        self.column = 0  # of pos, in characters
         self.eof = False
 
     def more(self) -> bool:
@@ -311,7 +406,12 @@ class _TextBuffer:
         return not self.eof
 
     def advance(self, to: int) -> None:
-        self.line += self.buf.count("\n", self.pos, to)
+        newlines = self.buf.count("\n", self.pos, to)
+        if newlines:
+            self.line += newlines
+            self.column = to - self.buf.rfind("\n", self.pos, to) - 1
+        else:
+            self.column += to - self.pos
         self.pos = to
 
     def peek(self) -> str:
@@ -324,6 +424,93 @@ class _TextBuffer:
             self.advance(len(self.buf))
             if not self.more():
                 return ""
+
+
+_OUTSIDE = re.compile(r'["{}\[\],\n]')
+_INSIDE = re.compile(r'["\\\n]')
+_OPENER = {"}": "{", "]": "["}
+_INDENT = re.compile(r"[ \t\r]*")
+
+
+def _skip_record(tb: _TextBuffer, limit: int) -> tuple[str, bool]:
+    """Move past a record that did not parse; return its text and whether its end was found.
+
+    Strings and brackets are tracked from the record's start, so the record ends where its
+    brackets close: at the `,` or `]` after it, or where the next record opens when the comma
+    is missing. A raw newline ends a string (JSON strings cannot hold one: the quote was left
+    open), and a closer that matches no open bracket closes the record. When brackets stay
+    open, a line starting with `{` no further right than the record's own `{` starts the
+    next record (records of a .json file are laid out alike: one a line, or indented).
+    The end is not found at the end of the file, or after `limit` characters.
+    """
+    stack: list[str] = []
+    in_str = False
+    closed = tb.buf[tb.pos] not in "{["  # a bare token: it ends at the next , or ]
+    column = tb.column
+    off = 0  # scan position, from tb.pos (more() moves the window, not the offset)
+    while True:
+        m = (_INSIDE if in_str else _OUTSIDE).search(tb.buf, tb.pos + off)
+        if m is None or (m.group() == "\\" and m.end() >= len(tb.buf)):
+            # read on (an escape needs the character after it)
+            off = (len(tb.buf) if m is None else m.start()) - tb.pos
+            if off > limit or not tb.more():
+                text = tb.buf[tb.pos : tb.pos + 200]
+                tb.advance(len(tb.buf))
+                return text, False
+            continue
+        c, at = m.group(), m.start()
+        off = m.end() - tb.pos
+        if c == "\n":
+            in_str = False
+            indent = _INDENT.match(tb.buf, m.end())
+            assert indent is not None
+            if indent.end() >= len(tb.buf) and not tb.eof:  # read the next line first
+                off = at - tb.pos
+                if off > limit:
+                    return tb.buf[tb.pos : tb.pos + 200], False
+                tb.more()
+                continue
+            if (
+                (stack or closed)
+                and tb.buf.startswith("{", indent.end())
+                and indent.end() - m.end() <= column
+            ):
+                at = indent.end()
+                break
+            continue
+        if in_str:
+            if c == "\\":
+                off += 1
+            else:
+                in_str = False
+            continue
+        if c == '"':
+            in_str = True
+        elif c in "{[":
+            if closed and not stack:  # the next record, after a missing comma
+                break
+            stack.append(c)
+        elif c in "}]":
+            if not stack and c == "]":  # the end of the array (at the end of the file), or stray
+                nxt = _NON_BLANK.search(tb.buf, m.end())
+                if nxt is None and not tb.eof:
+                    off = at - tb.pos
+                    if off > limit:
+                        return tb.buf[tb.pos : tb.pos + 200], False
+                    tb.more()
+                    continue
+                if nxt is None:
+                    break
+                continue
+            while stack and stack.pop() != _OPENER[c]:
+                pass
+            closed = closed or not stack
+        elif not stack:  # a comma between records
+            break
+    at = max(at, tb.pos + 1)  # a stray ',' or ']' is skipped itself: the reader moves on
+    text = tb.buf[tb.pos : at].rstrip()
+    tb.advance(at)
+    return text, True
 
 
 def _json_gen(path: Path) -> Callable[[ObjectStream], Iterator[tuple[int, int | None, Any]]]:
@@ -356,17 +543,34 @@ def _json_gen(path: Path) -> Callable[[ObjectStream], Iterator[tuple[int, int | 
             if array:
                 tb.advance(tb.pos + 1)
             index = 0
+            lost = False  # a record that did not parse ran to the end of the file
             while True:
                 c = tb.peek()
-                if array and c == "]" and index == 0:
-                    return
-                if c == "":
-                    if array:
+                if array and c == "]":  # also after a trailing comma: nothing is lost
+                    tb.advance(tb.pos + 1)
+                    if tb.peek() != "":
+                        text = tb.buf[tb.pos : tb.pos + 200]
                         yield (
                             index,
                             tb.line,
                             s.error(
-                                "malformed JSON: the array is not closed with ']'", line=tb.line
+                                "unexpected text after the closing ']'",
+                                line=tb.line,
+                                index=index,
+                                text=_printable(text),
+                            ),
+                        )
+                    return
+                if c == "":
+                    if array and not lost:  # records may be missing: a truncated file
+                        yield (
+                            index,
+                            tb.line,
+                            s.error(
+                                "malformed JSON: the array is not closed with ']' "
+                                "(is the file truncated?)",
+                                line=tb.line,
+                                index=index,
                             ),
                         )
                     return
@@ -380,55 +584,42 @@ def _json_gen(path: Path) -> Callable[[ObjectStream], Iterator[tuple[int, int | 
                         if truncated and tb.more():
                             continue
                         line = start_line + tb.buf.count("\n", tb.pos, e.pos)
-                        yield (
-                            index,
-                            line,
-                            s.error(
-                                f"malformed JSON: {e.msg}; the rest of this .json file is skipped "
-                                "(a JSON array cannot be resumed after a syntax error; "
-                                ".jsonl can)",
-                                line=line,
-                                index=index,
-                                text=tb.buf[tb.pos : tb.pos + 200]
-                                .encode("utf-8", "backslashreplace")
-                                .decode(),
-                            ),
-                        )
-                        return
+                        err, lost = _skipped(s, tb, index, line, f"malformed JSON: {e.msg}")
+                        yield index, line, err
+                        break
+                    except RecursionError:
+                        problem = f"nested more than {MAX_DEPTH} levels deep"
+                        err, lost = _skipped(s, tb, index, start_line, problem)
+                        yield index, start_line, err
+                        break
                     if end < len(tb.buf) or tb.eof or not tb.more():
+                        suspect = _SURROGATE.search(tb.buf, tb.pos, end) is not None
+                        text = tb.buf[tb.pos : end]
+                        tb.advance(end)
+                        yield index, start_line, _Text(obj, len(text), suspect, text)
                         break  # complete (a bare number at the edge might have continued)
-                suspect = _SURROGATE.search(tb.buf, tb.pos, end) is not None
-                span = end - tb.pos
-                tb.advance(end)
-                yield index, start_line, _Text(obj, span, suspect)
                 index += 1
-                if array:
-                    c = tb.peek()
-                    if c == ",":
-                        tb.advance(tb.pos + 1)
-                    elif c == "]":
-                        tb.advance(tb.pos + 1)
-                        if tb.peek() != "":
-                            yield (
-                                index,
-                                tb.line,
-                                s.error("unexpected text after the closing ']'", line=tb.line),
-                            )
-                        return
-                    else:
-                        yield (
-                            index,
-                            tb.line,
-                            s.error(
-                                f"malformed JSON: expected ',' or ']' after a record, found "
-                                f"{c or 'end of file'!r}; the rest of this .json file is skipped",
-                                line=tb.line,
-                                index=index,
-                            ),
-                        )
-                        return
+                if array and tb.peek() == ",":
+                    tb.advance(tb.pos + 1)
+                # Anything else (`]`, the next record after a missing comma, stray text) is
+                # handled at the top of the loop: stray text becomes a failed record.
 
     return gen
+
+
+def _skipped(
+    s: ObjectStream, tb: _TextBuffer, index: int, line: int, problem: str
+) -> tuple[ReadError, bool]:
+    """The error for a record that did not parse, once the reader has moved past it, and
+    whether the rest of the file was lost with it."""
+    text, found = _skip_record(tb, s.max_record_bytes)
+    if not found and not tb.eof:
+        problem += f"; no end of the record within {_mb(s.max_record_bytes)}"
+    if not found:
+        problem += "; the rest of this .json file could not be read"
+    else:
+        problem += "; reading goes on with the next record"
+    return s.error(problem, line=line, index=index, text=_printable(text)), not found
 
 
 def _parquet_gen(path: Path) -> Callable[[ObjectStream], Iterator[tuple[int, int | None, Any]]]:
@@ -439,7 +630,19 @@ def _parquet_gen(path: Path) -> Callable[[ObjectStream], Iterator[tuple[int, int
         meta = pf.schema_arrow.metadata or {}
         json_cols = set(json.loads(meta.get(_JSON_COLUMNS_KEY, b"[]")))
         index = 0
-        for batch in pf.iter_batches(batch_size=64):
+        batches = pf.iter_batches(batch_size=64)
+        while True:
+            try:
+                batch = next(batches, None)
+            except Exception as e:  # a corrupt page: pyarrow raises several types
+                yield (
+                    index,
+                    None,
+                    s.error(f"the rest of this Parquet file is unreadable ({e})", index=index),
+                )
+                return
+            if batch is None:
+                return
             for row in batch.to_pylist():
                 obj = _strip_nulls(row)
                 for col in json_cols & obj.keys():
@@ -506,7 +709,14 @@ def _open_hf(spec: str, max_record_bytes: int) -> ObjectStream:
             config, split = parts[1], parts[2]
         elif len(parts) > 3:
             raise FormatError(f"{spec}: use hf:NAME[:SPLIT] or hf:NAME:CONFIG:SPLIT")
-        ds = datasets.load_dataset(name, config, split=split, streaming=True)
+        try:
+            ds = datasets.load_dataset(name, config, split=split, streaming=True)
+        except Exception as e:  # offline, unknown name, bad split: many types
+            raise FormatError(
+                f"{spec}: cannot open the Hugging Face dataset ({type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else e!r}). Check the name "
+                "and the network, or save it with datasets' save_to_disk and pass the folder"
+            ) from None
         return ObjectStream(spec, _hf_gen(ds), None, "rows", max_record_bytes)
     found = _split_hf_dir(spec)
     assert found is not None
@@ -532,6 +742,11 @@ def read_objects(
     if is_hf_source(spec):
         return _open_hf(spec, max_record_bytes)
     p = Path(spec)
+    if p.is_dir():
+        raise FormatError(
+            f"{spec}: is a folder; pass a dataset file ({', '.join(READ_EXTENSIONS)}) or a "
+            "folder saved with datasets' save_to_disk"
+        )
     if not p.is_file():
         raise FormatError(f"{spec}: no such file")
     ext = p.suffix.lower()
@@ -587,6 +802,15 @@ class RecordReader:
         """The input's format (detected from the first records); None if no record was read."""
         self._detect()
         return self._format
+
+    def file_error(self) -> ReadError | None:
+        """The error that makes the whole input unreadable (empty, UTF-16, not a JSON array),
+        found before any record is handed out, so a command can stop before doing any work."""
+        self._detect()
+        if not self._buffer:
+            self._buffer.extend(itertools.islice(self._items, 1))
+        first = self._buffer[0][2] if self._buffer else None
+        return first if isinstance(first, ReadError) and first.index is None else None
 
     def progress(self) -> tuple[int, int | None]:
         return self.stream.progress()
@@ -902,10 +1126,8 @@ class RecordWriter:
             field = getattr(e, "field", None)
             message = getattr(e, "message", None) or str(e)
             if isinstance(e, UnicodeEncodeError):
-                field, message = (
-                    _find_surrogate(record.raw),
-                    "a lone surrogate cannot be written as UTF-8",
-                )
+                bad = _find_surrogate(record.raw, _ANY_SURROGATE)
+                field, message = bad and bad[0], "a lone surrogate cannot be written as UTF-8"
             raise RecordWriteError(
                 WriteError(
                     file=str(self.path),

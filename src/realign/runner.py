@@ -94,6 +94,36 @@ def _failure(item: Item, stage: str, exc: Exception, record: dict[str, Any]) -> 
     )
 
 
+def _unsaveable(
+    out: BaseModel, index: int, stage: str, error: Exception, record: dict[str, Any] | None
+) -> Failure:
+    """The failure that replaces a result the run state cannot store (text that is not UTF-8,
+    such as a lone surrogate in a model's answer), naming where that text is."""
+    from realign.datafiles import surrogate_field
+
+    def text(s: str) -> str:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    if isinstance(out, Failure):  # a failure keeps its error, with the surrogate escaped
+        return Failure(
+            id=text(out.id),
+            index=index,
+            stage=out.stage,
+            error=text(out.error),
+            raw_output=None if out.raw_output is None else text(out.raw_output),
+            record={} if surrogate_field(out.record) else out.record,
+        )
+    where = surrogate_field(out.model_dump()) or "a field"
+    return Failure(
+        id=text(str(getattr(out, "id", index))),
+        index=index,
+        stage=stage,
+        error=f"the result cannot be saved: {where} holds a lone surrogate, which is not "
+        f"UTF-8 text ({type(error).__name__})",
+        record={} if record is None or surrogate_field(record) else record,
+    )
+
+
 async def process_items(
     items: Iterable[T | Failure],
     state: RunState,
@@ -116,9 +146,14 @@ async def process_items(
     stop: list[BaseException] = []
     running: set[asyncio.Task[None]] = set()
 
-    def commit(out: BaseModel | Failure, index: int) -> None:
+    def commit(out: BaseModel | Failure, index: int, item: T | None = None) -> None:
+        try:
+            payload = out.model_dump_json()
+        except ValueError as e:  # a lone surrogate (from a model's answer) is not UTF-8
+            out = _unsaveable(out, index, stage, e, None if item is None else record_of(item))
+            payload = out.model_dump_json()
         ok = not isinstance(out, Failure)
-        state.commit(index, ok, out.model_dump_json())
+        state.commit(index, ok, payload)
         if ok:
             counts.ok += 1
         else:
@@ -137,25 +172,32 @@ async def process_items(
             return
         except Exception as e:  # any error of one item is that item's failure, not the run's
             out = _failure(item, stage, e, record_of(item))
-        commit(out, item.index)
+        commit(out, item.index, item)
 
-    for item in items:
-        if stop or (limit is not None and counts.read >= limit):
-            break
-        counts.read += 1
-        if state.is_done(item.index):
-            counts.resumed += 1
-            continue
-        if isinstance(item, Failure):
-            commit(item, item.index)
-            continue
-        await slots.acquire()
-        if stop:
-            slots.release()
-            break
-        task = asyncio.create_task(handle(item))
-        running.add(task)
-        task.add_done_callback(lambda t: (running.discard(t), slots.release()))
+    try:
+        for item in items:
+            if stop or (limit is not None and counts.read >= limit):
+                break
+            counts.read += 1
+            if state.is_done(item.index):
+                counts.resumed += 1
+                continue
+            if isinstance(item, Failure):
+                commit(item, item.index)
+                continue
+            await slots.acquire()
+            if stop:
+                slots.release()
+                break
+            task = asyncio.create_task(handle(item))
+            running.add(task)
+            task.add_done_callback(lambda t: (running.discard(t), slots.release()))
+    except Exception:
+        # The input failed as a whole: let the items in flight finish and be committed before
+        # the error stops the run (the state and cache stay open until then).
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+        raise
     if running:
         await asyncio.gather(*running)
     if stop:

@@ -207,7 +207,11 @@ def run_job(
 def finish(job: Job, output: Path, extra_failures: Iterable[Failure], table: Table) -> int:
     """Failures file, summary table, state removed; the exit code (1 when anything failed)."""
     fails = failures_path(output)
-    failed = write_failures(job.state, fails, extra_failures)
+    extra = list(extra_failures)
+    failed = write_failures(job.state, fails, extra)
+    unreadable = sum(f.stage == "load" for f in extra) + sum(
+        Failure.model_validate_json(p).stage == "load" for p in job.state.iter_payloads(ok=False)
+    )
     job.state.close(remove=True)
     stats = job.engine.stats
     table.add_row("failed", str(failed))
@@ -221,10 +225,9 @@ def finish(job: Job, output: Path, extra_failures: Iterable[Failure], table: Tab
     table.add_row("output", str(output))
     err.print(table)
     if failed:
-        err.print(
-            f"[red]{failed} item(s) failed[/]: see {fails}; rerun the same command to retry "
-            "them (answers already paid for come from the cache)."
-        )
+        from realign.cli.run_impl import failed_note
+
+        err.print(failed_note(failed, unreadable, fails, "item(s)"))
         return 1
     fails.unlink(missing_ok=True)
     return 0
@@ -519,7 +522,7 @@ def generate_command(args: GenerateArgs) -> int:
 def filter_command(args: FilterArgs) -> int:
     from realign import judge
     from realign.augment import quality_filter as qf
-    from realign.cli.run_impl import read_items
+    from realign.cli.run_impl import open_input, read_items
     from realign.criteria import CriteriaError, load_pack
     from realign.datafiles import RecordWriteError, RecordWriter
     from realign.formats import FormatError
@@ -542,9 +545,11 @@ def filter_command(args: FilterArgs) -> int:
     if args.reference is not None:
         refs = judge.ReferenceIndex(_references(args.reference, args))
 
+    reader = open_input(args.input, args.input_format, args.fields)
+
     def items() -> Iterator[Record | Failure]:
         try:
-            yield from read_items(args)  # type: ignore[arg-type]
+            yield from read_items(args, reader)
         except FormatError as e:
             raise die(str(e)) from e
 

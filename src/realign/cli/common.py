@@ -52,6 +52,13 @@ FIELDS = typer.Option(
     "(implies --input-format fields).",
 )
 
+MAX_RECORD_MB = typer.Option(
+    4.0,
+    "--max-record-mb",
+    min=0.001,
+    help="Records larger than this (MB of UTF-8 JSON) are not read; they are named as failures.",
+)
+
 
 def split_csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]

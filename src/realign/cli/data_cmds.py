@@ -47,7 +47,7 @@ FieldsOpt = typer.Option(
     "(also input=, system=, id=). Implies --input-format fields.",
 )
 MaxRecordOpt = typer.Option(
-    4.0, "--max-record-mb", help="Reject records larger than this (MB of UTF-8 JSON)."
+    4.0, "--max-record-mb", min=0.001, help="Reject records larger than this (MB of UTF-8 JSON)."
 )
 
 
@@ -71,9 +71,12 @@ def _open_reader(
     try:
         reader = read_records(path, input_format, fields, max_record_bytes=int(max_mb * 1_000_000))
         _ = reader.format  # detect now, so an unknown format fails before any output
+        problem = reader.file_error()  # empty, UTF-16, not a JSON array
     except FormatError as e:
-        _say(console, f"error: {e}", "red")
-        raise typer.Exit(1) from None
+        problem = e
+    if problem is not None:
+        _say(console, f"error: {problem}", "red")
+        raise typer.Exit(2)
     return reader
 
 
@@ -174,8 +177,8 @@ def convert(
 
         realign convert gsm8k.jsonl gsm8k.json --fields instruction=question,response=answer -t alpaca
 
-    Exit code 0 when done (rejects included), 1 on an unusable input, with --strict at the first
-    bad record, or when no record could be converted.
+    Exit code 0 when done (rejects included), 2 on an unusable input or output path, 1 with
+    --strict at the first bad record or when no record could be converted.
     """
     from realign.datafiles import JsonlAppender, RecordWriteError, RecordWriter
     from realign.formats import FormatError
@@ -184,7 +187,7 @@ def convert(
     console = _console()
     if Path(input).resolve() == output.resolve():
         _say(console, f"error: {output}: the output must differ from the input", "red")
-        raise typer.Exit(1)
+        raise typer.Exit(2)
     reader = _open_reader(console, input, input_format, fields, max_record_mb)
     rejected_path = output.with_name(f"{output.stem}.rejected.jsonl")
     rejected_path.unlink(missing_ok=True)  # a stale file from an earlier run would mislead
@@ -194,7 +197,7 @@ def convert(
         writer = RecordWriter(output, output_format, output_fields or fields, source_fields=fields)
     except FormatError as e:
         _say(console, f"error: {e}", "red")
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
 
     def reject(err: ReadError, sink: JsonlAppender, *, on_write: bool = False) -> None:
         rejects.add(err, on_write=on_write)

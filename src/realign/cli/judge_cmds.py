@@ -134,6 +134,8 @@ def read_dataset(
                 records.append(item)
                 if limit is not None and len(records) >= limit:
                     break
+            elif item.index is None:  # the whole file: empty, UTF-16, not a JSON array
+                raise common.die(str(item))
             else:
                 errors.append(str(item))
     except FormatError as e:  # the whole file: unknown format, bad --fields, …

@@ -105,14 +105,10 @@ def _items(
 ) -> Iterator[Record | Failure]:
     """The input's records (unreadable ones as load failures), with untyped units typed by the
     offline classifier a batch at a time (records done in an earlier run are not typed again)."""
-    from realign.datafiles import ReadError, read_records
+    from realign.cli.run_impl import read_items
     from realign.pipeline import pretyped
 
-    records = (
-        item.as_failure("load") if isinstance(item, ReadError) else item
-        for item in read_records(args["input"], args["input_format"])
-    )
-    return pretyped(records, pack, classifier, skip)
+    return pretyped(read_items(None, args["reader"]), pack, classifier, skip)
 
 
 async def _process(
@@ -182,6 +178,7 @@ def retrieve_command(
     no_cache: bool = common.NO_CACHE,
 ) -> None:
     from realign.cache import Cache
+    from realign.cli.run_impl import open_input
     from realign.criteria import CriteriaError, load_pack
     from realign.datafiles import RecordWriter
     from realign.engine import Engine
@@ -197,6 +194,7 @@ def retrieve_command(
         raise common.die(f"{input}: no such file")
     if input.exists() and output.resolve() == input.resolve():
         raise common.die("the output must not overwrite the input; choose another -o path")
+    reader = open_input(input, input_format, None)  # an unusable input stops here, exit 2
     try:
         criteria_pack = load_pack(pack, criteria)
     except CriteriaError as e:
@@ -226,6 +224,7 @@ def retrieve_command(
     )
     args = {
         "input": input,
+        "reader": reader,
         "output": output,
         "input_format": input_format,
         "k": k,

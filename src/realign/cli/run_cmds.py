@@ -94,6 +94,7 @@ def register(app: typer.Typer) -> None:
         input_format: str | None = common.INPUT_FORMAT,
         output_format: str | None = common.OUTPUT_FORMAT,
         fields: str | None = common.FIELDS,
+        max_record_mb: float = common.MAX_RECORD_MB,
     ) -> None:
         options = dict(locals())
         from realign.cli.run_impl import RunArgs, run_command
@@ -124,6 +125,7 @@ def register(app: typer.Typer) -> None:
         input_format: str | None = common.INPUT_FORMAT,
         output_format: str | None = common.OUTPUT_FORMAT,
         fields: str | None = common.FIELDS,
+        max_record_mb: float = common.MAX_RECORD_MB,
     ) -> None:
         """Add task types only (no rewriting). Each unit gets `task_type`, its source and reason.
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from realign.cli.common import die, lock_output, split_csv
 from realign.cli.progress import make_progress
 from realign.criteria import CriteriaError, CriteriaPack, load_pack
+from realign.datafiles import DEFAULT_MAX_RECORD_BYTES, RecordReader
 from realign.records import Failure, Record
 from realign.runner import RunStopped
 from realign.runtime import EngineArgs
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from realign.pipeline import RunOptions
 
 err = Console(stderr=True)
+DEFAULT_MAX_RECORD_MB = DEFAULT_MAX_RECORD_BYTES / 1_000_000
 
 
 @dataclass
@@ -45,18 +47,45 @@ class RunArgs(EngineArgs):
     fields: str | None = None
     classify_only: bool = False
     batch: bool = False
+    max_record_mb: float = DEFAULT_MAX_RECORD_MB
 
 
-def read_items(args: RunArgs) -> Iterator[Record | Failure]:
-    """Records from the input; unreadable ones become `load` failures (never dropped)."""
+def open_input(
+    path: Path,
+    input_format: str | None,
+    fields: str | None,
+    max_record_mb: float = DEFAULT_MAX_RECORD_MB,
+) -> RecordReader:
+    """The input's reader. What makes the whole input unusable (no such file, a folder, an
+    unknown file type or format, empty, UTF-16, not a JSON array) is one `error:` line and
+    exit 2 here, before any work or run state."""
     from realign.datafiles import read_records
+    from realign.formats import FormatError
 
-    mapping = args.fields
-    fmt = args.input_format or ("fields" if mapping else None)
-    for item in read_records(args.input, input_format=fmt, fields=mapping):
+    fmt = input_format or ("fields" if fields else None)
+    try:
+        reader = read_records(
+            path, input_format=fmt, fields=fields, max_record_bytes=int(max_record_mb * 1_000_000)
+        )
+        _ = reader.format  # detect now: an unknown format fails before any work
+        problem = reader.file_error()
+    except FormatError as e:
+        raise die(str(e)) from None
+    if problem is not None:
+        raise die(str(problem))
+    return reader
+
+
+def read_items(args: Any, reader: RecordReader | None = None) -> Iterator[Record | Failure]:
+    """Records from the input (`reader`, else opened from `args`); unreadable ones become
+    `load` failures (never dropped)."""
+    if reader is None:
+        mb = getattr(args, "max_record_mb", DEFAULT_MAX_RECORD_MB)
+        reader = open_input(args.input, args.input_format, args.fields, mb)
+    for item in reader:
         if isinstance(item, Record):
             yield item
-        elif item.index is None:  # the file as a whole is unreadable (empty, not UTF-8, …)
+        elif item.index is None:  # not a record's error: `open_input` stops on these first
             raise die(str(item))
         else:  # a read error: it names the file, line/record and field
             yield item.as_failure("load")
@@ -124,6 +153,21 @@ def summary_table(summary: Any, stats: Any, seconds: float, command: str = "run"
     return t
 
 
+def failed_note(failed: int, unreadable: int, fails: Path, what: str = "record(s)") -> str:
+    """What to do about the failures: a rerun retries those of the stages, but a record that
+    could not be read from the input fails again until the input is fixed."""
+    note = f"[red]{failed} {what} failed[/]: see {fails}"
+    if unreadable == failed:
+        return f"{note}; they could not be read from the input: fix them there and rerun."
+    retry = "rerun the same command to retry them (answers already paid for come from the cache)."
+    if unreadable:
+        return (
+            f"{note}; {unreadable} could not be read from the input: fix them there; "
+            f"for the other {failed - unreadable}, {retry}"
+        )
+    return f"{note}; {retry}"
+
+
 def submit_deferred(runtime: Any, summary: Any, state: Any) -> int:
     """Batch mode: send the queued requests as one Batch API job; the run goes on later."""
     from realign.batch import BatchError, submit_batch
@@ -161,8 +205,7 @@ def run_command(args: RunArgs) -> int:
         raise die(f"--selection {args.selection!r}: use longest or first")
     if args.classifier not in ("llm", "embedding"):
         raise die(f"--classifier {args.classifier!r}: use llm or embedding")
-    if not args.input.exists() and not str(args.input).startswith("hf:"):
-        raise die(f"{args.input}: no such file")
+    open_input(args.input, args.input_format, args.fields, args.max_record_mb)  # exit 2 if unusable
 
     options = run_options(args, pack)
     if args.dry_run:
@@ -234,7 +277,15 @@ def run_command(args: RunArgs) -> int:
     if summary.pending:
         return submit_deferred(runtime, summary, state)
 
-    written, failed, fails = pipeline.write_outputs(state, args.output, runtime.open_writer)
+    unreadable = 0
+
+    def on_failed(line: Failure) -> None:
+        nonlocal unreadable
+        unreadable += line.stage == "load"
+
+    written, failed, fails = pipeline.write_outputs(
+        state, args.output, runtime.open_writer, on_failed=on_failed
+    )
     state.close(remove=True)
     summary.output, summary.failures = args.output, fails
     summary.written, summary.failed = written, failed
@@ -247,9 +298,6 @@ def run_command(args: RunArgs) -> int:
         )
     )
     if failed:
-        err.print(
-            f"[red]{failed} record(s) failed[/]: see {fails}; rerun the same command to "
-            "retry them (answers already paid for come from the cache)."
-        )
+        err.print(failed_note(failed, unreadable, fails))
         return 1
     return 0
