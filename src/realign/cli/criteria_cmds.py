@@ -27,11 +27,13 @@ with the same name and adds new task types.
 
 Examples:
 
-    realign criteria list
-    realign criteria show how_to_generation
-    realign criteria new open_qa --dir my_criteria      # start from the built-in open_qa
-    realign criteria validate my_criteria
-    realign run data.json -o out.json --criteria my_criteria
+```
+realign criteria list
+realign criteria show how_to_generation
+realign criteria new open_qa --dir my_criteria   # copy the built-in one
+realign criteria validate my_criteria
+realign run data.json -o out.json --criteria my_criteria
+```
 """
 
 LIST_HELP = """List the task types of a pack: name, group, rewrite, retrieval, number of examples and
@@ -39,19 +41,23 @@ the one-line description the classifier reads.
 
 Examples:
 
-    realign criteria list
-    realign criteria list --pack wrap
-    realign criteria list --criteria my_criteria     # built-in pack + your overrides
-    realign criteria list --json > types.json
+```
+realign criteria list
+realign criteria list --pack wrap
+realign criteria list --criteria my_criteria   # the pack + your overrides
+realign criteria list --json > types.json
+```
 """
 
 SHOW_HELP = """Show one criterion in full: its fields, its examples and the format body.
 
 Examples:
 
-    realign criteria show math_puzzles
-    realign criteria show qa --pack wrap
-    realign criteria show my_task --criteria my_criteria --raw    # the file exactly as stored
+```
+realign criteria show math_puzzles
+realign criteria show qa --pack wrap
+realign criteria show my_task --criteria my_criteria --raw  # as stored
+```
 """
 
 VALIDATE_HELP = """Check every criteria file of a folder (default: the built-in `realign` pack).
@@ -63,10 +69,12 @@ unless `--strict` is given.
 
 Examples:
 
-    realign criteria validate
-    realign criteria validate wrap
-    realign criteria validate my_criteria --strict
-    realign criteria validate my_criteria/my_task.md
+```
+realign criteria validate
+realign criteria validate wrap
+realign criteria validate my_criteria --strict
+realign criteria validate my_criteria/my_task.md
+```
 """
 
 NEW_HELP = """Write a new criteria file that already validates, for you to edit.
@@ -81,9 +89,11 @@ Then edit the file, check it with `realign criteria validate DIR`, and use it wi
 
 Examples:
 
-    realign criteria new legal_drafting --dir my_criteria
-    realign criteria new open_qa --dir my_criteria               # override the built-in one
-    realign criteria new recipe_writing --from how_to_generation
+```
+realign criteria new legal_drafting --dir my_criteria
+realign criteria new open_qa --dir my_criteria    # overrides the built-in
+realign criteria new recipe_writing --from how_to_generation
+```
 """
 
 

@@ -33,7 +33,8 @@ Examples:
 
     realign judge out.json -o scores.json --aspects alignment,readability
     realign judge original.json realigned.json -o cmp.json --html cmp.html
-    realign judge a.json b.json --reference gold.json -o cmp.json --base-url http://127.0.0.1:8000/v1 --model my-model
+    realign judge a.json b.json --reference gold.json -o cmp.json \\
+        --base-url http://127.0.0.1:8000/v1 --model my-model
 """
 
 REPORT_HELP = """Write a self-contained HTML report (no network needed to view it).
