@@ -105,9 +105,9 @@ NEW_DIR = typer.Option(
 
 
 def _console(stderr: bool = False) -> Console:
-    from rich.console import Console
+    from realign.cli.console import make_console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    return make_console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
 def _load(pack: str, criteria: Path | None) -> CriteriaPack:

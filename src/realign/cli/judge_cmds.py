@@ -107,9 +107,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _console() -> Console:
-    from rich.console import Console
+    from realign.cli.console import make_console
 
-    return Console(stderr=True)
+    return make_console()
 
 
 def read_dataset(

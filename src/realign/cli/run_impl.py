@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from realign.cli.common import die, split_csv
+from realign.cli.console import make_console
 from realign.cli.progress import make_progress
 from realign.criteria import CriteriaError, CriteriaPack, load_pack
 from realign.records import Failure, Record
@@ -20,7 +20,7 @@ from realign.runner import RunStopped
 from realign.runtime import EngineArgs
 from realign.state import RunState, state_path
 
-err = Console(stderr=True)
+err = make_console()
 
 
 @dataclass
