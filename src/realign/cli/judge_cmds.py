@@ -216,9 +216,8 @@ def _judge(
 ) -> int:
     import asyncio
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from realign import judge
+    from realign.cli.progress import make_progress
     from realign.criteria import CriteriaError, load_pack
     from realign.engine import BudgetExceeded
     from realign.ratelimit import CircuitOpen
@@ -249,14 +248,7 @@ def _judge(
     refs = _references(reference, input_format, con)
     engine = _engine(model, base_url, backend, concurrency, no_cache)
 
-    progress = Progress(
-        TextColumn("[bold]judge"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[note]}"),
-        TimeElapsedColumn(),
-        console=con,
-    )
+    progress = make_progress(con, None)  # the total is known once the pairs are matched
     task = progress.add_task("judge", total=None, note="")
 
     def on_total(n: int) -> None:
