@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import re
 from pathlib import Path
 
 from packs import write_pack
@@ -139,3 +140,31 @@ def test_run_prints_progress_lines_when_piped(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert "classify: 3/3 (100%) · elapsed" in res.output
+
+
+def criteria_rows(env: dict[str, str]) -> list[str]:
+    res = runner.invoke(app, ["criteria", "list"], env=env)
+    assert res.exit_code == 0, res.output
+    return [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in res.output.splitlines()]
+
+
+def test_criteria_list_piped_keeps_names_whole() -> None:
+    """Piped, rich assumed 80 columns and cut `code_language_classification` to `…classificati…`."""
+    from realign.criteria import load_pack
+
+    pack = load_pack("realign", None)
+    lines = criteria_rows({"COLUMNS": ""})
+    assert not any("…" in line for line in lines)
+    for name in pack.names():  # one row per criterion: name, …, its whole description
+        (row,) = [line for line in lines if line.split()[:1] == [name]]
+        assert " ".join(pack[name].description.split()) in " ".join(row.split())
+
+
+def test_criteria_list_on_an_80_column_terminal_keeps_names_whole() -> None:
+    from realign.criteria import load_pack
+
+    lines = criteria_rows({"COLUMNS": "80", "TTY_COMPATIBLE": "1"})
+    assert all(len(line) <= 80 for line in lines) and not any("…" in line for line in lines)
+    firsts = {line.split()[0] for line in lines if line.strip()}
+    assert set(load_pack("realign", None).names()) <= firsts
+    assert any(line.split()[-1] == "53" for line in lines if line.strip())  # #ex not cut

@@ -98,6 +98,7 @@ realign criteria new recipe_writing --from how_to_generation
 
 
 WIDE_TABLE = 120  # terminal columns from which the description gets its own column
+PIPED_WIDTH = 10_000  # `criteria list` into a pipe or file: wide enough for any row
 
 NEW_DIR = typer.Option(
     Path("my_criteria"), "--dir", help="Folder to write NAME.md into (created if needed)."
@@ -163,10 +164,29 @@ def list_cmd(
     from rich.table import Table
 
     console = _console()
+    if not console.is_terminal:
+        # Piped: no screen to fit (rich would assume 80 columns and cut long names with "…"),
+        # so one row per line with whole names and descriptions, for grep and cut.
+        console.width = PIPED_WIDTH
     # Narrow terminals: the description goes under the name instead of in its own column.
     wide = console.width >= WIDE_TABLE
-    table = Table(title=f"criteria pack '{loaded.name}'", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("name" if wide else "name / description", no_wrap=wide)
+    labels = [
+        loaded[n].name + (" *" if _source(loaded[n], criteria) == "user" else "")
+        for n in loaded.names()
+    ]
+    table = Table(
+        title=f"criteria pack '{loaded.name}'",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=wide,  # narrow: no edges, so that the longest name fits in 80 columns
+        pad_edge=wide,
+    )
+    table.add_column(
+        "name" if wide else "name / description",
+        no_wrap=wide,
+        min_width=max(map(len, labels), default=0),  # names stay whole on 80 columns
+        overflow="fold",  # a long word in a description is folded, not cut
+    )
     table.add_column("group", no_wrap=True)
     table.add_column("rewrite", no_wrap=True)
     table.add_column("retrieval", no_wrap=True)
