@@ -131,7 +131,10 @@ def make_progress(
 ) -> Progress:
     """A progress display with a free-text `note` field: a live bar when `console` is a
     terminal, else plain lines (every `every` records — default 5% of the total — or every
-    `seconds` while records complete). The closing summary is the caller's to print."""
+    `seconds` while records complete). The closing summary is the caller's to print.
+
+    `total` is not used any more (each task carries its own, which may be set later, as the
+    judge does); it stays so that the callers' `make_progress(console, total)` still reads."""
     if not console.is_terminal:
         return _Lines(console=console, get_time=get_time, every=every, seconds=seconds)
     fixed = Column(no_wrap=True)
