@@ -166,6 +166,29 @@ def test_run_view_counts_statuses_and_diffs() -> None:
     assert "length_ratio" in page and "passed" in page
 
 
+def test_rewritten_share_chart_plots_shares_not_counts() -> None:
+    """3 of 12 `open_qa` responses rewritten is a smaller share than 2 of 2 `planning` ones,
+    though a larger count: the bars and labels must say 25% and 100%."""
+
+    def unit_rec(i: int, task_type: str, status: str) -> Record:
+        r = rec(str(i), f"Question {i}?", f"Answer {i}.", index=i)
+        r.meta = RealignMeta(
+            units=[UnitMeta(turn=1, task_type=task_type, status=status, original=f"Answer {i}.")]
+        )
+        return r
+
+    recs = [unit_rec(i, "open_qa", "rewritten" if i < 3 else "kept") for i in range(12)]
+    recs += [unit_rec(12 + i, "planning", "rewritten") for i in range(2)]
+    view = report.run_view(recs, source="out.json")
+    (chart,) = [c for s in view.sections for c in s.charts if c.title.startswith("Rewritten share")]
+    widths = {
+        name: float(w)
+        for w, name in re.findall(r'<rect [^>]*width="([\d.]+)"[^>]*><title>(\w+):', chart.svg)
+    }
+    assert widths["planning"] == pytest.approx(4 * widths["open_qa"])
+    assert "25% (3/12)" in chart.svg and "100% (2/2)" in chart.svg
+
+
 def write_items(path: Path, records: list[Record]) -> None:
     from realign.formats import from_record
 

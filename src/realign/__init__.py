@@ -20,6 +20,7 @@ _API = {
     "load_pack": "realign.criteria",
     "Record": "realign.records",
     "Turn": "realign.records",
+    "Failure": "realign.records",
 }
 
 __all__ = ["__version__", *_API]

@@ -5,7 +5,8 @@ from realign import realign_records, read_records, run
 # Whole files, exactly like `realign run` (resumable, failures file, progress on stderr):
 exit_code = run("data.json", "out.json", model="gpt-4o-mini")
 
-# Records in memory, with any backend (a test can pass FakeBackend):
+# Records in memory, with any backend (a test can pass FakeBackend). Each input item comes
+# back in its place: a realigned Record, or a Failure (unreadable, or a stage that failed).
 records = list(read_records("data.json"))
 out = realign_records(records, base_url="http://127.0.0.1:8000/v1", model="my-model")
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from realign.criteria import CriteriaPack, load_pack
+from realign.datafiles import ReadError
 from realign.engine import Engine
 from realign.llm.base import Backend
 from realign.pipeline import RunOptions, Stages, process_record
@@ -34,7 +36,7 @@ def run(input: str | Path, output: str | Path, **options: Any) -> int:
 
 
 async def arealign_records(
-    records: Iterable[Record],
+    records: Iterable[Record | ReadError],
     *,
     backend: Backend | None = None,
     model: str | None = None,
@@ -45,7 +47,16 @@ async def arealign_records(
     retriever: Any | None = None,
     **options: Any,
 ) -> list[Record | Failure]:
-    """Realign records in memory; a failed record comes back as a `Failure` in its place."""
+    """Realign records in memory; a failed record comes back as a `Failure` in its place.
+
+    `records` may come straight from `read_records`: a record it could not read becomes a
+    `load` failure in its place, as in `realign run`'s failures file. An unreadable file as a
+    whole (empty, not UTF-8, …) raises ValueError: there is nothing to go on with.
+    """
+    records = list(records)
+    for item in records:
+        if isinstance(item, ReadError) and item.index is None:
+            raise ValueError(str(item))
     if backend is None:
         from realign.config import load_settings
         from realign.llm.registry import resolve_backend
@@ -62,7 +73,9 @@ async def arealign_records(
         backend=backend.name,
     )
 
-    async def one(rec: Record) -> Record | Failure:
+    async def one(rec: Record | ReadError) -> Record | Failure:
+        if isinstance(rec, ReadError):
+            return rec.as_failure("load")
         try:
             return await process_record(stages, rec)
         except StageError as e:
@@ -81,6 +94,6 @@ async def arealign_records(
         await engine.aclose()
 
 
-def realign_records(records: Iterable[Record], **kwargs: Any) -> list[Record | Failure]:
+def realign_records(records: Iterable[Record | ReadError], **kwargs: Any) -> list[Record | Failure]:
     """Synchronous `arealign_records`."""
     return asyncio.run(arealign_records(records, **kwargs))

@@ -232,6 +232,30 @@ def svg_count_bars(rows: Sequence[tuple[str, int]], label: str, colour: str = SE
     return _svg(lw + bw + 60, 12 + rh * len(rows), body, label)
 
 
+def svg_share_bars(
+    rows: Sequence[tuple[str, int, int]], label: str, colour: str = SERIES[0]
+) -> str:
+    """Horizontal bars of a share (part of whole, 0–100%), labelled `40% (2/5)`: a task type
+    with 2 of 5 responses rewritten must not look smaller than one with 3 of 300."""
+    lw, bw, rh = _label_width(name for name, _, _ in rows), 380, 22
+    body = [
+        f'<line x1="{lw + bw}" y1="0" x2="{lw + bw}" y2="{6 + rh * len(rows)}" '
+        'stroke="#ccc" stroke-dasharray="3,3"/>'  # the 100% mark
+    ]
+    for k, (name, part, whole) in enumerate(rows):
+        y = 6 + k * rh
+        share = part / whole if whole else 0.0
+        w = bw * share
+        text = f"{_pct(share)} ({part}/{whole})"
+        body.append(f'<text x="{lw - 6}" y="{y + 13}" text-anchor="end">{html.escape(name)}</text>')
+        body.append(
+            f'<rect x="{lw}" y="{y}" width="{w:.1f}" height="{rh - 6}" fill="{colour}">'
+            f"<title>{html.escape(name)}: {text}</title></rect>"
+        )
+        body.append(f'<text x="{lw + w + 4:.1f}" y="{y + 13}">{text}</text>')
+    return _svg(lw + bw + 110, 12 + rh * len(rows), body, label)
+
+
 def _token_bins(
     values_by_series: Sequence[Sequence[int]], bins: int = 12
 ) -> tuple[list[str], list[list[int]]]:
@@ -725,12 +749,12 @@ def run_view(
             ),
             ChartView(
                 title="Rewritten share by task type",
-                svg=svg_count_bars(
+                svg=svg_share_bars(
                     [
-                        (tt, c.get("rewritten", 0))
+                        (tt, c.get("rewritten", 0), sum(c.values()))
                         for tt, c in sorted(by_type.items(), key=lambda kv: -sum(kv[1].values()))
                     ],
-                    "rewritten by task type",
+                    "rewritten share by task type",
                 ),
             ),
         ],

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from rich.console import Console
 from rich.table import Table
 
 from realign import tokens
 from realign.augment import documents as docs_mod
 from realign.cli.common import die, lock_output, split_csv
+from realign.cli.console import make_console
 from realign.cli.progress import make_progress
 from realign.engine import Engine
 from realign.pipeline import failures_path
@@ -42,7 +42,7 @@ from realign.runner import (
 from realign.runtime import EngineArgs, make_engine, pricing_model
 from realign.state import RunState, state_path
 
-err = Console(stderr=True)
+err = make_console()
 
 
 @dataclass

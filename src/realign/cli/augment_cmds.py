@@ -45,9 +45,11 @@ so nothing is left out. Failures go to `<OUT stem>.failures.jsonl`; rerun to res
 
 Examples:
 
-    realign rephrase examples/docs -o wrap.jsonl --styles easy,qa --backend local --limit 2
-    realign rephrase docs.jsonl -o mix.jsonl --styles medium --mix 1:1 --model gpt-4o-mini
-    realign rephrase docs.parquet -o wrap.jsonl --dry-run      # cost estimate, no request
+    realign rephrase examples/docs -o wrap.jsonl --styles easy,qa \\
+        --backend local --limit 2
+    realign rephrase docs.jsonl -o mix.jsonl --styles medium --mix 1:1 \\
+        --model gpt-4o-mini
+    realign rephrase docs.parquet -o wrap.jsonl --dry-run   # cost, no request
 """
 
 GENERATE_HELP = """Generate instruction/response pairs grounded in documents.
@@ -61,9 +63,11 @@ source is in each record's `realign.generated` (doc_id, chunk, pair).
 
 Examples:
 
-    realign generate examples/docs -o pairs.json --per-chunk 2 --backend local --limit 2
-    realign generate docs.jsonl -o pairs.jsonl --per-chunk 5 --typed --output-format sharegpt
-    realign run pairs.json -o pairs.realigned.json           # then reformat them
+    realign generate examples/docs -o pairs.json --per-chunk 2 \\
+        --backend local --limit 2
+    realign generate docs.jsonl -o pairs.jsonl --per-chunk 5 --typed \\
+        --output-format sharegpt
+    realign run pairs.json -o pairs.realigned.json   # then reformat them
 """
 
 FILTER_HELP = """Keep only the records a judge scores high enough (phi-1 style quality filtering).
@@ -78,9 +82,11 @@ kept / dropped per task type.
 
 Examples:
 
-    realign filter pairs.json -o good.json --aspect educational_value --min-score 7
-    realign filter data.jsonl -o good.jsonl --aspect factuality,readability --min-score 6
-    realign filter data.json -o good.json --dry-run             # cost estimate, no request
+    realign filter pairs.json -o good.json --aspect educational_value \\
+        --min-score 7
+    realign filter data.jsonl -o good.jsonl --aspect factuality,readability \\
+        --min-score 6
+    realign filter data.json -o good.json --dry-run   # cost, no request
 """
 
 

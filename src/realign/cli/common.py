@@ -41,7 +41,8 @@ RPM = typer.Option(
     None, min=1, help="Requests per minute limit (when the provider sends no headers)."
 )
 TPM = typer.Option(None, min=1, help="Tokens per minute limit (estimated with tiktoken).")
-NO_CACHE = typer.Option(False, help="Do not read or write the request cache.")
+# The name is spelled out: typer would otherwise offer the pair --no-cache/--no-no-cache.
+NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the request cache.")
 INPUT_FORMAT = typer.Option(
     None, help="items | sharegpt | alpaca | messages | fields (default: detected)."
 )

@@ -28,11 +28,13 @@ with the same name and adds new task types.
 
 Examples:
 
-    realign criteria list
-    realign criteria show how_to_generation
-    realign criteria new open_qa --dir my_criteria      # start from the built-in open_qa
-    realign criteria validate my_criteria
-    realign run data.json -o out.json --criteria my_criteria
+```
+realign criteria list
+realign criteria show how_to_generation
+realign criteria new open_qa --dir my_criteria   # copy the built-in one
+realign criteria validate my_criteria
+realign run data.json -o out.json --criteria my_criteria
+```
 """
 
 LIST_HELP = """List the task types of a pack: name, group, rewrite, retrieval, number of examples and
@@ -40,19 +42,23 @@ the one-line description the classifier reads.
 
 Examples:
 
-    realign criteria list
-    realign criteria list --pack wrap
-    realign criteria list --criteria my_criteria     # built-in pack + your overrides
-    realign criteria list --json > types.json
+```
+realign criteria list
+realign criteria list --pack wrap
+realign criteria list --criteria my_criteria   # the pack + your overrides
+realign criteria list --json > types.json
+```
 """
 
 SHOW_HELP = """Show one criterion in full: its fields, its examples and the format body.
 
 Examples:
 
-    realign criteria show math_puzzles
-    realign criteria show qa --pack wrap
-    realign criteria show my_task --criteria my_criteria --raw    # the file exactly as stored
+```
+realign criteria show math_puzzles
+realign criteria show qa --pack wrap
+realign criteria show my_task --criteria my_criteria --raw  # as stored
+```
 """
 
 VALIDATE_HELP = """Check every criteria file of a folder (default: the built-in `realign` pack).
@@ -64,10 +70,12 @@ unless `--strict` is given.
 
 Examples:
 
-    realign criteria validate
-    realign criteria validate wrap
-    realign criteria validate my_criteria --strict
-    realign criteria validate my_criteria/my_task.md
+```
+realign criteria validate
+realign criteria validate wrap
+realign criteria validate my_criteria --strict
+realign criteria validate my_criteria/my_task.md
+```
 """
 
 NEW_HELP = """Write a new criteria file that already validates, for you to edit.
@@ -82,13 +90,16 @@ Then edit the file, check it with `realign criteria validate DIR`, and use it wi
 
 Examples:
 
-    realign criteria new legal_drafting --dir my_criteria
-    realign criteria new open_qa --dir my_criteria               # override the built-in one
-    realign criteria new recipe_writing --from how_to_generation
+```
+realign criteria new legal_drafting --dir my_criteria
+realign criteria new open_qa --dir my_criteria    # overrides the built-in
+realign criteria new recipe_writing --from how_to_generation
+```
 """
 
 
 WIDE_TABLE = 120  # terminal columns from which the description gets its own column
+PIPED_WIDTH = 10_000  # `criteria list` into a pipe or file: wide enough for any row
 
 NEW_DIR = typer.Option(
     Path("my_criteria"), "--dir", help="Folder to write NAME.md into (created if needed)."
@@ -96,9 +107,9 @@ NEW_DIR = typer.Option(
 
 
 def _console(stderr: bool = False) -> Console:
-    from rich.console import Console
+    from realign.cli.console import make_console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    return make_console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
 def _load(pack: str, criteria: Path | None) -> CriteriaPack:
@@ -160,10 +171,29 @@ def list_cmd(
     from rich.table import Table
 
     console = _console()
+    if not console.is_terminal:
+        # Piped: no screen to fit (rich would assume 80 columns and cut long names with "…"),
+        # so one row per line with whole names and descriptions, for grep and cut.
+        console.width = PIPED_WIDTH
     # Narrow terminals: the description goes under the name instead of in its own column.
     wide = console.width >= WIDE_TABLE
-    table = Table(title=f"criteria pack '{loaded.name}'", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("name" if wide else "name / description", no_wrap=wide)
+    labels = [
+        loaded[n].name + (" *" if _source(loaded[n], criteria) == "user" else "")
+        for n in loaded.names()
+    ]
+    table = Table(
+        title=f"criteria pack '{loaded.name}'",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=wide,  # narrow: no edges, so that the longest name fits in 80 columns
+        pad_edge=wide,
+    )
+    table.add_column(
+        "name" if wide else "name / description",
+        no_wrap=wide,
+        min_width=max(map(len, labels), default=0),  # names stay whole on 80 columns
+        overflow="fold",  # a long word in a description is folded, not cut
+    )
     table.add_column("group", no_wrap=True)
     table.add_column("rewrite", no_wrap=True)
     table.add_column("retrieval", no_wrap=True)

@@ -52,9 +52,9 @@ MaxRecordOpt = typer.Option(
 
 
 def _console() -> Console:
-    from rich.console import Console
+    from realign.cli.console import make_console
 
-    return Console(stderr=True, highlight=False)
+    return make_console(highlight=False)
 
 
 def _say(console: Console, text: str, style: str | None = None) -> None:
@@ -443,9 +443,9 @@ def stats(
     if as_json:
         typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
     else:
-        from rich.console import Console
+        from realign.cli.console import make_console
 
-        _print_stats(Console(highlight=False), data)
+        _print_stats(make_console(stderr=False, highlight=False), data)
     if tally.records == 0 and rejects.total:
         raise typer.Exit(1)
 

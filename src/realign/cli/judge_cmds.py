@@ -36,7 +36,8 @@ Examples:
 
     realign judge out.json -o scores.json --aspects alignment,readability
     realign judge original.json realigned.json -o cmp.json --html cmp.html
-    realign judge a.json b.json --reference gold.json -o cmp.json --base-url http://127.0.0.1:8000/v1 --model my-model
+    realign judge a.json b.json --reference gold.json -o cmp.json \\
+        --base-url http://127.0.0.1:8000/v1 --model my-model
 """
 
 REPORT_HELP = """Write a self-contained HTML report (no network needed to view it).
@@ -110,9 +111,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _console() -> Console:
-    from rich.console import Console
+    from realign.cli.console import make_console
 
-    return Console(stderr=True)
+    return make_console()
 
 
 def read_dataset(
@@ -221,9 +222,8 @@ def _judge(
 ) -> int:
     import asyncio
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from realign import judge
+    from realign.cli.progress import make_progress
     from realign.criteria import CriteriaError, load_pack
     from realign.engine import BudgetExceeded
     from realign.ratelimit import CircuitOpen
@@ -254,14 +254,7 @@ def _judge(
     refs = _references(reference, input_format, con)
     engine = _engine(model, base_url, backend, concurrency, no_cache)
 
-    progress = Progress(
-        TextColumn("[bold]judge"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[note]}"),
-        TimeElapsedColumn(),
-        console=con,
-    )
+    progress = make_progress(con, None)  # the total is known once the pairs are matched
     task = progress.add_task("judge", total=None, note="")
 
     def on_total(n: int) -> None:

@@ -44,11 +44,13 @@ record by record: after a crash or a kill, rerun the same command to resume.
 
 Example (offline):
 
-    realign retrieve examples/realign_items.json -o ev.json --retrieval local:examples/corpus/docs.jsonl
+    realign retrieve examples/realign_items.json -o ev.json \\
+        --retrieval local:examples/corpus/docs.jsonl
 
 Example (Google through a proxy or a test server answering `URL/customsearch/v1`):
 
-    realign retrieve data.json -o ev.json --retrieval google --search-endpoint http://127.0.0.1:8080/
+    realign retrieve data.json -o ev.json --retrieval google \\
+        --search-endpoint http://127.0.0.1:8080/
 """
 
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
 from rich.table import Table
 
 from realign.cli.common import die, lock_output, split_csv
+from realign.cli.console import make_console
 from realign.cli.progress import make_progress
 from realign.criteria import CriteriaError, CriteriaPack, load_pack
 from realign.datafiles import DEFAULT_MAX_RECORD_BYTES, RecordReader
@@ -24,7 +24,7 @@ from realign.state import RunState, state_path
 if TYPE_CHECKING:
     from realign.pipeline import RunOptions
 
-err = Console(stderr=True)
+err = make_console()
 DEFAULT_MAX_RECORD_MB = DEFAULT_MAX_RECORD_BYTES / 1_000_000
 
 
