@@ -100,14 +100,47 @@ def test_rewrite_no_types_are_skipped_without_a_rewrite_call(tmp_path: Path) -> 
     assert out.meta.status == "skipped"
     assert out.turns[1].content == "Once upon a time."
     assert backend.calls == []
-    # --force rewrites regardless
+    # --force does not either: the criterion has no format to rewrite towards (issue 14.4)
+    backend = FakeBackend(responder())
     out = run(
         pack,
         rec("Tell a story", "Once upon a time.", category="story_generation"),
-        FakeBackend(responder()),
+        backend,
         force=True,
     )
-    assert out.meta.status == "rewritten"
+    assert out.meta.status == "skipped" and "rewrite: no" in out.meta.reason
+    assert backend.calls == []
+
+
+def test_force_does_not_report_an_unchanged_copy_as_rewritten(tmp_path: Path) -> None:
+    """The model judged the format unfit and returned the original; --force turns its
+    `format_fits` into true, but the copy is no rewrite."""
+    pack = tiny_pack(tmp_path)
+    original = "Paris is the capital of France."
+    out = run(
+        pack,
+        rec("Capital of France?", original),
+        FakeBackend(responder(rewrite=original + "\n", fits=False)),
+        force=True,
+    )
+    u = out.meta.units[0]
+    assert out.meta.status == "kept" and u.filter is not None and u.filter.rule == "unchanged"
+    assert out.turns[1].content == original
+
+
+def test_filter_preset_is_applied_and_recorded(tmp_path: Path) -> None:
+    pack = tiny_pack(tmp_path)
+    record = rec("Tell me about Rome.", "Rome is old.", category="planning")
+    rewrite = "1. Rome is old.\n2. It has many churches and ruins to see."
+    out = run(pack, record, FakeBackend(responder(rewrite=rewrite)))
+    u = out.meta.units[0]
+    assert u.status == "kept" and u.filter is not None
+    assert u.filter.rule == "planning_not_requested" and u.filter.preset == "default"
+    record = rec("Tell me about Rome.", "Rome is old.", category="planning")
+    out = run(pack, record, FakeBackend(responder(rewrite=rewrite)), filter_preset="gsm8k")
+    u = out.meta.units[0]
+    assert u.status == "rewritten" and u.filter is not None and u.filter.preset == "gsm8k"
+    assert "planning_not_requested" not in u.filter.checked and "meta_text" in u.filter.checked
 
 
 def test_format_does_not_fit_keeps_original(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from realign.classify import (
 )
 from realign.criteria import CriteriaPack
 from realign.engine import Deferred, Engine, StructuredOutputError
-from realign.filter import decide
+from realign.filter import DEFAULT_PRESET, decide
 from realign.records import Failure, Provenance, Record, Status, UnitMeta
 from realign.rewrite import SELECTION_POLICIES, rewrite_unit
 from realign.runner import STOPS, StageError, process_items
@@ -49,6 +49,7 @@ class RunOptions:
     retrieve_k: int = 5
     max_evidence_tokens: int = 600
     classify_only: bool = False
+    filter_preset: str = DEFAULT_PRESET
 
     def fingerprint_data(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -141,7 +142,9 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
         return _skip(unit, "empty instruction")
     if not original.strip():
         return _skip(unit, "empty response")
-    if not crit.rewrite and not opts.force:
+    if not crit.rewrite:
+        # Even with --force: such a criterion describes good responses but prescribes no
+        # format, so there is nothing to rewrite towards.
         return _skip(unit, f"criterion '{task}' says rewrite: no")
     n_tokens = tokens.count(original)
     if n_tokens > opts.max_response_tokens:
@@ -183,7 +186,7 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
         unit.reason = "the model judged that the format does not fit this request"
         return
     unit.chosen = chosen
-    decision = decide(instruction, original, cands[chosen].response, task)
+    decision = decide(instruction, original, cands[chosen].response, task, opts.filter_preset)
     unit.filter = decision
     if decision.keep_original:
         unit.status, unit.reason = "kept", f"{decision.rule}: {decision.reason}"

@@ -284,7 +284,7 @@ def estimate_run(
             if args.classify_only:
                 continue
             crit = pack[task] if task else None
-            if crit is not None and not crit.rewrite and not options.force:
+            if crit is not None and not crit.rewrite:
                 continue
             if options.tasks is not None and task is not None and task not in options.tasks:
                 continue

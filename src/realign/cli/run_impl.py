@@ -31,6 +31,7 @@ class RunArgs(EngineArgs):
     samples: int = 1
     selection: str = "longest"
     force: bool = False
+    filter_preset: str = "default"
     reclassify: bool = False
     classifier: str = "llm"
     min_confidence: float = 0.5
@@ -138,6 +139,10 @@ def run_command(args: RunArgs) -> int:
         raise die("the output must not overwrite the input; choose another -o path")
     if args.selection not in ("longest", "first"):
         raise die(f"--selection {args.selection!r}: use longest or first")
+    from realign.filter import PRESETS
+
+    if args.filter_preset not in PRESETS:
+        raise die(f"--filter-preset {args.filter_preset!r}: use {' | '.join(PRESETS)}")
     if args.classifier not in ("llm", "embedding"):
         raise die(f"--classifier {args.classifier!r}: use llm or embedding")
     if not args.input.exists() and not str(args.input).startswith("hf:"):
@@ -147,6 +152,7 @@ def run_command(args: RunArgs) -> int:
         tasks=frozenset(split_csv(args.tasks)) or None,
         samples=args.samples,
         force=args.force,
+        filter_preset=args.filter_preset,
         reclassify=args.reclassify,
         selection=args.selection,
         limit=args.limit,
