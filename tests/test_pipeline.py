@@ -318,3 +318,52 @@ def test_unsure_offline_classification_without_llm_is_default_with_reason(tmp_pa
     u = r.meta.units[0]
     assert u.task_type == "default" and u.task_source == "default"
     assert "unsure" in u.task_reason and "no LLM classifier configured" in u.task_reason
+
+
+def test_output_budget_fits_the_criterion_not_only_the_original(tmp_path: Path) -> None:
+    """Issue 14.3: a one-token "B" got 402 tokens for a six-part exam format."""
+    from realign.criteria import load_pack as load_builtin
+    from realign.rewrite import (
+        MAX_OUTPUT_TOKENS,
+        MIN_OUTPUT_TOKENS,
+        RETRY_OUTPUT_TOKENS,
+        output_budget,
+        retry_budget,
+    )
+
+    exam = load_builtin()["exam_problem_solving_tutor"]
+    assert output_budget("B", exam) >= MIN_OUTPUT_TOKENS == 2048
+    assert output_budget("word " * 3000, exam) == MAX_OUTPUT_TOKENS
+    assert output_budget("word " * 1000, exam) > output_budget("word " * 1000)
+    assert retry_budget(2048) == 4096 and retry_budget(MAX_OUTPUT_TOKENS) == RETRY_OUTPUT_TOKENS
+
+
+def long_answer(total_chars: int):
+    """A responder whose rewrite is `total_chars` long; the fake cuts it at max_tokens."""
+
+    def answer(req: ChatRequest) -> str:
+        body = "**Answer:** Shakespeare wrote it. " + "x" * total_chars
+        return json.dumps({"reasoning": "more", "format_fits": True, "response": body})
+
+    return answer
+
+
+def test_cut_off_rewrite_is_retried_once_with_a_larger_budget(tmp_path: Path) -> None:
+    pack = tiny_pack(tmp_path)
+    # 2048 tokens = 8192 characters for the fake: cut; 4096 tokens = 16384: fits.
+    backend = FakeBackend(long_answer(12000), honour_max_tokens=True)
+    out = run(pack, rec("Who wrote Hamlet?", "Shakespeare wrote it.", "open_qa"), backend)
+    budgets = [c.max_tokens for c in backend.calls if c.stage == "rewrite"]
+    assert budgets == [2048, 4096]  # no re-ask at the budget that was too small
+    assert out.meta.status == "rewritten" and out.turns[1].content.endswith("x" * 100)
+
+
+def test_cut_off_twice_keeps_the_original_not_a_failure(tmp_path: Path) -> None:
+    pack = tiny_pack(tmp_path)
+    backend = FakeBackend(long_answer(40000), honour_max_tokens=True)
+    out = run(pack, rec("Who wrote Hamlet?", "Shakespeare wrote it.", "open_qa"), backend)
+    budgets = [c.max_tokens for c in backend.calls if c.stage == "rewrite"]
+    assert budgets == [2048, 4096]
+    u = out.meta.units[0]
+    assert out.meta.status == "kept" and u.reason.startswith("truncated:")
+    assert "max_tokens=4096" in u.reason and out.turns[1].content == "Shakespeare wrote it."

@@ -26,7 +26,7 @@ from realign.classify import (
     pretype_offline,
 )
 from realign.criteria import CriteriaPack
-from realign.engine import Deferred, Engine, StructuredOutputError
+from realign.engine import Deferred, Engine, OutputTruncated, StructuredOutputError
 from realign.filter import DEFAULT_PRESET, decide
 from realign.records import Failure, Provenance, Record, Status, UnitMeta
 from realign.rewrite import SELECTION_POLICIES, rewrite_unit
@@ -169,15 +169,23 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
             unit.evidence_note = "retrieval is off (--retrieval none)"
 
     async with stage_errors("rewrite"):
-        cands = await rewrite_unit(
-            stages.engine,
-            record,
-            unit.turn,
-            crit,
-            evidence,
-            force=opts.force,
-            samples=opts.samples,
-        )
+        try:
+            cands = await rewrite_unit(
+                stages.engine,
+                record,
+                unit.turn,
+                crit,
+                evidence,
+                force=opts.force,
+                samples=opts.samples,
+            )
+        except OutputTruncated as e:
+            # Cut off twice, the second time with a larger budget: a model that has not
+            # finished by then is looping; the original is the better answer.
+            unit.original = original
+            unit.status = "kept"
+            unit.reason = f"truncated: {e}; kept the original after one retry"
+            return
     unit.candidates = cands
     unit.original = original
     chosen = SELECTION_POLICIES[opts.selection](cands)

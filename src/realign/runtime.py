@@ -303,7 +303,10 @@ def estimate_run(
             tin["rewrite"] += n_in * calls
             original = item.turns[turn].content
             tout["rewrite"] += (
-                min(output_budget(original), int(1.5 * tokens.count(original)) + REASONING_TOKENS)
+                min(
+                    output_budget(original, crit),
+                    int(1.5 * tokens.count(original)) + REASONING_TOKENS,
+                )
                 * options.samples
             )
     stages = [
