@@ -153,6 +153,33 @@ def test_stated_answer_of_a_long_original_must_survive() -> None:
     assert d.rule == "short_answer_lost" and "stated answer" in d.reason
 
 
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        "**Final answer:** (C) 32",
+        "The correct option is C: a force acts on it.",
+        "Option A is tempting, but the right answer is (C).",
+        "(C) is correct, since A alone would not balance.",
+        "I would choose C. A quick check confirms it.",
+        "(C) fits best. A quick check confirms it.",
+        "C",
+    ],
+)
+def test_a_changed_option_letter_is_rejected_even_when_the_letter_still_appears(
+    rewrite: str,
+) -> None:
+    d = decide("q", "A", rewrite, "exam_problem_solving_tutor", "open-platypus")
+    assert d.keep_original and d.rule == "short_answer_lost", d
+    # the same rewrite choosing the original's letter passes
+    same = (
+        rewrite.replace("C", "A", 1)
+        if not rewrite.startswith("Option A")
+        else (rewrite.replace("(C)", "(A)"))
+    )
+    d = decide("q", "A", same, "exam_problem_solving_tutor", "open-platypus")
+    assert d.rule in ("passed", "unchanged"), d  # "A" alone is the original itself
+
+
 def test_single_letter_answers_are_case_sensitive() -> None:
     """Original "A" must not pass against a rewrite choosing (C) that uses the article "a"."""
     rw = "This is a classic trap: the correct option is (C), since a force acts on it."

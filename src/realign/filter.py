@@ -62,6 +62,19 @@ _STATED_ANSWER = re.compile(
     r"|\banswer\s*:)\s*:?\s*(.+)",
     re.IGNORECASE,
 )
+# Where a response names the option it chooses: "the answer is (C)", "**Final answer:** C",
+# "the correct option is C", "(C) is correct", "I'd choose C". A bare letter must be a capital.
+_LETTER = r"(?:\(([A-Za-z])\)|\b([A-Z])\b)(?!['’\w])"
+_CHOSEN_LETTER = re.compile(
+    r"(?i:answer)\s*(?:(?i:is|would be)|:)\s*:?\s*\**\s*" + _LETTER + "|"
+    r"(?i:correct|right|best)\s+(?i:option|choice|answer)\s*(?:(?i:is)|:)\s*\**\s*"
+    r"(?:(?i:option)\s+)?" + _LETTER + "|"
+    r"(?:(?i:option|choice)\s+)?" + _LETTER + r"\**\s+(?i:is)\s+(?:(?i:the)\s+)?"
+    r"(?i:correct|right|best)|"
+    r"(?i:choose|pick|select|go with)\s+(?:(?i:option)\s+)?" + _LETTER
+)
+# Else a response that opens with its option: "(C) fits best.", "**C.** Carbon dioxide".
+_OPENING_LETTER = re.compile(r"\A[\s*_#>]*(?:\(([A-Za-z])\)|([A-Z])(?:[.):]|\s*\Z))")
 # Text about the rewriting itself, or prompt-template debris (Open-Platypus, Alpaca).
 _LEAKS = re.compile(
     r"\b(?:revised|rewritten|original|improved) response\b|\bformat guide\b|"
@@ -117,6 +130,14 @@ def has_term(term: str, text: str) -> bool:
     if len(term) == 1:
         return re.search(rf"(?<![^\W_]){re.escape(term)}(?![^\W_])", text) is not None
     return term.lower() in {w.lower() for w in _WORD.findall(text)}
+
+
+def chosen_letters(text: str) -> set[str]:
+    """The option letters `text` says it chooses (upper case)."""
+    said = {g.upper() for m in _CHOSEN_LETTER.finditer(text) for g in m.groups() if g}
+    if not said and (m := _OPENING_LETTER.match(text)):
+        said = {(m.group(1) or m.group(2)).upper()}
+    return said
 
 
 def stated_answer(text: str) -> str | None:
@@ -183,7 +204,13 @@ def rule_short_answer(instruction: str, original: str, rewrite: str, task_type: 
         if stated is None or len(_WORD.findall(stated)) > SHORT_ANSWER_WORDS:
             return None
         answer, what = stated, "original's stated answer"
-    missing = [t for t in answer_terms(answer) if not has_term(t, rewrite)]
+    terms = answer_terms(answer)
+    letters = {t.upper() for t in terms if len(t) == 1 and t.isalpha()}
+    other = chosen_letters(rewrite) - letters
+    if len(letters) == 1 and other:
+        # The letter may still appear ("A is tempting, but..."): what counts is the choice.
+        return f"the rewrite chooses {', '.join(sorted(other))}; the {what} is {answer!r}"
+    missing = [t for t in terms if not has_term(t, rewrite)]
     if missing:
         return f"the {what} {answer!r} is not in the rewrite (missing {', '.join(missing)})"
     return None
