@@ -84,7 +84,7 @@ _LEAKS = re.compile(
 # Refusals and non-answers that replace an answer the original gave.
 _REFUSALS = re.compile(
     r"\bI(?:'m| am) not (?:sure|certain)\b|\bI (?:do not|don't) know\b|"
-    r"\b(?:is|are|was|were) not (?:provided|given|mentioned|specified|stated|available)\b|"
+    r"\b(?:is|are|was|were) not (?:provided|given|mentioned|specified|stated)\b|"
     r"\bnot (?:provided|given|mentioned|specified|stated) in the\b|"
     r"\bI (?:cannot|can't|can not|am unable to|'m unable to|am not able to) "
     r"(?:answer|provide|determine|help|say)\b|"
