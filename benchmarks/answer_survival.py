@@ -60,6 +60,11 @@ def share(hits: int, total: int) -> str:
     return f"{hits}/{total} = {hits / total:.1%}" if total else "-"
 
 
+def kept_reason(rec: dict) -> str:
+    u = rec["realign"]["units"][0]
+    return (u["filter"]["reason"] if u.get("filter") else u.get("reason", ""))[:150]
+
+
 def kept_by(rec: dict) -> str:
     """The rule or reason that kept a unit's original."""
     u = rec["realign"]["units"][0]
@@ -98,6 +103,8 @@ def gsm8k(args: argparse.Namespace) -> int:
             print(done.stdout, done.stderr, sep="\n")
             return done.returncode
         written = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+        if args.keep_output:
+            args.keep_output.write_text(out.read_text(encoding="utf-8"), encoding="utf-8")
         fails = Path(tmp) / "out.failures.jsonl"
         failed = len(fails.read_text(encoding="utf-8").splitlines()) if fails.exists() else 0
 
@@ -118,6 +125,13 @@ def gsm8k(args: argparse.Namespace) -> int:
     print(f"  `#### N` intact among written rewrites {share(intact_rw, len(rewritten))}")
     print(f"  `#### N` intact among all output       {share(intact_all, len(written))}")
     print(f"  kept, by rule                         {dict(kept.most_common())}")
+    for rule in kept:  # one reason per rule, to read what the model wrote
+        why = next(
+            kept_reason(r)
+            for r in written
+            if r["realign"]["status"] == "kept" and kept_by(r) == rule
+        )
+        print(f"    e.g. {rule}: {why}")
     print(
         f"  time                                  {elapsed:.1f} s, {elapsed / len(rows):.1f} s/record"
     )
@@ -203,6 +217,7 @@ def main() -> int:
     ap.add_argument("--preset", default="gsm8k", help="--filter-preset for the GSM8K run")
     ap.add_argument("--classify", action="store_true", help="let the model type each record")
     ap.add_argument("--skip-gsm8k", action="store_true", help="only the multiple-choice part")
+    ap.add_argument("--keep-output", type=Path, help="also write the run's output here")
     ap.add_argument("run_args", nargs="*", help="after --: passed to `realign run`")
     args = ap.parse_args()
     code = 0 if args.skip_gsm8k else gsm8k(args)
