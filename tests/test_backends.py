@@ -404,6 +404,26 @@ def test_unparseable_output_is_returned_raw_for_the_engine_to_reask() -> None:
     assert resp.texts == ['{"reasoning": "cut']
 
 
+def test_finish_reasons_are_carried_and_a_used_up_budget_reads_as_cut_off() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        max_tokens = json.loads(req.content)["max_tokens"]
+        body = completion(None, tool_args=['{"reasoning": "cut'])
+        body["usage"]["completion_tokens"] = min(max_tokens, 30)
+        if max_tokens == 5:
+            body["choices"][0]["finish_reason"] = "length"
+        return httpx.Response(200, json=body)
+
+    backend = mock_backend(handler, base_url="http://127.0.0.1:9/v1", api_key=None)
+    cls = request(schema=Classification, max_tokens=5)
+    assert run(backend.chat(cls)).finish_reasons == ["length"]
+    # llama-cpp-python says "tool_calls" for a forced tool call even when max_tokens cut it:
+    # an answer that used all of max_tokens counts as cut off.
+    cls = request(schema=Classification, max_tokens=30)
+    assert run(backend.chat(cls)).finish_reasons == ["length"]
+    cls = request(schema=Classification, max_tokens=31)
+    assert run(backend.chat(cls)).finish_reasons == ["stop"]
+
+
 def test_refusal_is_returned_as_raw_text() -> None:
     def handler(req: httpx.Request) -> httpx.Response:
         body = completion(None)

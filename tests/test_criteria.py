@@ -486,3 +486,35 @@ def test_no_example_is_an_item_of_the_heldout_measurement_set(realign_pack) -> N
 
     examples = {norm(e) for n in realign_pack.names() for e in realign_pack[n].examples}
     assert {norm(x["instruction"]) for x in heldout}.isdisjoint(examples)
+
+
+def test_builtin_formats_do_not_invite_new_content(realign_pack) -> None:
+    """Issue 14.5: sections that make the rewriter add content the original never had (a tip,
+    a check, a usage example with a guessed output, notes) are gone or optional."""
+    inviting = re.compile(r"^\s*\d+\.\s+\*\*(Tip|Tips and warnings|Check|Check it|Usage|Notes)\*\*")
+    for c in realign_pack.criteria.values():
+        if not c.rewrite:
+            continue
+        for line in c.format.splitlines():
+            m = inviting.match(line)
+            assert not m or "(optional" in line, f"{c.name}: {line}"
+
+
+def test_rewrite_prompt_has_the_fluency_rule_and_lets_verdicts_fit() -> None:
+    from realign import prompts
+
+    system, user = prompts.render(
+        "rewrite",
+        task_type="fact_verification",
+        format="**True** or **False**, then the evidence.",
+        context="",
+        instruction="True or false: lightning never strikes the same place twice.",
+        response="False.",
+        evidence=[],
+        force=False,
+    )
+    assert "fluent" in system.content and "no subheadings beyond" in system.content
+    assert "optional" in system.content  # optional parts only with content from the original
+    # A True/False question is not a "yes/no answer" that rules the format out.
+    assert "yes/no answer" not in user.content
+    assert "True/False" in user.content and "still fits" in user.content

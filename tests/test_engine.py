@@ -15,6 +15,7 @@ from realign.engine import (
     BudgetExceeded,
     CircuitOpen,
     Engine,
+    OutputTruncated,
     RequestFailed,
     StructuredOutputError,
 )
@@ -272,6 +273,35 @@ def test_structured_reasks_then_fails_with_record_id() -> None:
     ):
         run(engine.structured(req(3, stage="judge"), Out))
     assert engine.stats.reasks == 2
+
+
+def test_truncated_output_raises_at_once_when_asked_else_is_reasked() -> None:
+    class Out(BaseModel):
+        text: str
+
+    def cut(calls: int, r: ChatRequest) -> ChatResponse:
+        return ChatResponse(texts=['{"text": "a long ans'], finish_reasons=["length"])
+
+    backend = Scripted(cut)
+    engine = Engine(backend, reask=2)
+    with pytest.raises(OutputTruncated, match="cut off at max_tokens=50") as e:
+        run(
+            engine.structured(
+                req(1).model_copy(update={"max_tokens": 50}), Out, raise_truncated=True
+            )
+        )
+    assert backend.calls == 1 and e.value.max_tokens == 50 and engine.stats.reasks == 0
+    assert e.value.raw_output == '{"text": "a long ans'
+    # Without raise_truncated (every other stage): re-asked as before.
+    backend = Scripted(cut)
+    with pytest.raises(StructuredOutputError) as e2:
+        run(Engine(backend, reask=2).structured(req(2), Out))
+    assert backend.calls == 3 and not isinstance(e2.value, OutputTruncated)
+    # Invalid but not cut off: re-asked even with raise_truncated.
+    backend = Scripted(lambda c, r: ChatResponse(texts=["nope"], finish_reasons=["stop"]))
+    with pytest.raises(StructuredOutputError) as e3:
+        run(Engine(backend, reask=1).structured(req(3), Out, raise_truncated=True))
+    assert backend.calls == 2 and not isinstance(e3.value, OutputTruncated)
 
 
 def test_adaptive_limit_cuts_once_per_overload_and_grows_back() -> None:

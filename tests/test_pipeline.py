@@ -100,14 +100,47 @@ def test_rewrite_no_types_are_skipped_without_a_rewrite_call(tmp_path: Path) -> 
     assert out.meta.status == "skipped"
     assert out.turns[1].content == "Once upon a time."
     assert backend.calls == []
-    # --force rewrites regardless
+    # --force does not either: the criterion has no format to rewrite towards (issue 14.4)
+    backend = FakeBackend(responder())
     out = run(
         pack,
         rec("Tell a story", "Once upon a time.", category="story_generation"),
-        FakeBackend(responder()),
+        backend,
         force=True,
     )
-    assert out.meta.status == "rewritten"
+    assert out.meta.status == "skipped" and "rewrite: no" in out.meta.reason
+    assert backend.calls == []
+
+
+def test_force_does_not_report_an_unchanged_copy_as_rewritten(tmp_path: Path) -> None:
+    """The model judged the format unfit and returned the original; --force turns its
+    `format_fits` into true, but the copy is no rewrite."""
+    pack = tiny_pack(tmp_path)
+    original = "Paris is the capital of France."
+    out = run(
+        pack,
+        rec("Capital of France?", original),
+        FakeBackend(responder(rewrite=original + "\n", fits=False)),
+        force=True,
+    )
+    u = out.meta.units[0]
+    assert out.meta.status == "kept" and u.filter is not None and u.filter.rule == "unchanged"
+    assert out.turns[1].content == original
+
+
+def test_filter_preset_is_applied_and_recorded(tmp_path: Path) -> None:
+    pack = tiny_pack(tmp_path)
+    record = rec("Tell me about Rome.", "Rome is old.", category="planning")
+    rewrite = "1. Rome is old.\n2. It has many churches and ruins to see."
+    out = run(pack, record, FakeBackend(responder(rewrite=rewrite)))
+    u = out.meta.units[0]
+    assert u.status == "kept" and u.filter is not None
+    assert u.filter.rule == "planning_not_requested" and u.filter.preset == "default"
+    record = rec("Tell me about Rome.", "Rome is old.", category="planning")
+    out = run(pack, record, FakeBackend(responder(rewrite=rewrite)), filter_preset="gsm8k")
+    u = out.meta.units[0]
+    assert u.status == "rewritten" and u.filter is not None and u.filter.preset == "gsm8k"
+    assert "planning_not_requested" not in u.filter.checked and "meta_text" in u.filter.checked
 
 
 def test_format_does_not_fit_keeps_original(tmp_path: Path) -> None:
@@ -326,3 +359,52 @@ def test_later_turn_is_searched_with_the_names_of_earlier_requests(tmp_path: Pat
         "Who was its first emperor? Roman Empire",  # not a context-free "its first emperor"
     ]
     assert out.meta.units[1].query == "Who was its first emperor? Roman Empire"
+
+
+def test_output_budget_fits_the_criterion_not_only_the_original(tmp_path: Path) -> None:
+    """Issue 14.3: a one-token "B" got 402 tokens for a six-part exam format."""
+    from realign.criteria import load_pack as load_builtin
+    from realign.rewrite import (
+        MAX_OUTPUT_TOKENS,
+        MIN_OUTPUT_TOKENS,
+        RETRY_OUTPUT_TOKENS,
+        output_budget,
+        retry_budget,
+    )
+
+    exam = load_builtin()["exam_problem_solving_tutor"]
+    assert output_budget("B", exam) >= MIN_OUTPUT_TOKENS == 2048
+    assert output_budget("word " * 3000, exam) == MAX_OUTPUT_TOKENS
+    assert output_budget("word " * 1000, exam) > output_budget("word " * 1000)
+    assert retry_budget(2048) == 4096 and retry_budget(MAX_OUTPUT_TOKENS) == RETRY_OUTPUT_TOKENS
+
+
+def long_answer(total_chars: int):
+    """A responder whose rewrite is `total_chars` long; the fake cuts it at max_tokens."""
+
+    def answer(req: ChatRequest) -> str:
+        body = "**Answer:** Shakespeare wrote it. " + "x" * total_chars
+        return json.dumps({"reasoning": "more", "format_fits": True, "response": body})
+
+    return answer
+
+
+def test_cut_off_rewrite_is_retried_once_with_a_larger_budget(tmp_path: Path) -> None:
+    pack = tiny_pack(tmp_path)
+    # 2048 tokens = 8192 characters for the fake: cut; 4096 tokens = 16384: fits.
+    backend = FakeBackend(long_answer(12000), honour_max_tokens=True)
+    out = run(pack, rec("Who wrote Hamlet?", "Shakespeare wrote it.", "open_qa"), backend)
+    budgets = [c.max_tokens for c in backend.calls if c.stage == "rewrite"]
+    assert budgets == [2048, 4096]  # no re-ask at the budget that was too small
+    assert out.meta.status == "rewritten" and out.turns[1].content.endswith("x" * 100)
+
+
+def test_cut_off_twice_keeps_the_original_not_a_failure(tmp_path: Path) -> None:
+    pack = tiny_pack(tmp_path)
+    backend = FakeBackend(long_answer(40000), honour_max_tokens=True)
+    out = run(pack, rec("Who wrote Hamlet?", "Shakespeare wrote it.", "open_qa"), backend)
+    budgets = [c.max_tokens for c in backend.calls if c.stage == "rewrite"]
+    assert budgets == [2048, 4096]
+    u = out.meta.units[0]
+    assert out.meta.status == "kept" and u.reason.startswith("truncated:")
+    assert "max_tokens=4096" in u.reason and out.turns[1].content == "Shakespeare wrote it."

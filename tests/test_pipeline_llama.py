@@ -1,7 +1,7 @@
 """The pipeline over HTTP, replayed from cassettes recorded against the real llama.cpp server
 running SmolLM2-135M (see cassettes/README.md; re-record with
-`.venv/bin/python scripts/record_cassettes.py tests/test_pipeline_llama.py`), and one
-end-to-end run of the real embedded model on three example records."""
+`.venv/bin/python scripts/record_cassettes.py --port 8771 tests/test_pipeline_llama.py -k http`),
+and one end-to-end run of the real embedded model on three example records."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from realign.pipeline import RunOptions, Stages, process_record
 from realign.records import Record, Turn
 
 ROOT = Path(__file__).resolve().parents[1]
-URL = "http://127.0.0.1:8765/v1"  # the fixed port cassettes are recorded on
+URL = "http://127.0.0.1:8771/v1"  # the fixed port cassettes are recorded on
 
 
 def llama() -> OpenAIBackend:

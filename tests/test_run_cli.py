@@ -196,3 +196,26 @@ def test_fields_input_is_written_back_through_the_same_mapping(tmp_path: Path) -
     assert res.exit_code == 0, res.output
     (row,) = [json.loads(x) for x in out.read_text().splitlines()]
     assert row["question"] == "2+3?" and "#### 5" in row["answer"] and "realign" in row
+
+
+def test_filter_preset_flag_is_applied_and_named_in_the_output(tmp_path: Path) -> None:
+    src = tmp_path / "gsm.jsonl"
+    row = {"question": "2+3?", "answer": "2+3=5\n#### 5", "category": "math_puzzles"}
+    src.write_text(json.dumps(row) + "\n")
+    out = tmp_path / "out.jsonl"
+    argv = ["run", str(src), "-o", str(out), "--backend", "fake", "--force"]
+    argv += ["--fields", "instruction=question,response=answer"]
+    argv += ["--pack", str(write_pack(tmp_path / "pack"))]
+    res = runner.invoke(app, [*argv, "--filter-preset", "gsm8k"])
+    assert res.exit_code == 0, res.output
+    (got,) = [json.loads(x) for x in out.read_text().splitlines()]
+    decision = got["realign"]["units"][0]["filter"]
+    # The fake model's rewrite has no `#### 5`: the gsm8k preset keeps the original.
+    assert decision["preset"] == "gsm8k" and decision["rule"] == "final_answer_lost"
+    assert decision["checked"] == ["unchanged", "meta_text", "final_answer_lost", "length_ratio"]
+    assert got["answer"] == row["answer"] and got["realign"]["status"] == "kept"
+    assert "final_answer_lost 1" in " ".join(res.output.split())
+
+    res = runner.invoke(app, [*argv, "--filter-preset", "alpaca"])
+    assert res.exit_code != 0 and "--filter-preset 'alpaca'" in res.output
+    assert "open-platypus" in res.output

@@ -133,6 +133,7 @@ def parse_output_line(line: str) -> tuple[str, ChatResponse | None, str]:
         cid,
         ChatResponse(
             texts=texts,
+            finish_reasons=[c.get("finish_reason") for c in body.get("choices", [])],
             usage=Usage(
                 prompt_tokens=usage.get("prompt_tokens", 0),
                 completion_tokens=usage.get("completion_tokens", 0),

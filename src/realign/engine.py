@@ -55,6 +55,7 @@ __all__ = [
     "Deferred",
     "Engine",
     "EngineStats",
+    "OutputTruncated",
     "RequestFailed",
     "StructuredOutputError",
 ]
@@ -74,6 +75,14 @@ class StructuredOutputError(RuntimeError):
     def __init__(self, message: str, raw_output: str) -> None:
         super().__init__(message)
         self.raw_output = raw_output
+
+
+class OutputTruncated(StructuredOutputError):
+    """An output did not validate because `max_tokens` cut it off (finish reason `length`)."""
+
+    def __init__(self, message: str, raw_output: str, max_tokens: int | None) -> None:
+        super().__init__(message, raw_output)
+        self.max_tokens = max_tokens
 
 
 class BudgetExceeded(RuntimeError):
@@ -370,7 +379,9 @@ class Engine:
             done, spent = self._stage_cost.get(request.stage, (0, 0.0))
             self._stage_cost[request.stage] = (done + 1, spent + usd)
 
-    async def structured(self, request: ChatRequest, schema: type[T]) -> list[T]:
+    async def structured(
+        self, request: ChatRequest, schema: type[T], *, raise_truncated: bool = False
+    ) -> list[T]:
         """`request.n` validated outputs; invalid ones are re-asked with the validation error.
 
         The answers of one call (the request and its re-asks) are cached together, and only
@@ -379,6 +390,10 @@ class Engine:
         choices of an n>1 answer included, so a rerun replays the same outputs for free. On
         failure the chain's answers that came from the cache (a Batch API answer, or stored
         before this rule) are dropped, so the rerun sends the request again.
+
+        `raise_truncated`: when an invalid output was cut off by `max_tokens`, raise
+        `OutputTruncated` at once instead of re-asking with the same budget, which would only
+        be cut off again (the caller may retry with a larger one).
         """
         request = request.model_copy(
             update={"json_schema": _json_schema(schema), "schema_name": schema.__name__}
@@ -396,15 +411,24 @@ class Engine:
                 req = _reask(req, last_raw, last_err, need)
             resp = await self.chat(req, store=False)
             chain.append((req, resp))
-            for text in resp.texts[:need]:
+            truncated = False
+            for i, text in enumerate(resp.texts[:need]):
                 try:
                     out.append(schema.model_validate(json.loads(text)))
                 except (ValidationError, json.JSONDecodeError) as e:
                     last_raw, last_err = text, _short_error(e)
+                    truncated |= i < len(resp.finish_reasons) and resp.finish_reasons[i] == "length"
             if len(out) >= request.n:
                 for sent, answer in chain:
                     self.store(sent, answer)
                 return out
+            if truncated and raise_truncated:
+                raise OutputTruncated(
+                    f"{request.stage}{_for_record(request)}: output cut off at max_tokens="
+                    f"{req.max_tokens} before it was complete",
+                    raw_output=last_raw,
+                    max_tokens=req.max_tokens,
+                )
             self.stats.reasks += 1
         for sent, answer in chain:
             if answer.cached:

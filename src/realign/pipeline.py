@@ -26,8 +26,8 @@ from realign.classify import (
     pretype_offline,
 )
 from realign.criteria import CriteriaPack
-from realign.engine import Deferred, Engine, StructuredOutputError
-from realign.filter import decide
+from realign.engine import Deferred, Engine, OutputTruncated, StructuredOutputError
+from realign.filter import DEFAULT_PRESET, decide
 from realign.formats import input_evidence
 from realign.records import Failure, Provenance, Record, Status, UnitMeta
 from realign.retrieve import request_context
@@ -53,6 +53,7 @@ class RunOptions:
     retrieve_k: int = 5
     max_evidence_tokens: int = 600
     classify_only: bool = False
+    filter_preset: str = DEFAULT_PRESET
 
     def fingerprint_data(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -145,7 +146,9 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
         return _skip(unit, "empty instruction")
     if not original.strip():
         return _skip(unit, "empty response")
-    if not crit.rewrite and not opts.force:
+    if not crit.rewrite:
+        # Even with --force: such a criterion describes good responses but prescribes no
+        # format, so there is nothing to rewrite towards.
         return _skip(unit, f"criterion '{task}' says rewrite: no")
     n_tokens = tokens.count(original)
     if n_tokens > opts.max_response_tokens:
@@ -181,17 +184,25 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
             unit.evidence_note = "retrieval is off (--retrieval none)"
 
     async with stage_errors("rewrite"):
-        cands = await rewrite_unit(
-            stages.engine,
-            record,
-            unit.turn,
-            crit,
-            evidence,
-            force=opts.force,
-            samples=opts.samples,
-            prompt=opts.prompt,
-            temperature=opts.temperature,
-        )
+        try:
+            cands = await rewrite_unit(
+                stages.engine,
+                record,
+                unit.turn,
+                crit,
+                evidence,
+                force=opts.force,
+                samples=opts.samples,
+                prompt=opts.prompt,
+                temperature=opts.temperature,
+            )
+        except OutputTruncated as e:
+            # Cut off twice, the second time with a larger budget: a model that has not
+            # finished by then is looping; the original is the better answer.
+            unit.original = original
+            unit.status = "kept"
+            unit.reason = f"truncated: {e}; kept the original after one retry"
+            return
     unit.candidates = cands
     unit.original = original
     chosen = SELECTION_POLICIES[opts.selection](cands)
@@ -200,7 +211,7 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
         unit.reason = "the model judged that the format does not fit this request"
         return
     unit.chosen = chosen
-    decision = decide(instruction, original, cands[chosen].response, task)
+    decision = decide(instruction, original, cands[chosen].response, task, opts.filter_preset)
     unit.filter = decision
     if decision.keep_original:
         unit.status, unit.reason = "kept", f"{decision.rule}: {decision.reason}"

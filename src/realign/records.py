@@ -61,6 +61,8 @@ class FilterDecision(BaseModel):
     keep_original: bool
     rule: str  # e.g. "passed", "length_ratio", "code_mismatch", "final_answer_lost"
     reason: str = ""
+    preset: str = "default"  # the filter preset (`--filter-preset`)
+    checked: list[str] = Field(default_factory=list)  # the preset's rules, in the order run
 
 
 class JudgeScore(BaseModel):

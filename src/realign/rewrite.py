@@ -2,7 +2,8 @@
 
 The LLM returns its reasoning, whether the format fits the request at all (adaptive
 rewriting: when it does not, the original stays), and the rewritten response. `samples` > 1
-asks for several candidates; the selection policy picks one.
+asks for several candidates; the selection policy picks one. An answer cut off by the output
+budget is asked for once more with twice the budget (`OutputTruncated` if that is cut too).
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from pydantic import BaseModel, Field
 from realign import prompts, tokens
 from realign.classify import context_text
 from realign.criteria import Criterion
-from realign.engine import Engine
+from realign.engine import Engine, OutputTruncated
 from realign.llm.base import ChatRequest, ShortText
 from realign.records import Candidate, Evidence, Record
 
+# A one-letter original still needs room for every part of its criterion's format (an exam
+# format has six): the budget never goes under MIN_OUTPUT_TOKENS.
+MIN_OUTPUT_TOKENS = 2048
 MAX_OUTPUT_TOKENS = 4096
+RETRY_OUTPUT_TOKENS = 8192  # the one retry after a cut-off answer
+REASONING_TOKENS = 400
 
 
 class RewriteOutput(BaseModel):
@@ -48,9 +54,17 @@ SELECTION_POLICIES: dict[str, Callable[[list[Candidate]], int | None]] = {
 }
 
 
-def output_budget(original: str) -> int:
-    """Room for a longer, better formatted answer plus the reasoning."""
-    return min(MAX_OUTPUT_TOKENS, 2 * tokens.count(original) + 400)
+def output_budget(original: str, criterion: Criterion | None = None) -> int:
+    """Room for the reasoning and a rewrite in the criterion's format: twice the original plus
+    twice the format's own description, at least MIN_OUTPUT_TOKENS, at most MAX_OUTPUT_TOKENS.
+    A model stops when it is done; the budget only has to be large enough not to cut it."""
+    fmt = tokens.count(criterion.format) if criterion is not None else 0
+    want = 2 * tokens.count(original) + 2 * fmt + REASONING_TOKENS
+    return min(MAX_OUTPUT_TOKENS, max(MIN_OUTPUT_TOKENS, want))
+
+
+def retry_budget(budget: int) -> int:
+    return min(RETRY_OUTPUT_TOKENS, 2 * budget)
 
 
 def build_request(
@@ -82,7 +96,7 @@ def build_request(
         messages=messages,
         n=samples,
         temperature=temperature if temperature is not None else (0.0 if samples == 1 else 0.7),
-        max_tokens=output_budget(original),
+        max_tokens=output_budget(original, criterion),
         record_id=record.id,
     )
 
@@ -109,7 +123,12 @@ async def rewrite_unit(
         prompt=prompt,
         temperature=temperature,
     )
-    outs = await engine.structured(request, RewriteOutput)
+    try:
+        outs = await engine.structured(request, RewriteOutput, raise_truncated=True)
+    except OutputTruncated:
+        budget = retry_budget(request.max_tokens or MAX_OUTPUT_TOKENS)
+        request = request.model_copy(update={"max_tokens": budget})
+        outs = await engine.structured(request, RewriteOutput, raise_truncated=True)
     return [
         Candidate(
             response=o.response.strip(),

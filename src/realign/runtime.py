@@ -285,7 +285,7 @@ def estimate_run(
             if args.classify_only:
                 continue
             crit = pack[task] if task else None
-            if crit is not None and not crit.rewrite and not options.force:
+            if crit is not None and not crit.rewrite:
                 continue
             if options.tasks is not None and task is not None and task not in options.tasks:
                 continue
@@ -313,7 +313,10 @@ def estimate_run(
             tin["rewrite"] += n_in * calls
             original = item.turns[turn].content
             tout["rewrite"] += (
-                min(output_budget(original), int(1.5 * tokens.count(original)) + REASONING_TOKENS)
+                min(
+                    output_budget(original, crit),
+                    int(1.5 * tokens.count(original)) + REASONING_TOKENS,
+                )
                 * options.samples
             )
     stages = [

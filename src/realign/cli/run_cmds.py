@@ -22,10 +22,22 @@ Examples:
     realign run data.json -o out.json                       # embedded model, offline
     realign run data.json -o out.json --model gpt-4o-mini   # OpenAI (OPENAI_API_KEY)
     realign run data.jsonl -o out.jsonl --base-url http://127.0.0.1:8000/v1 --model my-model
-    realign run gsm8k.jsonl -o out.jsonl --fields instruction=question,response=answer --force
+    realign run gsm8k.jsonl -o out.jsonl --fields instruction=question,response=answer \
+        --force --filter-preset gsm8k
     realign run data.json -o out.json --dry-run             # cost estimate, no request
     realign run realign.json -o out.json --pack realign-paper   # ReAlign's formats and settings
 """
+
+FILTER_PRESET_HELP = (
+    "Filter rules to apply, after ReAlign's per-dataset selection; every preset first "
+    "rejects an unchanged copy (unchanged) and refusals or leaked rewriting text "
+    "(meta_text). default: planning only when asked for, length >= 0.5x the original, "
+    "code neither lost nor added, the final answer (#### N, \\boxed{}, math's last number) "
+    "kept, a short answer (<= 8 words, or a stated 'the answer is …') kept, single letters "
+    "case-sensitive. open-platypus: short answer, code, length. no-robots: no rewrite of "
+    "default, planning only when asked for, code, length. gsm8k: #### N kept, length. "
+    "math: math_puzzles needs a number in the question, final answer kept, length."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -63,7 +75,14 @@ def register(app: typer.Typer) -> None:
         ),
         force: bool = typer.Option(
             False,
-            help="Rewrite even `rewrite: no` types and ill-fitting formats (ReAlign's math mode).",
+            help="Rewrite even when the model judges the format a poor fit for the request "
+            "(ReAlign's math mode). `rewrite: no` types are still skipped, and an unchanged "
+            "copy is reported as kept (rule unchanged), not rewritten.",
+        ),
+        filter_preset: str = typer.Option(
+            "default",
+            help=FILTER_PRESET_HELP,
+            metavar="default|open-platypus|no-robots|gsm8k|math",
         ),
         reclassify: bool = typer.Option(
             False, help="Classify even records whose input already gives a task type."

@@ -37,6 +37,7 @@ class RunArgs(EngineArgs):
     selection: str | None = None
     temperature: float | None = None
     force: bool = False
+    filter_preset: str = "default"
     reclassify: bool = False
     classifier: str = "llm"
     min_confidence: float = 0.5
@@ -115,6 +116,7 @@ def run_options(args: RunArgs, pack: CriteriaPack) -> RunOptions:
         **{**pack.settings.run_defaults(), **{k: v for k, v in given.items() if v is not None}},
         tasks=frozenset(split_csv(args.tasks)) or None,
         force=args.force,
+        filter_preset=args.filter_preset,
         reclassify=args.reclassify,
         limit=args.limit,
         min_confidence=args.min_confidence,
@@ -203,6 +205,10 @@ def run_command(args: RunArgs) -> int:
         raise die("the output must not overwrite the input; choose another -o path")
     if args.selection not in (None, "longest", "first"):
         raise die(f"--selection {args.selection!r}: use longest or first")
+    from realign.filter import PRESETS
+
+    if args.filter_preset not in PRESETS:
+        raise die(f"--filter-preset {args.filter_preset!r}: use {' | '.join(PRESETS)}")
     if args.classifier not in ("llm", "embedding"):
         raise die(f"--classifier {args.classifier!r}: use llm or embedding")
     open_input(args.input, args.input_format, args.fields, args.max_record_mb)  # exit 2 if unusable

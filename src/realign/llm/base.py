@@ -60,6 +60,8 @@ class ChatResponse(BaseModel):
 
     texts: list[str]
     usage: Usage = Field(default_factory=Usage)
+    # Why each text ended, when the backend says ("stop"; "length": cut off by max_tokens).
+    finish_reasons: list[str | None] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict)  # e.g. x-ratelimit-* when available
     cached: bool = False
 

@@ -2,7 +2,9 @@
 
 `FakeBackend(responder)` calls `responder(request) -> str | list[str]` for each request.
 The default responder fills the requested JSON schema with plausible values, so every stage
-runs end to end without a model.
+runs end to end without a model. With `honour_max_tokens=True` an answer longer than
+`max_tokens` (counted as 4 characters a token) is cut there with finish reason `length`, as a
+real server does.
 """
 
 from __future__ import annotations
@@ -49,8 +51,15 @@ def default_responder(request: ChatRequest) -> str:
 class FakeBackend:
     name = "fake"
 
-    def __init__(self, responder: Responder | None = None, model: str = "fake-model") -> None:
+    def __init__(
+        self,
+        responder: Responder | None = None,
+        model: str = "fake-model",
+        *,
+        honour_max_tokens: bool = False,
+    ) -> None:
         self.model = model
+        self.honour_max_tokens = honour_max_tokens
         self.responder = responder or default_responder
         self.calls: list[ChatRequest] = []
 
@@ -68,9 +77,15 @@ class FakeBackend:
         if isinstance(out, BackendError):
             raise out
         texts = out if isinstance(out, list) else [out] * request.n
+        reasons: list[str | None] = ["stop"] * len(texts)
+        limit = request.max_tokens * 4 if request.max_tokens else None
+        if self.honour_max_tokens and limit is not None:
+            reasons = ["length" if len(t) > limit else "stop" for t in texts]
+            texts = [t[:limit] for t in texts]
         prompt_chars = sum(len(m.content) for m in request.messages)
         return ChatResponse(
             texts=texts,
+            finish_reasons=reasons,
             usage=Usage(
                 prompt_tokens=prompt_chars // 4, completion_tokens=sum(len(t) for t in texts) // 4
             ),

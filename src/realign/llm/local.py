@@ -318,7 +318,12 @@ class LocalBackend:
             )
         if request.max_tokens is None:
             request = request.model_copy(update={"max_tokens": DEFAULT_MAX_TOKENS})
-        return await client.chat(request)
+        resp = await client.chat(request)
+        if resp.usage.prompt_tokens + resp.usage.completion_tokens >= self.server.n_ctx - 1:
+            # llama.cpp lowers max_tokens to what the context has left: the answer ran out
+            # of context, not of budget, and was cut all the same.
+            resp.finish_reasons = ["length"] * len(resp.texts)
+        return resp
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

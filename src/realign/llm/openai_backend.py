@@ -403,6 +403,7 @@ class OpenAIBackend:
             parts = await asyncio.gather(*(self._one_call(request, 1) for _ in range(request.n)))
             return ChatResponse(
                 texts=[t for p in parts for t in p.texts],
+                finish_reasons=[r for p in parts for r in p.finish_reasons],
                 usage=Usage(
                     prompt_tokens=sum(p.usage.prompt_tokens for p in parts),
                     completion_tokens=sum(p.usage.completion_tokens for p in parts),
@@ -441,9 +442,16 @@ class OpenAIBackend:
         generations = result.generations[0]
         texts = [_answer_text(g.message, parser) for g in generations]
         info = (generations[0].generation_info or {}) if generations else {}
+        usage = _usage(result.llm_output, generations)
+        reasons = [(g.generation_info or {}).get("finish_reason") for g in generations]
+        if n == 1 and request.max_tokens and usage.completion_tokens >= request.max_tokens:
+            # llama-cpp-python reports a forced tool call as "tool_calls" even when max_tokens
+            # cut its arguments off; one answer that used the whole budget was cut.
+            reasons = ["length"] * len(reasons)
         return ChatResponse(
             texts=texts,
-            usage=_usage(result.llm_output, generations),
+            finish_reasons=reasons,
+            usage=usage,
             headers=kept_headers(info.get("headers")),
         )
 
