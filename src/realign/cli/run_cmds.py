@@ -77,6 +77,15 @@ def register(app: typer.Typer) -> None:
         input_format: str | None = common.INPUT_FORMAT,
         output_format: str | None = common.OUTPUT_FORMAT,
         fields: str | None = common.FIELDS,
+        engine: str = typer.Option(
+            "local", help="local (one process) | ray (Ray Data workers, one shared rate budget)."
+        ),
+        address: str | None = typer.Option(
+            None, help="With --engine ray: a cluster (auto, ray://HOST:10001); default: local."
+        ),
+        workers: int | None = typer.Option(
+            None, min=1, help="With --engine ray: worker processes (default 2)."
+        ),
     ) -> None:
         options = dict(locals())
         from realign.cli.run_impl import RunArgs, run_command
