@@ -267,18 +267,17 @@ class SharedPacer:
                 await asyncio.sleep(wait)
             if not self.has_limits:
                 return
-            if self._credit_requests >= 1 and self._credit_tokens >= tokens:
+            need = tokens if self._tokens_known else 0
+            if self._credit_requests >= 1 and self._credit_tokens >= need:
                 self._credit_requests -= 1
-                self._credit_tokens -= tokens
+                self._credit_tokens -= need
                 return
             n = self.lease_size
             t0 = time.monotonic()
-            self._requests_known, self._tokens_known = await _call(
-                self.budget.pace, n, tokens * n if self._tokens_known else 0
-            )
+            self._requests_known, self._tokens_known = await _call(self.budget.pace, n, need * n)
             self.waited_s += time.monotonic() - t0
             self._credit_requests += n - 1
-            self._credit_tokens += (tokens * n if self._tokens_known else 0) - tokens
+            self._credit_tokens += need * (n - 1)
 
     def throttled(self, tokens: int, headers: Mapping[str, str]) -> None:
         _send(self.budget.throttled, tokens, _ratelimit_headers(headers))

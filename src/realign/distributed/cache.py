@@ -10,6 +10,7 @@ so a rerun after a kill re-pays at most the requests that were in flight.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from realign.cache import Cache
@@ -21,11 +22,12 @@ class CacheServer:
     def __init__(self, path: str | None = None) -> None:
         self.cache = Cache(path)
 
-    def get(self, key: str) -> str | None:
-        return self.cache.get(key)
+    def get_many(self, keys: list[str]) -> list[str | None]:
+        return [self.cache.get(k) for k in keys]
 
-    def set(self, key: str, value: str, stage: str = "") -> None:
-        self.cache.set(key, value, stage=stage)
+    def set_many(self, items: list[tuple[str, str, str]]) -> None:
+        for key, value, stage in items:
+            self.cache.set(key, value, stage=stage)
 
     def stats(self) -> dict[str, int]:
         return {"hits": self.cache.hits, "misses": self.cache.misses, "writes": self.cache.writes}
@@ -51,9 +53,10 @@ def cache_actor(name: str, path: str | None = None) -> Any:
 class RemoteCache:
     """`Cache.get/set` for a worker, served by the run's `CacheServer` actor.
 
-    `get` blocks for one round trip (the engine's cache interface is synchronous; ~1 ms, small
-    next to an LLM request); `set` does not wait: the answer is already in hand, and calls of
-    one worker reach the actor in order.
+    The engine awaits `aget`, so a lookup never blocks the worker's event loop; the lookups and
+    stores of one loop turn go to the actor as one call (`get_many`/`set_many`), so a worker
+    at hundreds of requests/s makes tens of actor calls/s, not hundreds. `set` does not wait:
+    the answer is in hand, and `drain` is awaited before the worker hands results back.
     """
 
     def __init__(self, actor: Any) -> None:
@@ -61,28 +64,74 @@ class RemoteCache:
         self.hits = 0
         self.misses = 0
         self.writes = 0
-        self._pending: list[Any] = []
+        self._gets: list[tuple[str, asyncio.Future[str | None]]] = []
+        self._sets: list[tuple[str, str, str]] = []
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._scheduled = False
 
-    def get(self, key: str) -> str | None:
-        import ray
-
-        value = ray.get(self.actor.get.remote(key))
+    async def aget(self, key: str) -> str | None:
+        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._gets.append((key, fut))
+        self._schedule()
+        value = await fut
         if value is None:
             self.misses += 1
         else:
             self.hits += 1
         return value
 
+    def get(self, key: str) -> str | None:
+        import ray
+
+        return ray.get(self.actor.get_many.remote([key]))[0]  # type: ignore[no-any-return]
+
     def set(self, key: str, value: str, stage: str = "") -> None:
-        self._pending.append(self.actor.set.remote(key, value, stage))
+        self._sets.append((key, value, stage))
         self.writes += 1
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._sets:
+            sets, self._sets = self._sets, []
+            self._track(asyncio.ensure_future(_await(self.actor.set_many.remote(sets))))
+        if self._gets:
+            gets, self._gets = self._gets, []
+            task = asyncio.ensure_future(self._answer(gets))
+            self._track(task)
+
+    async def _answer(self, gets: list[tuple[str, asyncio.Future[str | None]]]) -> None:
+        try:
+            values = await self.actor.get_many.remote([k for k, _ in gets])
+        except Exception as e:
+            for _, fut in gets:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        for (_, fut), value in zip(gets, values, strict=True):
+            if not fut.done():
+                fut.set_result(value)
+
+    def _track(self, fut: asyncio.Future[Any]) -> None:
+        self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
 
     async def drain(self) -> None:
         """Wait until every answer set so far is stored (before results are handed back, so
         a record the driver commits never has answers still on their way to the cache)."""
-        pending, self._pending = self._pending, []
-        for ref in pending:
-            await ref
+        if self._sets:
+            self._flush()
+        while self._pending:
+            await asyncio.gather(*list(self._pending))
 
     def close(self) -> None:
         pass  # the driver closes the actor's cache
+
+
+async def _await(ref: Any) -> Any:
+    return await ref
