@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import Label, load_average, make_backend, make_request, row
+from common import FAKE_KEY, Label, load_average, make_backend, make_request, row
 from fake_openai_server import ServerConfig, fetch_stats, serve_in_subprocess
 
 from realign.engine import Engine
@@ -131,6 +134,33 @@ async def local_engine(url: str, requests: int, concurrency: int, backend: str) 
     return elapsed
 
 
+def pipeline_run(url: str, work: Path, records: int, concurrency: int, *extra: str) -> float:
+    """`realign run` (classify + rewrite of every record, `--force`) in a subprocess; seconds."""
+    src = work / "in.jsonl"
+    if not src.exists():
+        src.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "instruction": f"Question {i}: who wrote book {i}?",
+                        "output": f"Author {i} wrote book {i} in {1900 + i % 100}.",
+                        "id": f"r{i}",
+                    }
+                )
+                + "\n"
+                for i in range(records)
+            )
+        )
+    name = "ray" if extra else "local"
+    argv = [sys.executable, "-m", "realign.cli.main", "run", str(src), "-o"]
+    argv += [str(work / f"{name}.jsonl"), "--base-url", url, "--model", "gpt-4o-mini", "--force"]
+    argv += ["--retrieval", "none", "--concurrency", str(concurrency), *extra]
+    env = {**os.environ, "REALIGN_HOME": str(work / f"home-{name}"), "OPENAI_API_KEY": FAKE_KEY}
+    t0 = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
 def init_ray(cpus: int) -> None:
     import ray
 
@@ -153,6 +183,14 @@ def main() -> None:
     ap.add_argument("--tpm-requests", type=int, default=2000)
     ap.add_argument("--backend", default="real")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--skip-tpm", action="store_true")
+    ap.add_argument(
+        "--pipeline",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time `realign run` on N records, local vs --engine ray (joining this cluster)",
+    )
     args = ap.parse_args()
     init_ray(cpus=max(4, os.cpu_count() or 1))
     concurrency = int(1.5 * args.capacity)
@@ -165,9 +203,15 @@ def main() -> None:
         )
         cfg = ServerConfig(latency=args.latency, capacity=args.capacity)
         with serve_in_subprocess(cfg) as url:
+            c0 = time.process_time()
             elapsed = asyncio.run(local_engine(url, args.requests, concurrency, args.backend))
             rps = args.requests / elapsed
-            row("local engine", f"{rps:.0f} req/s", f"share {rps / ideal:.3f}")
+            cpu = (time.process_time() - c0) / args.requests * 1000
+            row(
+                "local engine",
+                f"{rps:.0f} req/s",
+                f"share {rps / ideal:.3f}, CPU {cpu:.2f} ms/request",
+            )
             for w in (int(x) for x in args.workers.split(",")):
                 elapsed, res = run_workers(
                     url, w, args.requests, concurrency=concurrency, backend=args.backend
@@ -179,6 +223,32 @@ def main() -> None:
                     f"{rps:.0f} req/s",
                     f"share {rps / ideal:.3f}, lost {lost}",
                 )
+    if args.pipeline:
+        import ray
+
+        address = ray.get_runtime_context().gcs_address
+        print(
+            f"1b. realign run, {args.pipeline} records (classify + rewrite: "
+            f"{2 * args.pipeline} requests), C={args.capacity}, L={args.latency}s; "
+            "seconds include start-up (the ray runs join this cluster, no Ray start)"
+        )
+        cfg = ServerConfig(latency=args.latency, capacity=args.capacity)
+        with serve_in_subprocess(cfg) as url, tempfile.TemporaryDirectory() as tmp:
+            runs = [("local engine", ())] + [
+                (
+                    f"ray, {w} worker(s)",
+                    ("--engine", "ray", "--workers", str(w), "--address", address),
+                )
+                for w in (int(x) for x in args.workers.split(","))
+            ]
+            for label, extra in runs:
+                work = Path(tmp) / label.replace(" ", "_").replace(",", "")
+                work.mkdir()
+                seconds = pipeline_run(url, work, args.pipeline, concurrency, *extra)
+                rps = 2 * args.pipeline / seconds
+                row(label, f"{seconds:.1f} s", f"{rps:.0f} req/s, share {rps / ideal:.3f}")
+    if args.skip_tpm:
+        return
     print(
         f"2. enforced TPM {args.tpm:,.0f}: {args.tpm_requests} requests (64 max_tokens), 4 workers"
     )
