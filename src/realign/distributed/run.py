@@ -31,7 +31,7 @@ from realign.runner import STOPS, RunStopped, _failure
 from realign.state import RunState
 
 BATCH = 16  # records per UDF call; Ray Data runs 4 calls of one block at a time
-BLOCK = 64  # records per Ray Data block (one actor task)
+BLOCK = 64  # records per Ray Data block (one actor task; the driver holds one at a time)
 # Environment the workers need to rebuild the engine (keys, endpoints, realign settings).
 # EngineStats counters the workers report back, summed into the driver's engine stats.
 STAT_FIELDS = (
@@ -191,8 +191,13 @@ def run_records_ray(
         state.commit(out.index, isinstance(out, Record), out.model_dump_json())
         done(out)
 
-    # Read on the driver: what is done already is skipped, unreadable input is committed as
-    # its failure, the rest goes to the workers.
+    # Read on the driver, with realign's readers (what the local engine reads, record for
+    # record): what is done already is skipped, unreadable input is committed as its failure,
+    # the rest goes to the object store in blocks of BLOCK records, so the driver holds one
+    # block at a time (Ray spills the store to disk when it fills).
+    import pyarrow as pa
+
+    blocks: list[Any] = []
     rows: list[dict[str, Any]] = []
     opts = stages.options
     typed = pretyped(
@@ -213,7 +218,12 @@ def run_records_ray(
             commit(item)
         else:
             rows.append({"index": item.index, "record": item.model_dump_json()})
-    if not rows:
+            if len(rows) >= BLOCK:
+                blocks.append(ray.put(pa.Table.from_pylist(rows)))
+                rows = []
+    if rows:
+        blocks.append(ray.put(pa.Table.from_pylist(rows)))
+    if not blocks:
         return
 
     engine = stages.engine
@@ -230,10 +240,7 @@ def run_records_ray(
     window = max(4 * (engine.limit.maximum if engine is not None else 1), 16)
     per_call = 4 * BATCH
     calls = max(2, -(-window // (workers * per_call)))
-    # Blocks of BLOCK records, but at least two per worker so every worker has work.
-    blocks = min(len(rows), max(-(-len(rows) // BLOCK), 2 * workers))
-    ds = ray.data.from_items(rows, override_num_blocks=blocks)
-    del rows
+    ds = ray.data.from_arrow_refs(blocks)
     cpus = ray.cluster_resources().get("CPU", workers + 1)
     ds = ds.map_batches(
         RecordWorker,
