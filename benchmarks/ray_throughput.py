@@ -59,6 +59,7 @@ def drive_worker(
         if warm_up:  # not under a TPM limit: it would count in the server's admitted window
             await engine.structured(make_request(-1 - first, max_tokens=max_tokens), Label)
         await asyncio.sleep(max(0.0, start_at - time.time()))
+        c0 = time.process_time()  # worker processes are reused: count this run only
         out = await asyncio.gather(
             *(
                 engine.structured(make_request(first + i, max_tokens=max_tokens), Label)
@@ -66,7 +67,7 @@ def drive_worker(
             ),
             return_exceptions=True,
         )
-        ended = time.time()
+        ended, cpu = time.time(), time.process_time() - c0
         await engine.aclose()
         lost = [o for o in out if isinstance(o, BaseException)]
         return {
@@ -75,7 +76,7 @@ def drive_worker(
             "rate_limited": engine.stats.rate_limited,
             "requests": engine.stats.requests,
             "ended": ended,
-            "cpu_s": time.process_time(),
+            "cpu_s": cpu,
         }
 
     return asyncio.run(go())
@@ -218,10 +219,11 @@ def main() -> None:
                 )
                 rps = args.requests / elapsed
                 lost = sum(r["lost"] for r in res)
+                cpu = sum(r["cpu_s"] for r in res) / args.requests * 1000
                 row(
                     f"ray, {w} worker(s)",
                     f"{rps:.0f} req/s",
-                    f"share {rps / ideal:.3f}, lost {lost}",
+                    f"share {rps / ideal:.3f}, lost {lost}, workers' CPU {cpu:.2f} ms/request",
                 )
     if args.pipeline:
         import ray
