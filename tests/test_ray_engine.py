@@ -165,6 +165,7 @@ def test_four_workers_hold_an_enforced_tpm_limit(ray_session: object) -> None:
         assert sum(r["lost"] for r in res) == 0, res
         seen[shared] = st.limited_429 / st.requests
         if shared:
+            assert st.peak_concurrency <= 100  # --concurrency is the run's, not each worker's
             window = (st.last_admit or 0) - (st.first_admit or 0)
             used = st.charged_tokens / (tpm / 60 * (window + cfg.burst_seconds))
             assert used >= 0.8, used  # the limit is used, not only respected
