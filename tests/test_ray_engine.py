@@ -202,15 +202,17 @@ def test_a_429_seen_by_one_worker_cuts_the_limit_for_all() -> None:
 def test_a_retry_after_pause_holds_every_workers_next_lease() -> None:
     async def go() -> None:
         budget = Budget(8, tpm=60_000)
-        a = SharedPacer(budget, rpm=None, tpm=60_000)
-        b = SharedPacer(budget, rpm=None, tpm=60_000)
+        a = SharedPacer(budget, rpm=None, tpm=60_000, lease=1)
+        b = SharedPacer(budget, rpm=None, tpm=60_000, lease=2)
         await asyncio.sleep(0.1)  # the bucket starts empty
-        await b.acquire(10)
+        await b.acquire(10)  # leases two requests' worth
         a.pause(0.5)  # a 429 with retry-after: 0.5 seen by worker a
-        t0 = asyncio.get_running_loop().time()
-        await b.acquire(10)  # within b's leased credit, taken before the 429: no wait
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await b.acquire(10)  # b's credit, taken before the 429: no wait
+        assert loop.time() - t0 < 0.3
         await b.acquire(10)  # a new lease: waits out a's pause
-        assert asyncio.get_running_loop().time() - t0 >= 0.45
+        assert loop.time() - t0 >= 0.45
 
     asyncio.run(go())
 

@@ -26,10 +26,11 @@ from typing import Any
 from realign.ratelimit import AdaptiveLimit, Pacer
 
 LEASE = 8  # request slots taken per lease call
-# Requests' worth of tokens taken per pacing lease: credit taken early and spent late reaches
-# the provider bunched with other workers' (measured, 4 workers at an enforced 600k TPM: 8 gave
-# 5% 429s, 2 gave ~1%, what one local engine sees on the same loaded machine).
-PACE_LEASE = 2
+# Requests' worth of tokens taken per pacing lease. Credit taken early and spent late reaches
+# the provider bunched with other workers' requests: 4 workers at an enforced 600k TPM on a
+# loaded machine saw 5% 429s with 8, ~1% with 2. Pacing only happens under a known RPM/TPM,
+# at most a few hundred requests/s, where one actor call per request costs little.
+PACE_LEASE = 1
 RETURN_AFTER_S = 0.005  # released slots are given back in batches after this delay
 
 
