@@ -114,11 +114,13 @@ def test_sigkill_then_rerun_finishes_without_duplicates(ray_session: Any, tmp_pa
     # The runs join this module's Ray cluster (`--address`), as on a real cluster: the driver
     # is killed, the cluster stays.
     address = ray_session.get_runtime_context().gcs_address
-    n = 120
+    # Results reach the driver a block (32 records) at a time, and the blocks in flight share
+    # the budget of 4: enough records that the kill lands between two blocks.
+    n = 400
     src = tmp_path / "in.jsonl"
     src.write_text("\n".join(alpaca(n)) + "\n")
     pack = write_pack(tmp_path / "pack")
-    with serve_in_subprocess(ServerConfig(latency=0.05, seed=1)) as url:
+    with serve_in_subprocess(ServerConfig(latency=0.02, seed=1)) as url:
 
         def run(out: Path, home: Path, *extra: str) -> subprocess.Popen[bytes]:
             argv = realign_run_argv(src, out, pack, url, concurrency=4)

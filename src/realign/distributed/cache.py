@@ -15,6 +15,10 @@ from typing import Any
 
 from realign.cache import Cache
 
+# Lookups within this window go to the actor as one call: a few ms added to requests that
+# take seconds, and far fewer actor calls at hundreds of requests/s.
+BATCH_WINDOW_S = 0.005
+
 
 class CacheServer:
     """Run as a named Ray actor on the driver's node (one thread: SQLite's one connection)."""
@@ -53,8 +57,9 @@ def cache_actor(name: str, path: str | None = None) -> Any:
 class RemoteCache:
     """`Cache.get/set` for a worker, served by the run's `CacheServer` actor.
 
-    The engine awaits `aget`, so a lookup never blocks the worker's event loop; the lookups and
-    stores of one loop turn go to the actor as one call (`get_many`/`set_many`), so a worker
+    The engine awaits `aget`, so a lookup never blocks the worker's event loop; the lookups of
+    `BATCH_WINDOW_S` and the stores of one loop turn go to the actor as one call each
+    (`get_many`/`set_many`), so a worker
     at hundreds of requests/s makes tens of actor calls/s, not hundreds. `set` does not wait:
     the answer is in hand, and `drain` is awaited before the worker hands results back.
     """
@@ -88,18 +93,23 @@ class RemoteCache:
     def set(self, key: str, value: str, stage: str = "") -> None:
         self._sets.append((key, value, stage))
         self.writes += 1
-        self._schedule()
+        # Stores go out on the next loop turn, not after the window: an answer paid for must
+        # reach the cache before a kill can lose it.
+        asyncio.get_running_loop().call_soon(self._flush_sets)
 
     def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_later(BATCH_WINDOW_S, self._flush)
 
-    def _flush(self) -> None:
-        self._scheduled = False
+    def _flush_sets(self) -> None:
         if self._sets:
             sets, self._sets = self._sets, []
             self._track(asyncio.ensure_future(_await(self.actor.set_many.remote(sets))))
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        self._flush_sets()
         if self._gets:
             gets, self._gets = self._gets, []
             task = asyncio.ensure_future(self._answer(gets))
@@ -124,8 +134,7 @@ class RemoteCache:
     async def drain(self) -> None:
         """Wait until every answer set so far is stored (before results are handed back, so
         a record the driver commits never has answers still on their way to the cache)."""
-        if self._sets:
-            self._flush()
+        self._flush_sets()
         while self._pending:
             await asyncio.gather(*list(self._pending))
 

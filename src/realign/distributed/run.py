@@ -30,8 +30,10 @@ from realign.records import Failure, Record
 from realign.runner import STOPS, RunStopped, _failure
 from realign.state import RunState
 
-BATCH = 16  # records per UDF call; Ray Data runs 4 calls of one block at a time
-BLOCK = 64  # records per Ray Data block (one actor task; the driver holds one at a time)
+# Records per Ray Data block = per actor task = per UDF call. A block's results reach the
+# driver (and the run state) when the task ends: small blocks keep progress and resume fine
+# grained; enough of them run at once per worker to fill its share of the run's window.
+BLOCK = 32
 # Environment the workers need to rebuild the engine (keys, endpoints, realign settings).
 # EngineStats counters the workers report back, summed into the driver's engine stats.
 STAT_FIELDS = (
@@ -238,8 +240,7 @@ def run_records_ray(
             actors.append(cache_actor(cache_name, path))
     # Enough blocks in flight per worker to fill its share of the run's window.
     window = max(4 * (engine.limit.maximum if engine is not None else 1), 16)
-    per_call = 4 * BATCH
-    calls = max(2, -(-window // (workers * per_call)))
+    calls = max(2, -(-window // (workers * BLOCK)))
     ds = ray.data.from_arrow_refs(blocks)
     cpus = ray.cluster_resources().get("CPU", workers + 1)
     ds = ds.map_batches(
@@ -251,7 +252,7 @@ def run_records_ray(
             "budget_name": budget_name or "",
             "cache_name": cache_name,
         },
-        batch_size=BATCH,
+        batch_size=BLOCK,
         batch_format="numpy",
         compute=ActorPoolStrategy(
             size=workers, max_tasks_in_flight_per_actor=calls, max_concurrent_calls_per_actor=calls
@@ -268,11 +269,10 @@ def run_records_ray(
             if row["stop"]:
                 stop = stop or row["stop"]
                 break
-            payload = row["payload"]
-            commit(
-                Record.model_validate_json(payload)
-                if row["ok"]
-                else Failure.model_validate_json(payload)
+            payload, ok = row["payload"], bool(row["ok"])
+            state.commit(int(row["index"]), ok, payload)  # the worker's JSON, as it is
+            done(
+                Record.model_validate_json(payload) if ok else Failure.model_validate_json(payload)
             )
     finally:
         for actor in actors:
