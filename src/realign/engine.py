@@ -192,7 +192,7 @@ class Engine:
         self.breaker.check()
         key = request.cache_key(self.backend.backend_id)
         if self.cache is not None:
-            hit = self.cache.get(key)
+            hit = await self._cache_get(key)
             if hit is not None:
                 self.stats.cache_hits += 1
                 resp = ChatResponse.model_validate_json(hit)
@@ -446,7 +446,7 @@ class Engine:
         self.breaker.check()
         full_key = f"{kind}:{key}"
         if self.cache is not None:
-            hit = self.cache.get(full_key)
+            hit = await self._cache_get(full_key)
             if hit is not None:
                 self.stats.cache_hits += 1
                 return hit
@@ -459,6 +459,14 @@ class Engine:
         if self.cache is not None:
             self.cache.set(full_key, out, stage=kind)
         return out
+
+    async def _cache_get(self, key: str) -> str | None:
+        # A cache in another process (`--engine ray`'s shared cache) answers without blocking
+        # the event loop: it has `aget`. The local SQLite cache answers in microseconds.
+        aget = getattr(self.cache, "aget", None)
+        if aget is not None:
+            return await aget(key)  # type: ignore[no-any-return]
+        return self.cache.get(key)  # type: ignore[no-any-return, union-attr]
 
     async def aclose(self) -> None:
         await self.backend.aclose()

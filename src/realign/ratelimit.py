@@ -193,12 +193,14 @@ class Pacer:
         """Send nothing for `seconds` (the provider asked us to back off)."""
         self._resume_at = max(self._resume_at, time.monotonic() + seconds)
 
-    async def acquire(self, tokens: int) -> None:
+    async def acquire(self, tokens: int, requests: int = 1) -> None:
+        """Wait until `requests` requests carrying `tokens` tokens may be sent, then take them
+        (more than one at a time: the shared budget of `--engine ray` leases in batches)."""
         async with self._lock:
             while True:
                 wait = self._resume_at - time.monotonic()
                 if self.requests is not None:
-                    wait = max(wait, self.requests.wait_time(1))
+                    wait = max(wait, self.requests.wait_time(requests))
                 if self.tokens is not None:
                     wait = max(wait, self.tokens.wait_time(tokens))
                 if wait <= 0:
@@ -206,7 +208,7 @@ class Pacer:
                 self.waited_s += wait
                 await asyncio.sleep(wait)
             if self.requests is not None:
-                self.requests.take(1)
+                self.requests.take(requests)
             if self.tokens is not None:
                 self.tokens.take(tokens)
 

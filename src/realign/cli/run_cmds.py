@@ -114,6 +114,15 @@ def register(app: typer.Typer) -> None:
         output_format: str | None = common.OUTPUT_FORMAT,
         fields: str | None = common.FIELDS,
         max_record_mb: float = common.MAX_RECORD_MB,
+        engine: str = typer.Option(
+            "local", help="local (one process) | ray (Ray Data workers, one shared rate budget)."
+        ),
+        address: str | None = typer.Option(
+            None, help="With --engine ray: a cluster (auto, ray://HOST:10001); default: local."
+        ),
+        workers: int | None = typer.Option(
+            None, min=1, help="With --engine ray: worker processes (default 2)."
+        ),
     ) -> None:
         options = dict(locals())
         from realign.cli.run_impl import RunArgs, run_command

@@ -49,6 +49,9 @@ class RunArgs(EngineArgs):
     classify_only: bool = False
     batch: bool = False
     max_record_mb: float = DEFAULT_MAX_RECORD_MB
+    engine: str = "local"  # local | ray (realign.distributed)
+    address: str | None = None
+    workers: int | None = None
 
 
 def open_input(
@@ -196,6 +199,24 @@ def submit_deferred(runtime: Any, summary: Any, state: Any) -> int:
     return 3
 
 
+def check_engine(args: RunArgs) -> None:
+    if args.engine not in ("local", "ray"):
+        raise die(f"--engine {args.engine!r}: use local or ray")
+    if args.engine == "local":
+        if args.address or args.workers:
+            raise die("--address and --workers need --engine ray")
+        return
+    if args.batch or args.max_cost is not None:
+        # Both keep run-wide state in one engine (the queued batch, the spend so far).
+        raise die("--engine ray does not support --batch or --max-cost; use --engine local")
+    from realign.distributed import RayUnavailable, require_ray
+
+    try:
+        require_ray()
+    except RayUnavailable as e:
+        raise die(str(e)) from e
+
+
 def run_command(args: RunArgs) -> int:
     from realign import pipeline
     from realign.runtime import build_runtime, estimate_run
@@ -212,6 +233,7 @@ def run_command(args: RunArgs) -> int:
     if args.classifier not in ("llm", "embedding"):
         raise die(f"--classifier {args.classifier!r}: use llm or embedding")
     open_input(args.input, args.input_format, args.fields, args.max_record_mb)  # exit 2 if unusable
+    check_engine(args)
 
     options = run_options(args, pack)
     if args.dry_run:
@@ -262,11 +284,24 @@ def run_command(args: RunArgs) -> int:
         finally:
             await runtime.aclose()
 
+    def drive() -> None:
+        if args.engine == "local":
+            asyncio.run(main())
+            return
+        from realign.distributed.run import run_records_ray
+
+        try:  # Ray's driver API blocks: it runs outside any event loop
+            run_records_ray(
+                args, stages, read_items(args), state, summary, run_id=fp[:16], on_done=on_done
+            )
+        finally:
+            asyncio.run(runtime.aclose())
+
     stopped = ""
     with progress:
         progress.update(task, advance=state.count() if state.resumed else 0)
         try:
-            asyncio.run(main())
+            drive()
         except RunStopped as e:
             stopped = str(e)
         except KeyboardInterrupt:
