@@ -19,8 +19,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-from rich.console import Console
-
+from realign.cli.console import make_console
 from realign.criteria import CriteriaPack
 from realign.distributed import NAMESPACE, require_ray
 from realign.distributed.budget import budget_actor, share_budget
@@ -109,7 +108,7 @@ class RecordWorker:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self.stages is None:
-                runtime = build_runtime(self.args, self.pack, self.options, Console(stderr=True))
+                runtime = build_runtime(self.args, self.pack, self.options, make_console())
                 engine = runtime.stages.engine
                 if engine is not None:
                     budget = ray.get_actor(self.budget_name, namespace=NAMESPACE)
