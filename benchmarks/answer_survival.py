@@ -13,7 +13,7 @@ share over every output record, what was kept and by which rule, failures and se
 
 Part 2 builds multiple-choice items with letter answers A–E (a bare letter, "(B)", or an
 explanation that ends "the answer is (B).") and rewrites in the phrasings answers use, each
-once with a changed letter and once with the original's, and runs `realign.filter.decide` with
+once with a changed letter and once with the original's, and runs `realign.stages.filter.decide` with
 the `open-platypus` and `default` presets: every changed letter must be rejected.
 
     .venv/bin/python benchmarks/answer_survival.py --limit 40
@@ -35,8 +35,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from realign.filter import decide
 from realign.metrics import GSM8K, normalize_number
+from realign.stages.filter import decide
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K_TEST = ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"

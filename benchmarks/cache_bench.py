@@ -1,7 +1,7 @@
 """Cache write/read cost: immediate autocommitted writes (what the engine does) vs one batch.
 
 Run: .venv/bin/python benchmarks/cache_bench.py [N]
-Prints µs per set / get so the choice of immediate commits in `realign.cache` stays measured.
+Prints µs per set / get so the choice of immediate commits in `realign.llm.cache` stays measured.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from realign.cache import Cache
+from realign.llm.cache import Cache
 
 
 def main(n: int = 20_000) -> None:

@@ -45,7 +45,7 @@ COLD_START_SCRIPT = """
 import sys, time
 from pathlib import Path
 from realign.criteria import load_pack
-from realign.embedding_classifier import EmbeddingClassifier
+from realign.stages.embedding import EmbeddingClassifier
 clf = EmbeddingClassifier.for_pack(load_pack(sys.argv[1]), model=sys.argv[2], home=Path(sys.argv[3]))
 assert clf.from_cache, "cold start expected a cached state"
 clf.predict(["Write a haiku about rain."])
@@ -122,7 +122,7 @@ def main() -> int:
 
     import torch
 
-    from realign import embedding_classifier as ec
+    from realign.stages import embedding as ec
 
     torch.set_num_threads(args.threads)
     model = args.model or ec.DEFAULT_MODEL

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks are scripts, not a package
 
 from realign.llm.base import BackendError, ChatRequest, ChatResponse, Message, Usage
-from realign.ratelimit import retry_after_seconds
+from realign.llm.ratelimit import retry_after_seconds
 
 FAKE_KEY = "sk-benchmark-not-a-real-key"
 

@@ -14,7 +14,7 @@ import time
 from common import BACKENDS, Label, cpu_seconds, load_average, make_backend, make_request, row
 from fake_openai_server import ServerConfig, serve_in_subprocess
 
-from realign.engine import Engine
+from realign.llm.engine import Engine
 from realign.llm.fake import FakeBackend
 
 

@@ -1,7 +1,7 @@
 """Records-level throughput of `realign run`'s pipeline at the server's capacity.
 
 N alpaca-style records without a task type (so each one costs one classify request and one
-rewrite request) go through `realign.pipeline.run_records`, the loop `realign run` drives,
+rewrite request) go through `realign.pipeline.record.run_records`, the loop `realign run` drives,
 with realign's `OpenAIBackend` (what users run) and the request cache on, against the local
 fake server (capacity C, latency L). The criteria pack is a tiny one written to a temporary
 folder in which every type says `rewrite: yes`, so every record reaches the rewrite stage
@@ -25,14 +25,14 @@ from pathlib import Path
 from common import FAKE_KEY, cpu_seconds, load_average, peak_rss_mb, row
 from fake_openai_server import ServerConfig, fetch_stats, serve_in_subprocess
 
-from realign.cache import Cache
 from realign.criteria import load_pack
-from realign.datafiles import read_records
-from realign.engine import Engine
+from realign.io.datafiles import read_records
+from realign.llm.cache import Cache
+from realign.llm.engine import Engine
 from realign.llm.openai_backend import OpenAIBackend
-from realign.pipeline import RunOptions, RunSummary, Stages, run_records
+from realign.pipeline.record import RunOptions, RunSummary, Stages, run_records
+from realign.pipeline.state import RunState, state_path
 from realign.records import Failure, Record
-from realign.state import RunState, state_path
 
 PACK_TYPES = {
     "open_qa": "Questions about facts of the world answered from knowledge.",

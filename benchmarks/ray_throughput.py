@@ -30,7 +30,7 @@ from typing import Any
 from common import FAKE_KEY, Label, load_average, make_backend, make_request, row
 from fake_openai_server import ServerConfig, fetch_stats, serve_in_subprocess
 
-from realign.engine import Engine
+from realign.llm.engine import Engine
 
 HERE = Path(__file__).resolve().parent
 

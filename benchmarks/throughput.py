@@ -22,7 +22,7 @@ from common import (
 )
 from fake_openai_server import ServerConfig, fetch_stats, serve_in_subprocess
 
-from realign.engine import Engine
+from realign.llm.engine import Engine
 
 
 async def run(args: argparse.Namespace, url: str) -> tuple[float, float, Engine]:

@@ -18,7 +18,7 @@ import time
 from common import BACKENDS, Label, load_average, make_backend, make_request, row
 from fake_openai_server import ServerConfig, fetch_stats, serve_in_subprocess
 
-from realign.engine import Engine
+from realign.llm.engine import Engine
 
 
 async def drive(args: argparse.Namespace, url: str, tpm: float | None) -> tuple[Engine, int, float]:

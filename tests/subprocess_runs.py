@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from realign.state import state_path
+from realign.pipeline.state import state_path
 
 
 def realign_run_argv(src: Path, out: Path, pack: Path, url: str, concurrency: int) -> list[str]:

@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from realign import runner, tokens
+from realign import tokens
 from realign.augment import dedup, documents, generate, quality_filter, rephrase
 from realign.criteria import load_pack
-from realign.engine import BudgetExceeded, Engine
 from realign.llm.base import BackendError, ChatRequest
+from realign.llm.engine import BudgetExceeded, Engine
 from realign.llm.fake import FakeBackend
+from realign.pipeline import runner
+from realign.pipeline.state import RunState
 from realign.records import Failure, Record, Turn
-from realign.state import RunState
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -405,7 +406,7 @@ def test_fingerprint_changes_with_input_and_settings(tmp_path: Path) -> None:
 
 
 def test_educational_value_is_a_judge_aspect_with_a_rubric() -> None:
-    from realign import judge
+    from realign.judge import core as judge
 
     assert "educational_value" in judge.available_aspects()
     text = judge.rubric(

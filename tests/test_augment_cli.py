@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from realign.cli.main import app
-from realign.datafiles import read_records
-from realign.engine import BudgetExceeded
+from realign.io.datafiles import read_records
 from realign.llm.base import BackendError, ChatRequest
+from realign.llm.engine import BudgetExceeded
 from realign.llm.fake import FakeBackend
 from realign.records import Record
 
@@ -39,7 +39,7 @@ def use_backend(
     monkeypatch: pytest.MonkeyPatch, responder: Callable[[ChatRequest], Any]
 ) -> FakeBackend:
     backend = FakeBackend(responder)
-    monkeypatch.setattr("realign.runtime.make_backend", lambda args, err: backend)
+    monkeypatch.setattr("realign.pipeline.runtime.make_backend", lambda args, err: backend)
     return backend
 
 
@@ -276,7 +276,7 @@ def test_generate_output_reads_back_for_realign_run(
         first = recs[0]
         assert isinstance(first, Record) and first.source_format == fmt
         assert first.instruction == "What do we know about the moon?"
-        from realign.classify import input_label
+        from realign.stages.classify import input_label
 
         assert input_label(first, 1) == "open_qa"  # `realign run` will not reclassify it
 
@@ -373,7 +373,7 @@ def no_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*_: object) -> None:
         raise AssertionError("a dry run must not create a backend")
 
-    monkeypatch.setattr("realign.runtime.make_backend", fail)
+    monkeypatch.setattr("realign.pipeline.runtime.make_backend", fail)
 
 
 @pytest.mark.parametrize(

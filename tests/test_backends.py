@@ -26,9 +26,9 @@ from local_http import serving
 from pydantic import BaseModel, Field
 
 from realign.config import ConfigError, Settings, config_path, load_settings, realign_home
-from realign.engine import Engine
 from realign.llm import local as local_mod
 from realign.llm.base import BackendError, ChatRequest, Message
+from realign.llm.engine import Engine
 from realign.llm.fake import FakeBackend
 from realign.llm.local import LocalBackend, LocalModelError, find_local_model
 from realign.llm.openai_backend import (

@@ -24,9 +24,9 @@ from packs import write_pack
 from typer.testing import CliRunner, Result
 
 from realign.cli.main import app
+from realign.pipeline.runner import process_items
+from realign.pipeline.state import RunState
 from realign.records import Record, Turn
-from realign.runner import process_items
-from realign.state import RunState
 
 runner = CliRunner()
 

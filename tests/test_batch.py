@@ -13,7 +13,9 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from realign.batch import (
+from realign.cli.main import app
+from realign.llm.base import ChatRequest, Message
+from realign.llm.batch import (
     BatchError,
     batch_line,
     batches_dir,
@@ -24,10 +26,8 @@ from realign.batch import (
     refresh,
     submit_batch,
 )
-from realign.cache import Cache
-from realign.cli.main import app
-from realign.engine import Engine, _json_schema
-from realign.llm.base import ChatRequest, Message
+from realign.llm.cache import Cache
+from realign.llm.engine import Engine, _json_schema
 from realign.llm.fake import FakeBackend
 
 KEY = "sk-test-BATCH-abcdef0123456789"
@@ -154,7 +154,7 @@ def test_status_without_jobs_and_unknown_job() -> None:
 
 
 def test_refresh_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    from realign.batch import BatchJob, save_job
+    from realign.llm.batch import BatchJob, save_job
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     job = BatchJob(batch_id="batch_x", model="gpt-4o-mini", input_file_id="file-x")

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from realign.cache import Cache, CacheError, cache_info, default_cache_path
 from realign.cli.main import app
 from realign.llm.base import ChatRequest, Message
+from realign.llm.cache import Cache, CacheError, cache_info, default_cache_path
 
 
 def test_default_path_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

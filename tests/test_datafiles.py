@@ -10,14 +10,14 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from realign.datafiles import (
+from realign.io.datafiles import (
     ReadError,
     RecordWriteError,
     RecordWriter,
     read_objects,
     read_records,
 )
-from realign.formats import FieldMap, FormatError
+from realign.io.formats import FieldMap, FormatError
 from realign.records import Evidence, Record, UnitMeta
 
 NQ_LIKE: list[dict[str, Any]] = [

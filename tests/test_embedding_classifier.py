@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from realign import embedding_classifier as ec
 from realign.criteria import CriteriaPack, load_pack
+from realign.stages import embedding as ec
 
 POEMS = [
     "Write a poem about the autumn leaves falling.",

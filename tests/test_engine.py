@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from realign.cache import Cache
-from realign.engine import (
+from realign.llm.base import BackendError, ChatRequest, ChatResponse, Message, Usage
+from realign.llm.cache import Cache
+from realign.llm.engine import (
     BudgetExceeded,
     CircuitOpen,
     Engine,
@@ -19,10 +20,9 @@ from realign.engine import (
     RequestFailed,
     StructuredOutputError,
 )
-from realign.llm.base import BackendError, ChatRequest, ChatResponse, Message, Usage
 from realign.llm.fake import FakeBackend
-from realign.pricing import Price, PriceTable
-from realign.ratelimit import AdaptiveLimit, Pacer, parse_duration
+from realign.llm.pricing import Price, PriceTable
+from realign.llm.ratelimit import AdaptiveLimit, Pacer, parse_duration
 
 PRICES = PriceTable(models={"test-model": Price(input=1.0, output=2.0)})
 
@@ -338,7 +338,7 @@ def test_pacer_tokens_and_duration_parsing() -> None:
 
 
 def test_batch_mode_defers_misses_and_serves_hits(tmp_path: Path) -> None:
-    from realign.engine import Deferred
+    from realign.llm.engine import Deferred
 
     cache = Cache(tmp_path / "c.sqlite")
     backend = Scripted(lambda n, r: "live")
@@ -441,7 +441,7 @@ def test_a_refused_connection_is_reported_as_one() -> None:
 def test_batch_answers_that_never_validate_are_dropped_so_the_next_batch_asks_again(
     tmp_path: Path,
 ) -> None:
-    from realign.engine import Deferred
+    from realign.llm.engine import Deferred
 
     cache = Cache(tmp_path / "c.sqlite")
     backend = Scripted(lambda n, r: "live")

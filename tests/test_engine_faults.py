@@ -18,9 +18,9 @@ from types import ModuleType
 import pytest
 from pydantic import BaseModel
 
-from realign.cache import Cache
-from realign.engine import Engine, RequestFailed, StructuredOutputError
 from realign.llm.base import ChatRequest, Message
+from realign.llm.cache import Cache
+from realign.llm.engine import Engine, RequestFailed, StructuredOutputError
 from realign.llm.openai_backend import OpenAIBackend
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def test_every_request_ends_in_a_result_or_a_clear_error(
 
 
 def test_a_dead_endpoint_opens_the_circuit(tmp_path: Path) -> None:
-    from realign.engine import CircuitOpen
+    from realign.llm.engine import CircuitOpen
 
     mod = _load_server_module()
     server = mod.FakeOpenAIServer(mod.ServerConfig(p500=1.0, seed=1))

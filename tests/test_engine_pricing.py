@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from realign.pricing import (
+from realign.llm.pricing import (
     PriceError,
     StageEstimate,
     estimate,

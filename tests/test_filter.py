@@ -1,7 +1,7 @@
 import pytest
 
-from realign.filter import PRESETS, RULES, decide, has_code, last_number
 from realign.metrics import boxed_contents as boxed
+from realign.stages.filter import PRESETS, RULES, decide, has_code, last_number
 
 
 def test_passes_a_good_rewrite() -> None:

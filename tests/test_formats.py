@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from realign.formats import (
+from realign.io.formats import (
     FieldMap,
     FormatError,
     RecordError,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from realign import judge
 from realign.criteria import CriteriaPack, load_pack
-from realign.engine import Engine
+from realign.judge import core as judge
 from realign.llm.base import BackendError, ChatRequest
+from realign.llm.engine import Engine
 from realign.llm.fake import FakeBackend
 from realign.records import FilterDecision, RealignMeta, Record, Turn, UnitMeta
 

@@ -14,8 +14,8 @@ import asyncio
 
 import pytest
 
-from realign import judge
-from realign.engine import Engine
+from realign.judge import core as judge
+from realign.llm.engine import Engine
 from realign.llm.openai_backend import OpenAIBackend
 from realign.records import Record, Turn
 

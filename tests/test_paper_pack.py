@@ -20,11 +20,11 @@ from realign.api import realign_records
 from realign.cli.main import app
 from realign.cli.run_impl import RunArgs, run_options
 from realign.criteria import CriteriaError, PackSettings, load_pack, load_settings
-from realign.formats import RecordError, from_record, input_evidence, to_record
+from realign.io.formats import RecordError, from_record, input_evidence, to_record
 from realign.llm.base import ChatRequest
 from realign.llm.fake import FakeBackend
 from realign.records import Evidence, Record
-from realign.rewrite import build_request
+from realign.stages.rewrite import build_request
 
 runner = CliRunner()
 PACK = "realign-paper"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from packs import tiny_pack
 
-from realign.engine import Engine
 from realign.llm.base import ChatRequest
+from realign.llm.engine import Engine
 from realign.llm.fake import FakeBackend
-from realign.pipeline import RunOptions, Stages, process_record
+from realign.pipeline.record import RunOptions, Stages, process_record
 from realign.records import Record, Turn
 
 
@@ -253,7 +253,7 @@ def test_invalid_output_is_reasked_then_fails_with_raw_output(tmp_path: Path) ->
             else json.dumps({"reason": "r", "task_type": "open_qa"})
         )
 
-    from realign.runner import StageError
+    from realign.pipeline.runner import StageError
 
     with pytest.raises(StageError) as e:
         run(pack, rec("Who?", "Him.", category="open_qa"), FakeBackend(bad))
@@ -278,7 +278,7 @@ class FakeEmbedding:
 
 
 def test_offline_classifier_types_in_one_batch_and_defers_unsure_units(tmp_path: Path) -> None:
-    from realign.classify import pretype_offline
+    from realign.stages.classify import pretype_offline
 
     pack = tiny_pack(tmp_path)
     recs = [
@@ -307,7 +307,7 @@ def test_offline_classifier_types_in_one_batch_and_defers_unsure_units(tmp_path:
 def test_unsure_offline_classification_without_llm_is_default_with_reason(tmp_path: Path) -> None:
     import asyncio as aio
 
-    from realign.classify import classify_unit, pretype_offline
+    from realign.stages.classify import classify_unit, pretype_offline
 
     pack = tiny_pack(tmp_path)
     r = rec("Who wrote Hamlet?", "Shakespeare.")
@@ -322,7 +322,7 @@ def test_unsure_offline_classification_without_llm_is_default_with_reason(tmp_pa
 
 def test_later_turn_is_searched_with_the_names_of_earlier_requests(tmp_path: Path) -> None:
     from realign.records import Evidence
-    from realign.retrieve import Retriever
+    from realign.stages.retrieve import Retriever
 
     class Provider:
         name, provider_id = "scripted", "scripted:v1"
@@ -364,7 +364,7 @@ def test_later_turn_is_searched_with_the_names_of_earlier_requests(tmp_path: Pat
 def test_output_budget_fits_the_criterion_not_only_the_original(tmp_path: Path) -> None:
     """Issue 14.3: a one-token "B" got 402 tokens for a six-part exam format."""
     from realign.criteria import load_pack as load_builtin
-    from realign.rewrite import (
+    from realign.stages.rewrite import (
         MAX_OUTPUT_TOKENS,
         MIN_OUTPUT_TOKENS,
         RETRY_OUTPUT_TOKENS,

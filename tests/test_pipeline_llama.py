@@ -12,10 +12,10 @@ import pytest
 from packs import tiny_pack
 
 from realign.criteria import load_pack
-from realign.datafiles import read_records
-from realign.engine import Engine
+from realign.io.datafiles import read_records
+from realign.llm.engine import Engine
 from realign.llm.openai_backend import OpenAIBackend
-from realign.pipeline import RunOptions, Stages, process_record
+from realign.pipeline.record import RunOptions, Stages, process_record
 from realign.records import Record, Turn
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,10 +21,10 @@ from packs import write_pack
 from subprocess_runs import kill_when_done, realign_run_argv, run_env
 from typer.testing import CliRunner
 
-from realign.cache import Cache
 from realign.cli.main import app
 from realign.distributed import RayUnavailable, require_ray
 from realign.distributed.budget import Budget, SharedLimit, SharedPacer
+from realign.llm.cache import Cache
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

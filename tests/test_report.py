@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from realign import judge, report
 from realign.cli.main import app
-from realign.engine import Engine
+from realign.judge import core as judge
 from realign.llm.base import ChatRequest
+from realign.llm.engine import Engine
 from realign.llm.fake import FakeBackend
 from realign.records import Candidate, FilterDecision, RealignMeta, Record, Turn, UnitMeta
+from realign.report import core as report
 
 
 def rec(rid: str, q: str, a: str, category: str | None = "open_qa", index: int = 0) -> Record:
@@ -190,7 +191,7 @@ def test_rewritten_share_chart_plots_shares_not_counts() -> None:
 
 
 def write_items(path: Path, records: list[Record]) -> None:
-    from realign.formats import from_record
+    from realign.io.formats import from_record
 
     path.write_text(
         json.dumps([from_record(r) for r in records], ensure_ascii=False), encoding="utf-8"

@@ -9,11 +9,12 @@ import pytest
 from packs import tiny_pack
 
 from realign import tokens
-from realign.cache import Cache
-from realign.engine import Engine
+from realign.llm.cache import Cache
+from realign.llm.engine import Engine
 from realign.llm.fake import FakeBackend
 from realign.records import Evidence, Record, Turn, UnitMeta
-from realign.retrieve import (
+from realign.search.base import SearchError
+from realign.stages.retrieve import (
     MAX_QUERY_CHARS,
     NOTE_NO_EVIDENCE,
     Retriever,
@@ -24,7 +25,6 @@ from realign.retrieve import (
     request_context,
     strip_snippet,
 )
-from realign.search.base import SearchError
 
 # ---------------------------------------------------------------- queries
 

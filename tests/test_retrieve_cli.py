@@ -21,8 +21,8 @@ from subprocess_runs import kill_when_done
 from typer.testing import CliRunner
 
 from realign.cli.main import app
-from realign.embedding_classifier import available as embedding_available
-from realign.state import state_path
+from realign.pipeline.state import state_path
+from realign.stages.embedding import available as embedding_available
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 LOOPBACK = pytest.mark.block_network(allowed_hosts=[r"127\.0\.0\.1"])
@@ -51,7 +51,7 @@ def _trained_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path | None
     if not embedding_available():
         return None
     from realign.criteria import load_pack
-    from realign.embedding_classifier import EmbeddingClassifier
+    from realign.stages.embedding import EmbeddingClassifier
 
     home = tmp_path_factory.mktemp("classifier-home")
     EmbeddingClassifier.for_pack(load_pack(), home=home)

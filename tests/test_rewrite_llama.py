@@ -15,13 +15,13 @@ import re
 import pytest
 
 from realign.criteria import load_pack
-from realign.engine import Engine
 from realign.llm.base import ChatRequest, ChatResponse
+from realign.llm.engine import Engine
 from realign.llm.openai_backend import OpenAIBackend
 from realign.metrics import GSM8K
-from realign.pipeline import RunOptions, Stages, process_record
+from realign.pipeline.record import RunOptions, Stages, process_record
 from realign.records import Record, Turn
-from realign.rewrite import MIN_OUTPUT_TOKENS
+from realign.stages.rewrite import MIN_OUTPUT_TOKENS
 
 URL = "http://127.0.0.1:8771/v1"  # the fixed port these cassettes are recorded on
 

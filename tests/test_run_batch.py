@@ -10,10 +10,10 @@ import pytest
 from packs import write_pack
 from typer.testing import CliRunner
 
-from realign.batch import _input_path, list_jobs
-from realign.cache import Cache
 from realign.cli.main import app
 from realign.llm.base import ChatResponse
+from realign.llm.batch import _input_path, list_jobs
+from realign.llm.cache import Cache
 
 runner = CliRunner()
 

@@ -15,7 +15,7 @@ from subprocess_runs import kill_when_done, realign_run_argv, run_env
 from typer.testing import CliRunner
 
 from realign.cli.main import app
-from realign.state import state_path
+from realign.pipeline.state import state_path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

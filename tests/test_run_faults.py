@@ -18,11 +18,11 @@ import pytest
 from packs import write_pack
 from subprocess_runs import kill_when_done, realign_run_argv, records_done, run_env
 
-from realign.datafiles import RecordWriter
-from realign.pipeline import write_outputs
+from realign.io.datafiles import RecordWriter
+from realign.pipeline.record import write_outputs
+from realign.pipeline.runner import write_failures
+from realign.pipeline.state import RunLocked, RunState, lock_run, state_path
 from realign.records import Failure
-from realign.runner import write_failures
-from realign.state import RunLocked, RunState, lock_run, state_path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -156,7 +156,7 @@ def test_one_run_per_output_and_the_lock_dies_with_its_holder(tmp_path: Path) ->
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from realign.state import lock_run; "
+            "import sys, time; from pathlib import Path; from realign.pipeline.state import lock_run; "
             f"lock = lock_run(Path({str(out)!r})); print('locked', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,

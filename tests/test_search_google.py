@@ -15,10 +15,10 @@ import pytest
 import yaml
 from local_http import serving
 
-from realign.retrieve import clean_evidence
 from realign.search.base import SearchError
 from realign.search.google import GoogleSearch, parse_response
 from realign.search.registry import default_retrieval_spec, make_provider
+from realign.stages.retrieve import clean_evidence
 
 CASSETTES = Path(__file__).resolve().parents[1] / "cassettes"
 

@@ -7,10 +7,10 @@ import asyncio
 import httpx
 import pytest
 
-from realign.retrieve import clean_evidence
 from realign.search.base import SearchError
 from realign.search.registry import make_provider
 from realign.search.serper import SerperSearch, parse_response
+from realign.stages.retrieve import clean_evidence
 
 KEY = "test-serper-key-do-not-store"
 

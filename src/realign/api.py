@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from realign.criteria import CriteriaPack, load_pack
-from realign.datafiles import ReadError
-from realign.engine import Engine
+from realign.io.datafiles import ReadError
 from realign.llm.base import Backend
-from realign.pipeline import RunOptions, Stages, process_record
+from realign.llm.engine import Engine
+from realign.pipeline.record import RunOptions, Stages, process_record
+from realign.pipeline.runner import StageError
 from realign.records import Failure, Record
-from realign.runner import StageError
 
 
 def run(input: str | Path, output: str | Path, **options: Any) -> int:

@@ -126,8 +126,8 @@ def _text_file(path: Path, index: int, doc_id: str) -> Document | DocumentError:
 def _records(
     path: Path, text_field: str | None, id_field: str, title_field: str
 ) -> Iterator[Document | DocumentError]:
-    from realign.datafiles import ReadError, read_objects
-    from realign.formats import FormatError
+    from realign.io.datafiles import ReadError, read_objects
+    from realign.io.formats import FormatError
 
     try:
         stream = read_objects(path)

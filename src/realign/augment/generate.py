@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from realign import __version__, prompts
 from realign.augment.dedup import NearDuplicates
 from realign.augment.documents import Chunk, DocumentError
-from realign.classify import DEFAULT_TYPE
 from realign.criteria import CriteriaPack
-from realign.engine import Engine
 from realign.llm.base import ChatRequest
+from realign.llm.engine import Engine
 from realign.records import Failure, Provenance, RealignMeta, Record, Turn
+from realign.stages.classify import DEFAULT_TYPE
 
 STAGE = "generate"
 TOKENS_PER_PAIR = 200  # output budget per pair asked for (a question and a paragraph answer)

@@ -28,10 +28,9 @@ from realign.augment import documents as docs_mod
 from realign.cli.common import die, lock_output, split_csv
 from realign.cli.console import make_console
 from realign.cli.progress import make_progress
-from realign.engine import Engine
-from realign.pipeline import failures_path
-from realign.records import Failure, Record
-from realign.runner import (
+from realign.llm.engine import Engine
+from realign.pipeline.record import failures_path
+from realign.pipeline.runner import (
     RunCounts,
     RunStopped,
     fingerprint,
@@ -39,8 +38,9 @@ from realign.runner import (
     results,
     write_failures,
 )
-from realign.runtime import EngineArgs, make_engine, pricing_model
-from realign.state import RunState, state_path
+from realign.pipeline.runtime import EngineArgs, make_engine, pricing_model
+from realign.pipeline.state import RunState, state_path
+from realign.records import Failure, Record
 
 err = make_console()
 
@@ -89,7 +89,7 @@ class FilterArgs(EngineArgs):
 def print_estimate(
     args: EngineArgs, stage: str, requests: int, tokens_in: int, tokens_out: int, what: str
 ) -> None:
-    from realign.pricing import StageEstimate, estimate, render_table
+    from realign.llm.pricing import StageEstimate, estimate, render_table
 
     report = estimate(
         pricing_model(args),
@@ -398,8 +398,8 @@ def rephrase_command(args: RephraseArgs) -> int:
 def generate_command(args: GenerateArgs) -> int:
     from realign.augment import generate as gen
     from realign.criteria import CriteriaError, load_pack
-    from realign.datafiles import JsonlAppender, RecordWriteError, RecordWriter
-    from realign.formats import FORMAT_NAMES, FormatError
+    from realign.io.datafiles import JsonlAppender, RecordWriteError, RecordWriter
+    from realign.io.formats import FORMAT_NAMES, FormatError
 
     check_doc_args(args)
     if args.output_format not in FORMAT_NAMES or args.output_format == "fields":
@@ -520,12 +520,12 @@ def generate_command(args: GenerateArgs) -> int:
 
 
 def filter_command(args: FilterArgs) -> int:
-    from realign import judge
     from realign.augment import quality_filter as qf
     from realign.cli.run_impl import open_input, read_items
     from realign.criteria import CriteriaError, load_pack
-    from realign.datafiles import RecordWriteError, RecordWriter
-    from realign.formats import FormatError
+    from realign.io.datafiles import RecordWriteError, RecordWriter
+    from realign.io.formats import FormatError
+    from realign.judge import core as judge
 
     if not args.input.exists() and not str(args.input).startswith("hf:"):
         raise die(f"{args.input}: no such file")
@@ -576,7 +576,7 @@ def filter_command(args: FilterArgs) -> int:
         )
         return 0
 
-    from realign.runtime import count_records
+    from realign.pipeline.runtime import count_records
 
     total = count_records(args.input)
     if total is not None and args.limit:
@@ -660,8 +660,8 @@ def filter_command(args: FilterArgs) -> int:
 
 def _references(path: Path, args: FilterArgs) -> Iterator[Record]:
     """Reference answers for `--aspect factuality`; unreadable ones are named and skipped."""
-    from realign.datafiles import read_records
-    from realign.formats import FormatError
+    from realign.io.datafiles import read_records
+    from realign.io.formats import FormatError
 
     try:
         for item in read_records(path, args.input_format, args.fields):

@@ -21,8 +21,8 @@ from pydantic import BaseModel, Field
 from realign import prompts
 from realign.augment.documents import Chunk, DocumentError
 from realign.criteria import Criterion
-from realign.engine import Engine
 from realign.llm.base import ChatRequest
+from realign.llm.engine import Engine
 from realign.records import Failure
 
 STAGE = "rephrase"

@@ -29,7 +29,7 @@ _CACHE_OPT = typer.Option(
 
 
 def _cache_path(path: Path | None) -> Path:
-    from realign.cache import default_cache_path
+    from realign.llm.cache import default_cache_path
 
     return path.expanduser() if path is not None else default_cache_path()
 
@@ -52,7 +52,7 @@ def info(
 
     Example: `realign cache info`
     """
-    from realign.cache import CacheError, cache_info
+    from realign.llm.cache import CacheError, cache_info
 
     path = _cache_path(cache)
     try:
@@ -88,7 +88,7 @@ def clear(
 
     Example: `realign cache clear --stage judge --yes`
     """
-    from realign.cache import Cache, CacheError
+    from realign.llm.cache import Cache, CacheError
 
     path = _cache_path(cache)
     if not path.exists():
@@ -120,7 +120,7 @@ def _register_batch(app: typer.Typer) -> None:
 
         Example: `realign batch status`
         """
-        from realign.batch import BatchError, list_jobs, refresh
+        from realign.llm.batch import BatchError, list_jobs, refresh
 
         try:
             jobs = [refresh(j) for j in list_jobs(batch_id)]
@@ -149,7 +149,7 @@ def _register_batch(app: typer.Typer) -> None:
 
         Example: `realign batch collect batch_abc123`
         """
-        from realign.batch import BatchError, collect_job, load_job
+        from realign.llm.batch import BatchError, collect_job, load_job
 
         try:
             report = collect_job(load_job(batch_id), resubmit=resubmit)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
-    from realign.state import RunLock
+    from realign.pipeline.state import RunLock
 
 INPUT = typer.Argument(..., help="Dataset file (.json, .jsonl, .parquet) or hf:NAME[:split].")
 OUTPUT = typer.Option(..., "-o", "--output", help="Output file; its extension picks the file type.")
@@ -74,7 +74,7 @@ def die(message: str, code: int = 2) -> typer.Exit:
 def lock_output(output: Path) -> RunLock:
     """The run's lock on `output`, taken before anything is paid for; exit 2 when another
     process holds it."""
-    from realign.state import RunLocked, lock_run
+    from realign.pipeline.state import RunLocked, lock_run
 
     try:
         return lock_run(output)

@@ -17,7 +17,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from realign.datafiles import ReadError, RecordReader
+    from realign.io.datafiles import ReadError, RecordReader
     from realign.records import Record
 
 SHOWN_REJECTS = 20  # rejects printed on screen; all of them go to the rejected file
@@ -65,8 +65,8 @@ def _say(console: Console, text: str, style: str | None = None) -> None:
 def _open_reader(
     console: Console, path: str, input_format: str | None, fields: str | None, max_mb: float
 ) -> RecordReader:
-    from realign.datafiles import read_records
-    from realign.formats import FormatError
+    from realign.io.datafiles import read_records
+    from realign.io.formats import FormatError
 
     try:
         reader = read_records(path, input_format, fields, max_record_bytes=int(max_mb * 1_000_000))
@@ -180,8 +180,8 @@ def convert(
     Exit code 0 when done (rejects included), 2 on an unusable input or output path, 1 with
     --strict at the first bad record or when no record could be converted.
     """
-    from realign.datafiles import JsonlAppender, RecordWriteError, RecordWriter
-    from realign.formats import FormatError
+    from realign.io.datafiles import JsonlAppender, RecordWriteError, RecordWriter
+    from realign.io.formats import FormatError
     from realign.records import Record
 
     console = _console()
@@ -294,7 +294,7 @@ class _Tally:
 
     def add(self, record: Record) -> None:
         from realign import tokens
-        from realign.formats import META_KEY, input_task_type
+        from realign.io.formats import META_KEY, input_task_type
 
         self.records += 1
         self.turns += len(record.turns)

@@ -17,9 +17,9 @@ from realign.search.registry import SPEC_HELP, default_retrieval_spec
 
 if TYPE_CHECKING:
     from realign.criteria import CriteriaPack
+    from realign.pipeline.state import RunState
     from realign.records import Failure, Record
-    from realign.retrieve import Retriever
-    from realign.state import RunState
+    from realign.stages.retrieve import Retriever
 
 __all__ = ["default_retrieval_spec", "register"]
 
@@ -108,7 +108,7 @@ def _items(
     """The input's records (unreadable ones as load failures), with untyped units typed by the
     offline classifier a batch at a time (records done in an earlier run are not typed again)."""
     from realign.cli.run_impl import read_items
-    from realign.pipeline import pretyped
+    from realign.pipeline.record import pretyped
 
     return pretyped(read_items(None, args["reader"]), pack, classifier, skip)
 
@@ -122,8 +122,8 @@ async def _process(
 ) -> None:
     """Attach evidence to every record not yet in `state`, committing each one as it is done,
     so a killed run resumes where it stopped (answers already fetched come from the cache)."""
-    from realign.retrieve import attach_evidence
-    from realign.runner import process_items
+    from realign.pipeline.runner import process_items
+    from realign.stages.retrieve import attach_evidence
 
     async def work(record: Record) -> Record:
         return await attach_evidence(
@@ -179,18 +179,18 @@ def retrieve_command(
     concurrency: int = typer.Option(8, min=1, help="Searches in flight at most."),
     no_cache: bool = common.NO_CACHE,
 ) -> None:
-    from realign.cache import Cache
     from realign.cli.run_impl import open_input
     from realign.criteria import CriteriaError, load_pack
-    from realign.datafiles import RecordWriter
-    from realign.engine import Engine
-    from realign.formats import FormatError
-    from realign.pipeline import write_outputs
-    from realign.retrieve import Retriever
-    from realign.runner import RunStopped, fingerprint
+    from realign.io.datafiles import RecordWriter
+    from realign.io.formats import FormatError
+    from realign.llm.cache import Cache
+    from realign.llm.engine import Engine
+    from realign.pipeline.record import write_outputs
+    from realign.pipeline.runner import RunStopped, fingerprint
+    from realign.pipeline.state import RunState, state_path
     from realign.search.base import SearchError
     from realign.search.registry import make_provider
-    from realign.state import RunState, state_path
+    from realign.stages.retrieve import Retriever
 
     if not input.exists() and not str(input).startswith("hf:"):
         raise common.die(f"{input}: no such file")
@@ -314,7 +314,7 @@ def retrieve_command(
 
 def _offline_classifier(choice: str | None, pack: CriteriaPack) -> Any | None:
     """The embedding classifier when asked for (or by default when installed), else None."""
-    from realign import embedding_classifier as ec
+    from realign.stages import embedding as ec
 
     if choice not in (None, "embedding", "none"):
         raise common.die(f"--classifier {choice!r}: use embedding or none")

@@ -15,14 +15,14 @@ from realign.cli.common import die, lock_output, split_csv
 from realign.cli.console import make_console
 from realign.cli.progress import make_progress
 from realign.criteria import CriteriaError, CriteriaPack, load_pack
-from realign.datafiles import DEFAULT_MAX_RECORD_BYTES, RecordReader
+from realign.io.datafiles import DEFAULT_MAX_RECORD_BYTES, RecordReader
+from realign.pipeline.runner import RunStopped
+from realign.pipeline.runtime import EngineArgs
+from realign.pipeline.state import RunState, state_path
 from realign.records import Failure, Record
-from realign.runner import RunStopped
-from realign.runtime import EngineArgs
-from realign.state import RunState, state_path
 
 if TYPE_CHECKING:
-    from realign.pipeline import RunOptions
+    from realign.pipeline.record import RunOptions
 
 err = make_console()
 DEFAULT_MAX_RECORD_MB = DEFAULT_MAX_RECORD_BYTES / 1_000_000
@@ -63,8 +63,8 @@ def open_input(
     """The input's reader. What makes the whole input unusable (no such file, a folder, an
     unknown file type or format, empty, UTF-16, not a JSON array) is one `error:` line and
     exit 2 here, before any work or run state."""
-    from realign.datafiles import read_records
-    from realign.formats import FormatError
+    from realign.io.datafiles import read_records
+    from realign.io.formats import FormatError
 
     fmt = input_format or ("fields" if fields else None)
     try:
@@ -112,7 +112,7 @@ def load_criteria(args: RunArgs) -> CriteriaPack:
 def run_options(args: RunArgs, pack: CriteriaPack) -> RunOptions:
     """The run's options: the flags given, else the pack's `pack.yaml` defaults (realign-paper:
     ReAlign's prompt, 2 samples at 0.3, longest), else realign's own."""
-    from realign.pipeline import RunOptions
+    from realign.pipeline.record import RunOptions
 
     given = {"samples": args.samples, "selection": args.selection, "temperature": args.temperature}
     return RunOptions(
@@ -175,7 +175,7 @@ def failed_note(failed: int, unreadable: int, fails: Path, what: str = "record(s
 
 def submit_deferred(runtime: Any, summary: Any, state: Any) -> int:
     """Batch mode: send the queued requests as one Batch API job; the run goes on later."""
-    from realign.batch import BatchError, submit_batch
+    from realign.llm.batch import BatchError, submit_batch
 
     engine = runtime.stages.engine
     backend = engine.backend
@@ -218,15 +218,15 @@ def check_engine(args: RunArgs) -> None:
 
 
 def run_command(args: RunArgs) -> int:
-    from realign import pipeline
-    from realign.runtime import build_runtime, estimate_run
+    from realign.pipeline import record as pipeline
+    from realign.pipeline.runtime import build_runtime, estimate_run
 
     pack = load_criteria(args)
     if args.output.resolve() == args.input.resolve():
         raise die("the output must not overwrite the input; choose another -o path")
     if args.selection not in (None, "longest", "first"):
         raise die(f"--selection {args.selection!r}: use longest or first")
-    from realign.filter import PRESETS
+    from realign.stages.filter import PRESETS
 
     if args.filter_preset not in PRESETS:
         raise die(f"--filter-preset {args.filter_preset!r}: use {' | '.join(PRESETS)}")

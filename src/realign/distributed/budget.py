@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from realign.ratelimit import AdaptiveLimit, Pacer
+from realign.llm.ratelimit import AdaptiveLimit, Pacer
 
 LEASE = 8  # request slots taken per lease call
 # Requests' worth of tokens taken per pacing lease. Credit taken early and spent late reaches

@@ -3,7 +3,7 @@
 SQLite's locking is not safe on network filesystems, so workers on other machines must not
 open the cache file themselves. One named Ray actor (`CacheServer`) opens the driver's cache
 (`$REALIGN_CACHE` / `$REALIGN_HOME/cache.sqlite` on the driver's node) and serves `get`/`set`;
-workers reach it through `RemoteCache`, which has the interface of `realign.cache.Cache` the
+workers reach it through `RemoteCache`, which has the interface of `realign.llm.cache.Cache` the
 engine uses. An answer a worker stores is visible to every other worker and to the next run,
 so a rerun after a kill re-pays at most the requests that were in flight.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from realign.cache import Cache
+from realign.llm.cache import Cache
 
 # Lookups within this window go to the actor as one call: a few ms added to requests that
 # take seconds, and far fewer actor calls at hundreds of requests/s.

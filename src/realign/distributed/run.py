@@ -24,10 +24,10 @@ from realign.criteria import CriteriaPack
 from realign.distributed import NAMESPACE, require_ray
 from realign.distributed.budget import budget_actor, share_budget
 from realign.distributed.cache import RemoteCache, cache_actor
-from realign.pipeline import RunOptions, RunSummary, Stages, pretyped, process_record
+from realign.pipeline.record import RunOptions, RunSummary, Stages, pretyped, process_record
+from realign.pipeline.runner import STOPS, RunStopped, _failure
+from realign.pipeline.state import RunState
 from realign.records import Failure, Record
-from realign.runner import STOPS, RunStopped, _failure
-from realign.state import RunState
 
 # Records per Ray Data block = per actor task = per UDF call. A block's results reach the
 # driver (and the run state) when the task ends: small blocks keep progress and resume fine
@@ -102,7 +102,7 @@ class RecordWorker:
     async def _start(self) -> Stages:
         import ray
 
-        from realign.runtime import build_runtime
+        from realign.pipeline.runtime import build_runtime
 
         if self._lock is None:
             self._lock = asyncio.Lock()

@@ -1,7 +1,7 @@
 """The small interface every LLM backend implements, and the request/response types.
 
 Stages never talk to a backend directly: they build a `ChatRequest` and hand it to the
-engine (`realign.engine.Engine.chat`), which adds caching, rate limiting, retries, re-asking
+engine (`realign.llm.engine.Engine.chat`), which adds caching, rate limiting, retries, re-asking
 on invalid structured output and cost accounting, then calls `Backend.chat`.
 """
 

@@ -1,7 +1,7 @@
 """The small interface every search provider implements, and its error type.
 
 A provider turns a query into raw `Evidence` (snippet, title, url, provider name). It does no
-cleaning and no caching: `realign.retrieve.Retriever` cleans the snippets and caches each
+cleaning and no caching: `realign.stages.retrieve.Retriever` cleans the snippets and caches each
 (provider, query, k) answer through the engine, so providers stay thin adapters.
 """
 

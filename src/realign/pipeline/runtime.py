@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from realign import prompts, tokens
-from realign.classify import classification_schema, context_text, input_label
 from realign.criteria import CriteriaPack
-from realign.engine import Engine
-from realign.formats import input_evidence
-from realign.pipeline import RunOptions, Stages
+from realign.io.formats import input_evidence
+from realign.llm.engine import Engine
+from realign.pipeline.record import RunOptions, Stages
 from realign.records import Failure, Record
-from realign.rewrite import build_request, output_budget
+from realign.stages.classify import classification_schema, context_text, input_label
+from realign.stages.rewrite import build_request, output_budget
 
 if TYPE_CHECKING:
     from realign.cli.run_impl import RunArgs
@@ -106,8 +106,8 @@ def make_backend(args: Any, err: Console) -> Any:
 def make_retriever(args: RunArgs, engine: Engine | None, err: Console) -> Any:
     if args.classify_only:
         return None
-    from realign.retrieve import Retriever
     from realign.search.registry import default_retrieval_spec, make_provider
+    from realign.stages.retrieve import Retriever
 
     spec = args.retrieval
     if spec is None:
@@ -129,7 +129,7 @@ def make_retriever(args: RunArgs, engine: Engine | None, err: Console) -> Any:
 def make_embedding(args: RunArgs, pack: CriteriaPack, err: Console) -> Any:
     if args.classifier != "embedding":
         return None
-    from realign.embedding_classifier import ClassifierUnavailable, EmbeddingClassifier
+    from realign.stages.embedding import ClassifierUnavailable, EmbeddingClassifier
 
     try:
         return EmbeddingClassifier.for_pack(pack, on_train=err.print)
@@ -144,8 +144,8 @@ def make_engine(args: Any, err: Console) -> tuple[Engine, list[Callable[[], Any]
 
     `args` needs backend, model, base_url, concurrency, no_cache and optionally rpm, tpm,
     max_cost: every command that calls an LLM builds its engine here."""
-    from realign.cache import Cache
     from realign.cli.common import die
+    from realign.llm.cache import Cache
 
     backend = make_backend(args, err)
     cache = None if args.no_cache else Cache()
@@ -187,7 +187,7 @@ def pricing_model(args: Any) -> str:
 
 
 def build_runtime(args: RunArgs, pack: CriteriaPack, options: RunOptions, err: Console) -> Runtime:
-    from realign.datafiles import RecordWriter
+    from realign.io.datafiles import RecordWriter
     from realign.search.base import SearchError
 
     engine: Engine | None = None
@@ -248,7 +248,7 @@ def estimate_run(
     Units whose task type is unknown before classification are counted as rewritten (an upper
     bound), and said so.
     """
-    from realign.pricing import StageEstimate, estimate, render_table
+    from realign.llm.pricing import StageEstimate, estimate, render_table
 
     req: Counter[str] = Counter()
     tin: Counter[str] = Counter()

@@ -20,10 +20,10 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from realign.engine import BudgetExceeded, Deferred, StructuredOutputError
-from realign.ratelimit import CircuitOpen
+from realign.llm.engine import BudgetExceeded, Deferred, StructuredOutputError
+from realign.llm.ratelimit import CircuitOpen
+from realign.pipeline.state import RunState, atomic_text
 from realign.records import Failure
-from realign.state import RunState, atomic_text
 
 __all__ = [
     "STOPS",
@@ -99,7 +99,7 @@ def _unsaveable(
 ) -> Failure:
     """The failure that replaces a result the run state cannot store (text that is not UTF-8,
     such as a lone surrogate in a model's answer), naming where that text is."""
-    from realign.datafiles import surrogate_field
+    from realign.io.datafiles import surrogate_field
 
     def text(s: str) -> str:
         return s.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from pydantic import BaseModel, Field
 
 from realign import prompts, tokens
-from realign.classify import context_text
 from realign.criteria import Criterion
-from realign.engine import Engine, OutputTruncated
 from realign.llm.base import ChatRequest, ShortText
+from realign.llm.engine import Engine, OutputTruncated
 from realign.records import Candidate, Evidence, Record
+from realign.stages.classify import context_text
 
 # A one-letter original still needs room for every part of its criterion's format (an exam
 # format has six): the budget never goes under MIN_OUTPUT_TOKENS.

@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field, create_model
 
 from realign import prompts, tokens
 from realign.criteria import CriteriaPack
-from realign.engine import Engine
 from realign.llm.base import ChatRequest, ShortText
+from realign.llm.engine import Engine
 from realign.records import Record, UnitMeta
 
 DEFAULT_TYPE = "default"
@@ -36,7 +36,7 @@ class TaskChoice:
 
 
 class EmbeddingPredictor(Protocol):
-    """What the offline classifier offers (see `realign.embedding_classifier`): one
+    """What the offline classifier offers (see `realign.stages.embedding`): one
     prediction with `task_type` and `confidence` per instruction."""
 
     def predict(self, instructions: Sequence[str]) -> Sequence[object]: ...

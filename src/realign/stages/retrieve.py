@@ -54,13 +54,13 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from realign import tokens
-from realign.formats import input_task_type
+from realign.io.formats import input_task_type
 from realign.records import Evidence, Record, UnitMeta
 from realign.search.base import SearchError, SearchProvider
 
 if TYPE_CHECKING:
     from realign.criteria import CriteriaPack
-    from realign.engine import Engine
+    from realign.llm.engine import Engine
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from realign.cache import Cache, realign_home
 from realign.llm.base import ChatRequest, ChatResponse, Usage
+from realign.llm.cache import Cache, realign_home
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}

@@ -41,7 +41,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel
 
-from realign.formats import (
+from realign.io.formats import (
     DETECT_SAMPLE,
     FORMAT_NAMES,
     META_KEY,

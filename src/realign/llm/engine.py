@@ -21,7 +21,7 @@ inputs plus these calls. For each LLM request, in order:
    headers when it sends them; a 429's `retry-after` pauses every sender;
 5. the call, under a per-request timeout; 429s, 5xx, timeouts and connection errors are
    retried with exponential backoff and full jitter (`BackendError.retryable`);
-6. accounting: tokens, dollars (`realign.pricing`), 429s, retries, cache hits → `stats`.
+6. accounting: tokens, dollars (`realign.llm.pricing`), 429s, retries, cache hits → `stats`.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from pydantic import BaseModel, ValidationError
 
 from realign import tokens
 from realign.llm.base import Backend, BackendError, ChatRequest, ChatResponse, Message
-from realign.pricing import Price, PriceTable, load_prices
-from realign.ratelimit import (
+from realign.llm.pricing import Price, PriceTable, load_prices
+from realign.llm.ratelimit import (
     AdaptiveLimit,
     CircuitBreaker,
     CircuitOpen,
@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 T = TypeVar("T", bound=BaseModel)
-log = logging.getLogger("realign.engine")
+log = logging.getLogger("realign.llm.engine")
 
 DEFAULT_CONCURRENCY = 32
 # Output tokens assumed per request when `max_tokens` is not set (rate limiting and budget).
@@ -140,7 +140,7 @@ class Engine:
         concurrency: int = DEFAULT_CONCURRENCY,
         max_retries: int = 4,
         reask: int = 2,
-        cache: Any | None = None,  # realign.cache.Cache (anything with get/set/delete)
+        cache: Any | None = None,  # realign.llm.cache.Cache (anything with get/set/delete)
         rpm: float | None = None,
         tpm: float | None = None,
         request_timeout: float = 120.0,
@@ -158,7 +158,7 @@ class Engine:
         self.backend = backend
         self.cache = cache
         # Batch mode (`realign run --batch`): cache misses are appended here for
-        # `realign.batch.submit_batch` and raise Deferred instead of being sent.
+        # `realign.llm.batch.submit_batch` and raise Deferred instead of being sent.
         self.defer_to = defer_to
         self.max_retries = max_retries
         self.reask = reask

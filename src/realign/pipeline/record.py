@@ -18,22 +18,22 @@ from pathlib import Path
 from typing import Any
 
 from realign import __version__, tokens
-from realign.classify import (
+from realign.criteria import CriteriaPack
+from realign.io.formats import input_evidence
+from realign.llm.engine import Deferred, Engine, OutputTruncated, StructuredOutputError
+from realign.pipeline.runner import STOPS, StageError, process_items
+from realign.pipeline.state import RunState, atomic_text
+from realign.records import Failure, Provenance, Record, Status, UnitMeta
+from realign.stages.classify import (
     DEFAULT_TYPE,
     EMBED_BATCH,
     EmbeddingPredictor,
     classify_unit,
     pretype_offline,
 )
-from realign.criteria import CriteriaPack
-from realign.engine import Deferred, Engine, OutputTruncated, StructuredOutputError
-from realign.filter import DEFAULT_PRESET, decide
-from realign.formats import input_evidence
-from realign.records import Failure, Provenance, Record, Status, UnitMeta
-from realign.retrieve import request_context
-from realign.rewrite import SELECTION_POLICIES, rewrite_unit
-from realign.runner import STOPS, StageError, process_items
-from realign.state import RunState, atomic_text
+from realign.stages.filter import DEFAULT_PRESET, decide
+from realign.stages.retrieve import request_context
+from realign.stages.rewrite import SELECTION_POLICIES, rewrite_unit
 
 MAX_RESPONSE_TOKENS = 3000  # longer originals are passed through: a rewrite would not fit
 
@@ -69,7 +69,7 @@ class Stages:
     engine: Engine | None  # None: no LLM (e.g. classify with embeddings only)
     options: RunOptions
     embedding: EmbeddingPredictor | None = None
-    retriever: Any | None = None  # realign.retrieve.Retriever
+    retriever: Any | None = None  # realign.stages.retrieve.Retriever
     model: str | None = None
     backend: str | None = None
     # Criterion name -> content hash for provenance: hashing dumps the criterion as YAML
@@ -361,7 +361,7 @@ def write_outputs(
     holds), `on_failed` each line of the failures file, in file order (e.g. to show the first
     few errors).
     """
-    from realign.datafiles import RecordWriteError
+    from realign.io.datafiles import RecordWriteError
 
     fails = failures_path(output)
     written = failed = 0

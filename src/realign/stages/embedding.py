@@ -18,7 +18,7 @@ Needs the `classifier` extra (`pip install 'realign[classifier]'`); `available()
 it is installed. Typical use::
 
     from realign.criteria import load_pack
-    from realign.embedding_classifier import EmbeddingClassifier, available
+    from realign.stages.embedding import EmbeddingClassifier, available
 
     if available():
         clf = EmbeddingClassifier.for_pack(load_pack())  # trains once, then loads the cache
@@ -46,8 +46,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from realign.cache import realign_home
 from realign.criteria import CriteriaPack
+from realign.llm.cache import realign_home
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -27,11 +27,11 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from realign import metrics, prompts, tokens
-from realign.classify import context_text, input_label
 from realign.criteria import CriteriaPack
-from realign.engine import Engine, StructuredOutputError
 from realign.llm.base import BackendError, ChatRequest
+from realign.llm.engine import Engine, StructuredOutputError
 from realign.records import FilterDecision, JudgeScore, Record, Status
+from realign.stages.classify import context_text, input_label
 
 DEFAULT_JUDGE_MODEL = "gpt-4o"
 DEFAULT_ASPECTS = ("alignment", "factuality", "readability")

@@ -22,7 +22,7 @@ from markupsafe import Markup, escape
 from pydantic import BaseModel, Field
 
 from realign import metrics
-from realign.judge import (
+from realign.judge.core import (
     UNKNOWN_TASK,
     Comparison,
     OutcomeStats,

@@ -99,7 +99,7 @@ def lock_run(output: Path) -> RunLock:
     """Lock the run on `output` (raises RunLocked), then remove what a killed run on it left:
     the temporary files of its unfinished output and failures writes."""
     lock = RunLock(lock_path(state_path(output)), output)
-    from realign.pipeline import failures_path  # here: pipeline imports this module
+    from realign.pipeline.record import failures_path  # here: pipeline imports this module
 
     for done in (output, failures_path(output)):
         partial_path(done).unlink(missing_ok=True)

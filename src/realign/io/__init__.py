@@ -1,0 +1,1 @@
+"""Reading and writing datasets: the shapes (`formats`) and the files (`datafiles`)."""

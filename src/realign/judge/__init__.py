@@ -1,0 +1,1 @@
+"""The LLM judge: rubrics, pointwise and pairwise runs, statistics."""

@@ -1,0 +1,1 @@
+"""One record through the stages (`record`), the resumable loop (`runner`), run state."""

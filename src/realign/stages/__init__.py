@@ -1,0 +1,1 @@
+"""The stages one record passes through: classify, retrieve, rewrite, filter."""
