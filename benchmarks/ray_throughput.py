@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -162,6 +163,29 @@ def pipeline_run(url: str, work: Path, records: int, concurrency: int, *extra: s
     return time.perf_counter() - t0
 
 
+def run_files(work: Path, name: str) -> tuple[str, str]:
+    """The run's output and failures file, each record's provenance time blanked: the one
+    field two runs of the same command never share."""
+    out = (work / f"{name}.jsonl").read_text(encoding="utf-8")
+    failures = work / f"{name}.failures.jsonl"
+    fails = failures.read_text(encoding="utf-8") if failures.exists() else ""
+    return re.sub(r'"time": ?"[^"]*"', '"time": ""', out), fails
+
+
+def compare_outputs(local: tuple[str, str], other: tuple[str, str]) -> str:
+    """'same output as local' (ids, order, statuses, every byte but the time), or where not."""
+    if other == local:
+        n = len(local[0].splitlines())
+        return f"same output as local ({n} records, byte for byte but the time)"
+    a, b = local[0].splitlines(), other[0].splitlines()
+    if len(a) != len(b):
+        return f"DIFFERENT from local: {len(b)} records vs {len(a)}"
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        if x != y:
+            return f"DIFFERENT from local at output line {i + 1}"
+    return "DIFFERENT from local: the failures files differ"
+
+
 def init_ray(cpus: int) -> None:
     import ray
 
@@ -243,12 +267,16 @@ def main() -> None:
                 )
                 for w in (int(x) for x in args.workers.split(","))
             ]
+            local: tuple[str, str] | None = None
             for label, extra in runs:
                 work = Path(tmp) / label.replace(" ", "_").replace(",", "")
                 work.mkdir()
                 seconds = pipeline_run(url, work, args.pipeline, concurrency, *extra)
                 rps = 2 * args.pipeline / seconds
-                row(label, f"{seconds:.1f} s", f"{rps:.0f} req/s, share {rps / ideal:.3f}")
+                files = run_files(work, "ray" if extra else "local")
+                same = "" if local is None else f", {compare_outputs(local, files)}"
+                local = local or files
+                row(label, f"{seconds:.1f} s", f"{rps:.0f} req/s, share {rps / ideal:.3f}{same}")
     if args.skip_tpm:
         return
     print(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from packs import write_pack
+from packs import TYPES, write_pack
 from subprocess_runs import kill_when_done, realign_run_argv, run_env
 from typer.testing import CliRunner
 
@@ -57,7 +57,8 @@ def alpaca(n: int) -> list[str]:
             {
                 "instruction": f"Question number {i}: who wrote book {i}?",
                 "input": "",
-                "output": f"Author {i} wrote book {i} in year {1900 + i}.",
+                # Over 8 words: a short answer would be held to its words by the filter.
+                "output": f"Author {i} wrote book {i} in the year {1900 + i}.",
                 "id": f"r{i}",
             }
         )
@@ -78,7 +79,10 @@ def test_ray_run_writes_what_the_local_engine_writes_and_shares_one_cache(
     lines.insert(7, "{not json")  # a load failure, committed by the driver
     src = tmp_path / "in.jsonl"
     src.write_text("\n".join(lines) + "\n")
-    pack = str(write_pack(tmp_path / "pack"))
+    # The fake classifier answers `default`: let that type be rewritten (`--force` no longer
+    # rewrites `rewrite: no` types), so both engines write rewrites to compare.
+    types = {**TYPES, "default": ("Anything that fits no other type.", "yes", "no", "Answer.")}
+    pack = str(write_pack(tmp_path / "pack", types))
     common = ["--backend", "fake", "--pack", pack, "--force"]
     ray_argv = ["--engine", "ray", "--workers", "2"]
     outs = {}
