@@ -23,7 +23,7 @@ from realign.io.formats import input_evidence
 from realign.llm.engine import Deferred, Engine, OutputTruncated, StructuredOutputError
 from realign.pipeline.runner import STOPS, StageError, process_items
 from realign.pipeline.state import RunState, atomic_text
-from realign.records import Failure, Provenance, Record, Status, UnitMeta
+from realign.records import Failure, Provenance, Record, Status, UnitMeta, ensure_units
 from realign.stages.classify import (
     DEFAULT_TYPE,
     EMBED_BATCH,
@@ -110,11 +110,6 @@ async def stage_errors(stage: str) -> AsyncIterator[None]:
     except Exception as e:
         raw = e.raw_output if isinstance(e, StructuredOutputError) else None
         raise StageError(stage, f"{type(e).__name__}: {e}", raw) from e
-
-
-def init_units(record: Record) -> None:
-    if not record.meta.units:
-        record.meta.units = [UnitMeta(turn=i) for i in record.assistant_turns()]
 
 
 def _skip(unit: UnitMeta, reason: str) -> None:
@@ -229,7 +224,7 @@ def aggregate(units: list[UnitMeta]) -> tuple[Status, str]:
 
 
 async def process_record(stages: Stages, record: Record) -> Record:
-    init_units(record)
+    ensure_units(record)
     # Units run in order: a later turn's context is the original conversation, which is what
     # the user saw when it was written.
     for unit in record.meta.units:

@@ -54,8 +54,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from realign import tokens
-from realign.io.formats import input_task_type
-from realign.records import Evidence, Record, UnitMeta
+from realign.records import Evidence, Record, UnitMeta, ensure_units, input_task_type
 from realign.search.base import SearchError, SearchProvider
 
 if TYPE_CHECKING:
@@ -500,13 +499,6 @@ class Retriever:
 
 
 # ---------------------------------------------------------------- records
-
-
-def ensure_units(record: Record) -> list[UnitMeta]:
-    """The record's units, created (one per assistant turn) when the record has none yet."""
-    if not record.meta.units:
-        record.meta.units = [UnitMeta(turn=i) for i in record.assistant_turns()]
-    return record.meta.units
 
 
 def unit_task_type(record: Record, unit: UnitMeta) -> str | None:
