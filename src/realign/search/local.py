@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from realign.config import realign_home
 from realign.records import Evidence
 from realign.search import chunking
 from realign.search.base import SearchError
@@ -215,7 +215,7 @@ def index_dir_for(path: Path) -> Path:
 
 
 def _fallback_index_dir(path: Path) -> Path:
-    home = Path(os.environ.get("REALIGN_HOME") or Path.home() / ".realign")
+    home = realign_home()
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     return home / "indexes" / f"{path.name}-{digest}"
 
