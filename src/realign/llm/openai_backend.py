@@ -18,14 +18,11 @@ Structured-output methods:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-import email.utils
 import functools
 import json
 import re
 import socket
-import time
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlparse
 
@@ -33,6 +30,7 @@ import httpx
 import openai
 
 from realign.llm.base import BackendError, ChatRequest, ChatResponse, Message, Usage
+from realign.llm.ratelimit import retry_after_seconds
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -134,22 +132,6 @@ def scrub(text: str, api_key: str | None = None) -> str:
     if api_key and len(api_key) >= 4:
         text = text.replace(api_key, "***")
     return _KEY_PATTERN.sub("***", text)
-
-
-def retry_after_seconds(headers: httpx.Headers | dict[str, str]) -> float | None:
-    """`retry-after-ms` / `retry-after` (seconds or an HTTP date) as seconds."""
-    h = {k.lower(): v for k, v in dict(headers).items()}
-    if "retry-after-ms" in h:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(h["retry-after-ms"]) / 1000)
-    value = h.get("retry-after")
-    if value is None:
-        return None
-    with contextlib.suppress(ValueError):
-        return max(0.0, float(value))
-    with contextlib.suppress(TypeError, ValueError):
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    return None
 
 
 def kept_headers(headers: httpx.Headers | dict[str, Any] | None) -> dict[str, str]:
