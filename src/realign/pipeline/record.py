@@ -9,8 +9,6 @@ Every input record ends in exactly one of the two files.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -75,6 +73,15 @@ class Stages:
     # Criterion name -> content hash for provenance: hashing dumps the criterion as YAML
     # (~1.5 ms), the same few criteria for every record.
     criteria_hashes: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+
+    def fingerprint_data(self) -> dict[str, Any]:
+        """What identifies a run's work apart from its input (`runner.fingerprint("run", …)`)."""
+        return {
+            "options": self.options.fingerprint_data(),
+            "pack": self.pack.content_hash,
+            "model": self.model,
+            "backend": self.backend,
+        }
 
     def criteria_hash(self, name: str) -> str:
         if name not in self.criteria_hashes:
@@ -245,21 +252,6 @@ async def process_record(stages: Stages, record: Record) -> Record:
 
 
 # ---------------------------------------------------------------- the run
-
-
-def fingerprint(input_path: Path, stages: Stages, extra: dict[str, Any]) -> str:
-    st = input_path.stat() if input_path.exists() else None
-    data = {
-        "input": str(input_path.resolve()),
-        "size": st.st_size if st else None,
-        "mtime": st.st_mtime_ns if st else None,
-        "options": stages.options.fingerprint_data(),
-        "pack": stages.pack.content_hash,
-        "model": stages.model,
-        "backend": stages.backend,
-        **extra,
-    }
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def failures_path(output: Path) -> Path:

@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from realign.config import realign_home
+from realign.hashing import digest
 from realign.records import Evidence
 from realign.search import chunking
 from realign.search.base import SearchError
@@ -194,11 +195,9 @@ def file_states(path: Path, previous: dict[str, FileState] | None = None) -> dic
 def fingerprint(states: dict[str, FileState], settings: dict[str, int]) -> str:
     """Changes when a file is added, removed or edited, or the index settings change.
     (Contents decide: touching a file without editing it keeps the index.)"""
-    blob = json.dumps(
-        {"v": INDEX_VERSION, "s": settings, "f": {k: v.sha256 for k, v in sorted(states.items())}},
-        sort_keys=True,
+    return digest(
+        {"v": INDEX_VERSION, "s": settings, "f": {k: v.sha256 for k, v in sorted(states.items())}}
     )
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _settings() -> dict[str, int]:

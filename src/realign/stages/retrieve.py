@@ -41,7 +41,6 @@ recorded in `UnitMeta.evidence_note`.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import html
 import json
 import logging
@@ -54,6 +53,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from realign import tokens
+from realign.hashing import digest
 from realign.records import Evidence, Record, UnitMeta, ensure_units, input_task_type
 from realign.search.base import SearchError, SearchProvider
 
@@ -413,8 +413,7 @@ class Retriever:
 
     def _cache_key(self, query: str, k: int) -> str:
         assert self.provider is not None
-        blob = json.dumps([self.provider.provider_id, query, k], ensure_ascii=False)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return digest([self.provider.provider_id, query, k])
 
     async def _raw_search(self, query: str, k: int) -> list[Evidence]:
         provider = self.provider
