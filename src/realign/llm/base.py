@@ -49,6 +49,11 @@ class ChatRequest(BaseModel):
         return digest(payload)
 
 
+def for_record(request: ChatRequest) -> str:
+    """ " for record ID" when the request names its record, for error messages; else ""."""
+    return f" for record {request.record_id}" if request.record_id else ""
+
+
 class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
