@@ -213,7 +213,9 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
         unit.reason = "the model judged that the format does not fit this request"
         return
     unit.chosen = chosen
-    decision = decide(instruction, original, cands[chosen].response, task, opts.filter_preset)
+    decision = decide(
+        instruction, original, cands[chosen].response, task, opts.filter_preset, pack=pack
+    )
     unit.filter = decision
     if decision.keep_original:
         unit.status, unit.reason = "kept", f"{decision.rule}: {decision.reason}"
