@@ -13,6 +13,8 @@ import functools
 import json
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
+
 from realign.llm.base import Usage
 
 if TYPE_CHECKING:
@@ -35,7 +37,7 @@ def chat_model(
         model=model,
         # Explicit, so ChatOpenAI never falls back to OPENAI_BASE_URL on its own.
         base_url=base_url,
-        api_key=api_key,
+        api_key=SecretStr(api_key),
         max_retries=0,  # the engine owns retries and their accounting
         timeout=timeout,
         include_response_headers=True,  # x-ratelimit-* for the engine's pacer
