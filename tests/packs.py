@@ -13,7 +13,7 @@ group: test
 description: {desc}
 rewrite: {rewrite}
 retrieval: {retrieval}
-examples:
+{answer}examples:
 {examples}
 ---
 {body}
@@ -36,6 +36,7 @@ TYPES = {
     "planning": ("Make a plan, schedule or itinerary.", "yes", "no", "A numbered plan."),
     "default": ("Anything that fits no other type.", "no", "no", "Free form."),
 }
+NUMERIC = {"math_puzzles"}  # `answer: numeric`, as in the built-in pack
 
 
 def write_pack(folder: Path, types: dict[str, tuple[str, str, str, str]] = TYPES) -> Path:
@@ -48,6 +49,7 @@ def write_pack(folder: Path, types: dict[str, tuple[str, str, str, str]] = TYPES
                 desc=desc,
                 rewrite=rewrite,
                 retrieval=retrieval,
+                answer="answer: numeric\n" if name in NUMERIC else "",
                 examples=examples,
                 body=body,
             ),

@@ -276,9 +276,9 @@ def test_generate_output_reads_back_for_realign_run(
         first = recs[0]
         assert isinstance(first, Record) and first.source_format == fmt
         assert first.instruction == "What do we know about the moon?"
-        from realign.stages.classify import input_label
+        from realign.records import input_task_type
 
-        assert input_label(first, 1) == "open_qa"  # `realign run` will not reclassify it
+        assert input_task_type(first, 1) == "open_qa"  # `realign run` will not reclassify it
 
 
 def test_generate_untyped_on_example_docs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

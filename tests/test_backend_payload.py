@@ -1,7 +1,7 @@
 """The OpenAI backend's fast path sends exactly what stock `ChatOpenAI` sends.
 
 `OpenAIBackend` hands the messages and tools LangChain built to the openai client through
-`extra_body` (so the client does not walk them again, see `_chat_openai_class`). These tests
+`extra_body` (so the client does not walk them again, see `langchain_fixes.chat_openai_class`). These tests
 send the same requests through the backend twice, once with stock `ChatOpenAI` in its place,
 and compare the JSON bodies on the wire and the answers.
 """
@@ -16,7 +16,7 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
-from realign.llm import openai_backend
+from realign.llm import langchain_fixes
 from realign.llm.base import ChatRequest, Message
 from realign.llm.openai_backend import OpenAIBackend
 
@@ -103,7 +103,7 @@ def test_body_and_answer_match_stock_chatopenai(
 
     from langchain_openai import ChatOpenAI
 
-    monkeypatch.setattr(openai_backend, "_chat_openai_class", lambda: ChatOpenAI)
+    monkeypatch.setattr(langchain_fixes, "chat_openai_class", lambda: ChatOpenAI)
     stock_body, stock_texts = _send(request, method or "function_calling", base_url)
 
     assert fast_body == stock_body
@@ -115,7 +115,7 @@ def test_body_and_answer_match_stock_chatopenai(
 
 
 def test_parameters_that_are_not_plain_json_take_the_clients_path() -> None:
-    assert openai_backend._plain_json({"a": [1, 2.5, True, None, "x"]})
-    assert not openai_backend._plain_json({"a": (1, 2)})
-    assert not openai_backend._plain_json({1: "x"})
-    assert not openai_backend._plain_json([{"content": b"bytes"}])
+    assert langchain_fixes.plain_json({"a": [1, 2.5, True, None, "x"]})
+    assert not langchain_fixes.plain_json({"a": (1, 2)})
+    assert not langchain_fixes.plain_json({1: "x"})
+    assert not langchain_fixes.plain_json([{"content": b"bytes"}])

@@ -27,8 +27,9 @@ from realign.llm.batch import (
     submit_batch,
 )
 from realign.llm.cache import Cache
-from realign.llm.engine import Engine, _json_schema
+from realign.llm.engine import Engine
 from realign.llm.fake import FakeBackend
+from realign.llm.structured import _json_schema
 
 KEY = "sk-test-BATCH-abcdef0123456789"
 BACKEND_ID = "openai:https://api.openai.com/v1:gpt-4o-mini:json_schema"

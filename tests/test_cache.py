@@ -21,6 +21,28 @@ def test_default_path_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     assert default_cache_path() == tmp_path / "elsewhere.sqlite"
 
 
+def test_cache_keys_never_change() -> None:
+    # Keys live on in users' caches: a changed hash (JSON spacing, escaping, key order)
+    # would silently re-pay every request. Value computed before the hashing was shared.
+    r = ChatRequest(
+        stage="rewrite",
+        messages=[Message(role="user", content="Grüße, 2+2?")],
+        json_schema={"type": "object", "b": 1, "a": [1, 2]},
+        schema_name="X",
+        max_tokens=5,
+        record_id="r1",
+    )
+    key = r.cache_key("openai:http://x/v1:gpt")
+    assert key == "d084435801be0630be60413a4e2c37712574998363c5cce6a5a333ac379a35ff"
+    # Neither the stage nor the record id is part of what determines the answer.
+    assert (
+        r.model_copy(update={"stage": "judge", "record_id": None}).cache_key(
+            "openai:http://x/v1:gpt"
+        )
+        == key
+    )
+
+
 def test_set_get_survives_reopen_and_counts_stages(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     with Cache(path) as c:

@@ -22,6 +22,7 @@ from realign.criteria import (
     load_dir,
     load_pack,
     new_criterion_text,
+    numeric_answer,
     parse_criterion,
 )
 
@@ -159,6 +160,45 @@ def test_dump_and_parse_round_trip(realign_pack) -> None:
     for n in realign_pack.names():
         c = realign_pack[n]
         assert parse_criterion(dump_criterion(c), c.path) == c
+
+
+@pytest.mark.parametrize("pack", ["realign", "realign-paper"])
+def test_the_math_types_of_the_builtin_packs_have_numeric_answers(pack: str) -> None:
+    loaded = load_pack(pack)
+    numeric = {n for n in loaded.names() if loaded[n].answer == "numeric"}
+    assert numeric == {"math_puzzles", "exam_problem_solving_tutor"}
+    assert numeric_answer("math_puzzles", loaded) and not numeric_answer("open_qa", loaded)
+    assert numeric_answer("math_puzzles") and not numeric_answer(None)  # no pack: built-in
+
+
+def test_answer_field_validates_round_trips_and_keeps_old_hashes(realign_pack) -> None:
+    text = (builtin_criteria_root() / "realign" / "open_qa.md").read_text(encoding="utf-8")
+    # Not saying `answer:` means text, and hashes as before the field existed.
+    assert parse_criterion(text).answer == "text"
+    assert parse_criterion(text).content_hash == "61d25841b6ffe372"
+    numeric = text.replace("retrieval: yes\n", "retrieval: yes\nanswer: numeric\n", 1)
+    crit = parse_criterion(numeric)
+    assert crit.answer == "numeric" and crit.content_hash != "61d25841b6ffe372"
+    assert "answer: numeric" in dump_criterion(crit)
+    assert "answer:" not in dump_criterion(parse_criterion(text))
+    with pytest.raises(CriteriaError, match=r"field 'answer'.*fix: use one of the values"):
+        parse_criterion(text.replace("retrieval: yes\n", "retrieval: yes\nanswer: number\n", 1))
+
+
+def test_a_user_pack_decides_which_answers_are_numeric(tmp_path: Path) -> None:
+    own = tmp_path / "own"
+    own.mkdir()
+    src = builtin_criteria_root() / "realign"
+    plain = (src / "math_puzzles.md").read_text(encoding="utf-8").replace("answer: numeric\n", "")
+    (own / "math_puzzles.md").write_text(plain, encoding="utf-8")
+    tagged = (src / "open_qa.md").read_text(encoding="utf-8")
+    (own / "open_qa.md").write_text(
+        tagged.replace("retrieval: yes\n", "retrieval: yes\nanswer: numeric\n", 1), "utf-8"
+    )
+    pack = load_pack("realign", own)
+    assert not numeric_answer("math_puzzles", pack) and numeric_answer("open_qa", pack)
+    # A type the pack lacks falls back to the built-in pack.
+    assert numeric_answer("exam_problem_solving_tutor", pack.model_copy(update={"criteria": {}}))
 
 
 # ---------------------------------------------------------------- the WRAP pack

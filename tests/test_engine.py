@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from realign.llm.engine import (
 )
 from realign.llm.fake import FakeBackend
 from realign.llm.pricing import Price, PriceTable
-from realign.llm.ratelimit import AdaptiveLimit, Pacer, parse_duration
+from realign.llm.ratelimit import AdaptiveLimit, Pacer, parse_duration, retry_after_seconds
 
 PRICES = PriceTable(models={"test-model": Price(input=1.0, output=2.0)})
 
@@ -163,6 +164,36 @@ def test_429_obeys_retry_after_and_halves_concurrency() -> None:
     assert engine.stats.rate_limited == 1
     assert engine.limit.limit == pytest.approx(8.0, abs=0.2)  # cut in half, then +1/limit
     assert engine.stats.errors == 0
+
+
+def test_429_with_an_http_date_retry_after_waits_until_that_date() -> None:
+    # RFC 9110: Retry-After may be an HTTP date (proxies and gateways send one). The engine
+    # reads it from the headers when the backend gave no `retry_after` of its own.
+    when = email.utils.formatdate(time.time() + 2, usegmt=True)  # 1 to 2 s ahead (whole seconds)
+
+    def limited(n: int, r: ChatRequest) -> object:
+        if n == 1:
+            return BackendError(
+                "slow down", status=429, retryable=True, headers={"retry-after": when}
+            )
+        return "ok"
+
+    # Backoff so small that without the date the retry would come within milliseconds.
+    engine = Engine(Scripted(limited), prices=PRICES, backoff_base=0.0001, backoff_cap=0.001)
+    t = time.monotonic()
+    run(engine.chat(req()))
+    assert time.monotonic() - t >= 0.9
+    assert engine.stats.rate_limited == 1 and engine.stats.retries == 1
+
+
+def test_retry_after_seconds_reads_http_dates() -> None:
+    ahead = retry_after_seconds(
+        {"Retry-After": email.utils.formatdate(time.time() + 60, usegmt=True)}
+    )
+    assert ahead is not None and 58 <= ahead <= 60
+    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 -0000"}) == 0.0
+    assert retry_after_seconds({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert retry_after_seconds({"retry-after": "-3"}) == 0.0
 
 
 def test_concurrency_is_bounded() -> None:

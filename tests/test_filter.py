@@ -298,3 +298,22 @@ def test_math_presets() -> None:
     assert decide(
         "What is 2 + 2?", orig, "Add: 2 + 2 = 5.\n#### 5", "math_puzzles", "gsm8k"
     ).rule == ("final_answer_lost")
+
+
+def test_numeric_rules_follow_the_criterion_not_the_name(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from packs import TYPES, write_pack
+
+    from realign.criteria import load_pack
+
+    orig = "3 apples plus 4 apples makes 7 apples."
+    lost = "Adding them up: 3 apples and 4 apples give 8 apples in all, so eight."
+    # Built-in (no pack given) math type: the original's last number must survive.
+    assert decide("q", orig, lost, "math_puzzles").rule == "final_answer_lost"
+    assert decide("q", orig, lost, "open_qa").rule != "final_answer_lost"
+    # A pack whose math type does not say `answer: numeric`, and whose open_qa does.
+    pack = load_pack(str(write_pack(tmp_path / "p", TYPES)))
+    plain = pack["math_puzzles"].model_copy(update={"answer": "text"})
+    tagged = pack["open_qa"].model_copy(update={"answer": "numeric"})
+    own = pack.model_copy(update={"criteria": {"math_puzzles": plain, "open_qa": tagged}})
+    assert decide("q", orig, lost, "math_puzzles", pack=own).rule != "final_answer_lost"
+    assert decide("q", orig, lost, "open_qa", pack=own).rule == "final_answer_lost"

@@ -14,10 +14,9 @@ from realign.io.formats import (
     RecordError,
     detect_format,
     from_record,
-    input_task_type,
     to_record,
 )
-from realign.records import Evidence, RealignMeta, UnitMeta
+from realign.records import Evidence, RealignMeta, UnitMeta, input_task_type
 
 ITEMS = {
     "id": 7,

@@ -162,6 +162,18 @@ def test_response_metrics_applies_math_match_only_where_it_belongs() -> None:
     assert none.tokens > 0
 
 
+def test_math_match_follows_the_criterion_header() -> None:
+    from realign.criteria import load_pack
+
+    # No `####` in the reference: only `answer: numeric` makes it a final-answer comparison.
+    assert metrics.response_metrics("So 12 in all.", "12", "math_puzzles").answer_match is True
+    assert metrics.response_metrics("So 12 in all.", "12", "open_qa").answer_match is None
+    pack = load_pack()
+    plain = pack["math_puzzles"].model_copy(update={"answer": "text"})
+    own = pack.model_copy(update={"criteria": {**pack.criteria, "math_puzzles": plain}})
+    assert metrics.response_metrics("So 12.", "12", "math_puzzles", pack=own).answer_match is None
+
+
 def test_summarize_counts_only_items_with_references() -> None:
     items = [
         metrics.response_metrics("Paris is the capital.", "Paris"),

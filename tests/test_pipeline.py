@@ -13,6 +13,7 @@ from realign.llm.base import ChatRequest
 from realign.llm.engine import Engine
 from realign.llm.fake import FakeBackend
 from realign.pipeline.record import RunOptions, Stages, process_record
+from realign.pipeline.runner import fingerprint
 from realign.records import Record, Turn
 
 
@@ -408,3 +409,22 @@ def test_cut_off_twice_keeps_the_original_not_a_failure(tmp_path: Path) -> None:
     u = out.meta.units[0]
     assert out.meta.status == "kept" and u.reason.startswith("truncated:")
     assert "max_tokens=4096" in u.reason and out.turns[1].content == "Shakespeare wrote it."
+
+
+def test_run_fingerprint_changes_with_options_pack_and_model(tmp_path: Path) -> None:
+    pack = tiny_pack(tmp_path)
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"instruction": "q", "output": "a"}\n')
+
+    def fp(options: RunOptions, model: str = "m", p=pack) -> str:  # type: ignore[no-untyped-def]
+        stages = Stages(pack=p, engine=None, options=options, model=model)
+        return fingerprint("run", data, {**stages.fingerprint_data(), "output_format": None})
+
+    base = fp(RunOptions(tasks=frozenset({"open_qa", "math"})))
+    assert base == fp(RunOptions(tasks=frozenset({"math", "open_qa"})))  # a set: order-free
+    assert base != fp(RunOptions(tasks=frozenset({"open_qa"})))
+    assert base != fp(RunOptions(tasks=frozenset({"open_qa", "math"})), model="other")
+    smaller = pack.model_copy(update={"criteria": {"open_qa": pack["open_qa"]}})
+    assert base != fp(RunOptions(tasks=frozenset({"open_qa", "math"})), p=smaller)
+    data.write_text('{"instruction": "q2", "output": "a"}\n')  # the input changed
+    assert base != fp(RunOptions(tasks=frozenset({"open_qa", "math"})))

@@ -12,6 +12,7 @@ File layout::
     description: One line the classifier reads.
     rewrite: true
     retrieval: true
+    answer: numeric    # optional (default text): the answer is a number worth checking
     examples:
       - "Who wrote ...?"
     ---
@@ -24,6 +25,7 @@ override them. `realign-paper` uses it to reproduce ReAlign's set-up.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -51,6 +53,10 @@ class Criterion(BaseModel):
     description: str = Field(min_length=10)
     rewrite: bool
     retrieval: bool = False
+    # `numeric`: the answer is a number (math, science problems). The filter then requires the
+    # rewrite to keep the original's last number, and the reference metrics compare final
+    # answers as numbers.
+    answer: Literal["text", "numeric"] = "text"
     note: str = ""  # why, e.g. for `rewrite: no`
     examples: list[str] = Field(min_length=MIN_EXAMPLES)
     format: str = ""  # the Markdown body of the file
@@ -75,6 +81,8 @@ class Criterion(BaseModel):
     def content_hash(self) -> str:
         """Hash of everything that changes what the LLM is asked (not the path)."""
         data = self.model_dump(exclude={"path"})
+        if data["answer"] == "text":
+            del data["answer"]  # the default: hashes stay what they were before the field
         return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -89,6 +97,7 @@ _FIX_HINTS = {
     "string_too_short": "write a longer value",
     "string_type": "quote the value so it is text",
     "list_type": "give a YAML list, one '- item' per line",
+    "literal_error": "use one of the values listed",
 }
 
 
@@ -184,6 +193,8 @@ def dump_criterion(crit: Criterion) -> str:
     header = crit.model_dump(exclude={"format", "path"})
     if not header["note"]:
         del header["note"]
+    if header["answer"] == "text":
+        del header["answer"]
     text = yaml.dump(header, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=10_000)
     return f"---\n{text}---\n{crit.format.strip()}\n"
 
@@ -315,6 +326,23 @@ def content_hash_of(criteria: dict[str, Criterion]) -> str:
     for n in sorted(criteria):
         h.update(f"{n}:{criteria[n].content_hash}\n".encode())
     return h.hexdigest()[:16]
+
+
+def numeric_answer(task_type: str | None, pack: CriteriaPack | None = None) -> bool:
+    """Whether the criterion of `task_type` says `answer: numeric`: the one in `pack`, else
+    (no pack, or a type it lacks) the one in the built-in default pack."""
+    if task_type is None:
+        return False
+    if pack is not None and task_type in pack:
+        return pack[task_type].answer == "numeric"
+    return task_type in _builtin_numeric_types()
+
+
+@functools.cache
+def _builtin_numeric_types() -> frozenset[str]:
+    # Read once per process: the filter and the metrics ask for every unit.
+    crits = load_dir(pack_folder(DEFAULT_PACK))
+    return frozenset(n for n, c in crits.items() if c.answer == "numeric")
 
 
 def load_dir(folder: Path) -> dict[str, Criterion]:

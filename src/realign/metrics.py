@@ -26,14 +26,10 @@ from typing import Literal
 from pydantic import BaseModel
 
 from realign import tokens
+from realign.criteria import CriteriaPack, numeric_answer
 
 _PUNCT = set(string.punctuation) | set("‘’“”–—…«»¿¡")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-# Task types whose answers are numbers worth matching (names from the built-in ReAlign pack).
-MATH_TASK_TYPES = frozenset(
-    {"math_puzzles", "exam_problem_solving_tutor", "math", "math_word_problem"}
-)
 
 
 def normalize_answer(text: str) -> str:
@@ -241,15 +237,18 @@ def response_metrics(
     reference: str | None = None,
     task_type: str | None = None,
     question: str = "",
+    pack: CriteriaPack | None = None,
 ) -> ResponseMetrics:
-    """Metrics of one response; `question` (the request) tells a list reference from aliases."""
+    """Metrics of one response; `question` (the request) tells a list reference from aliases.
+    Final answers are compared as numbers when the reference states one (`#### 72`,
+    `\\boxed{}`) or the task type's criterion (in `pack`, else built-in) says `answer: numeric`."""
     contains = lines = found = match = None
     if reference is not None and reference.strip():
         lines = reference_lines(question, reference)
         hits = _found(response, gold_answers(reference))
         found = sum(hits)
         contains = bool(hits) and (all(hits) if lines == "all" else any(hits))
-        if has_explicit_final_answer(reference) or (task_type in MATH_TASK_TYPES):
+        if has_explicit_final_answer(reference) or numeric_answer(task_type, pack):
             match = final_answer_match(response, reference)
     return ResponseMetrics(
         tokens=tokens.count(response),

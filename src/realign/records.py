@@ -153,6 +153,32 @@ class Record(BaseModel):
         return self.turns[a[0]].content if a else ""
 
 
+def ensure_units(record: Record) -> list[UnitMeta]:
+    """The record's units, created (one per assistant turn, in order) when it has none yet."""
+    if not record.meta.units:
+        record.meta.units = [UnitMeta(turn=i) for i in record.assistant_turns()]
+    return record.meta.units
+
+
+def input_task_type(record: Record, turn: int) -> str | None:
+    """The task type the input itself gives for assistant turn `turn`, if any.
+
+    ReAlign puts it as `category` on the human turn; flat datasets as a top-level `category`
+    or `task_type`.
+    """
+    for i in range(min(turn, len(record.turns)) - 1, -1, -1):
+        if record.turns[i].role == "user":
+            cat = record.turns[i].extra.get("category")
+            if isinstance(cat, str) and cat.strip():
+                return cat.strip()
+            break
+    for key in ("category", "task_type"):
+        cat = record.raw.get(key)
+        if isinstance(cat, str) and cat.strip():
+            return cat.strip()
+    return None
+
+
 class Failure(BaseModel):
     """A line of `<OUTPUT stem>.failures.jsonl`."""
 

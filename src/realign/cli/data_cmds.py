@@ -294,7 +294,8 @@ class _Tally:
 
     def add(self, record: Record) -> None:
         from realign import tokens
-        from realign.io.formats import META_KEY, input_task_type
+        from realign.io.formats import META_KEY
+        from realign.records import input_task_type
 
         self.records += 1
         self.turns += len(record.turns)

@@ -16,7 +16,7 @@ from realign.cli.console import make_console
 from realign.cli.progress import make_progress
 from realign.criteria import CriteriaError, CriteriaPack, load_pack
 from realign.io.datafiles import DEFAULT_MAX_RECORD_BYTES, RecordReader
-from realign.pipeline.runner import RunStopped
+from realign.pipeline.runner import RunStopped, fingerprint
 from realign.pipeline.runtime import EngineArgs
 from realign.pipeline.state import RunState, state_path
 from realign.records import Failure, Record
@@ -243,7 +243,9 @@ def run_command(args: RunArgs) -> int:
     lock = lock_output(args.output)
     runtime = build_runtime(args, pack, options, err)
     stages = runtime.stages
-    fp = pipeline.fingerprint(args.input, stages, {"output_format": args.output_format})
+    fp = fingerprint(
+        "run", args.input, {**stages.fingerprint_data(), "output_format": args.output_format}
+    )
     state = RunState(state_path(args.output), fp, lock)
     if state.restarted_because:
         err.print(f"[yellow]previous progress discarded: {state.restarted_because}[/]")

@@ -400,26 +400,6 @@ def to_record(obj: Any, index: int, fmt: str, fields: FieldMap | None = None) ->
     )
 
 
-def input_task_type(record: Record, turn_index: int) -> str | None:
-    """The task type the input gives for assistant turn `turn_index`, if any.
-
-    ReAlign puts it as `category` on the human turn; flat datasets as a top-level
-    `category` or `task_type`.
-    """
-    for i in range(min(turn_index, len(record.turns)) - 1, -1, -1):
-        turn = record.turns[i]
-        if turn.role == "user":
-            cat = turn.extra.get("category")
-            if isinstance(cat, str) and cat.strip():
-                return cat.strip()
-            break
-    for key in ("category", "task_type"):
-        cat = record.raw.get(key)
-        if isinstance(cat, str) and cat.strip():
-            return cat.strip()
-    return None
-
-
 # ---------------------------------------------------------------- writing
 
 

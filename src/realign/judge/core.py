@@ -30,8 +30,8 @@ from realign import metrics, prompts, tokens
 from realign.criteria import CriteriaPack
 from realign.llm.base import BackendError, ChatRequest
 from realign.llm.engine import Engine, StructuredOutputError
-from realign.records import FilterDecision, JudgeScore, Record, Status
-from realign.stages.classify import context_text, input_label
+from realign.records import FilterDecision, JudgeScore, Record, Status, input_task_type
+from realign.stages.classify import context_text
 
 DEFAULT_JUDGE_MODEL = "gpt-4o"
 DEFAULT_ASPECTS = ("alignment", "factuality", "readability")
@@ -120,7 +120,7 @@ def task_type_of(record: Record, turn: int) -> str | None:
     own = record.turns[turn].extra.get("category")
     if isinstance(own, str) and own.strip():
         return own.strip()
-    return input_label(record, turn)
+    return input_task_type(record, turn)
 
 
 def units_of(record: Record) -> list[Unit]:

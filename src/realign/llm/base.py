@@ -7,11 +7,11 @@ on invalid structured output and cost accounting, then calls `Backend.chat`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
+
+from realign.hashing import digest
 
 SHORT_TEXT_CHARS = 400
 
@@ -46,8 +46,12 @@ class ChatRequest(BaseModel):
         """Hash of everything that determines the answer (backend id includes base URL + model)."""
         payload = self.model_dump(exclude={"record_id", "stage"})
         payload["backend"] = backend_id
-        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return digest(payload)
+
+
+def for_record(request: ChatRequest) -> str:
+    """ " for record ID" when the request names its record, for error messages; else ""."""
+    return f" for record {request.record_id}" if request.record_id else ""
 
 
 class Usage(BaseModel):

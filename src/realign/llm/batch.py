@@ -22,8 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from realign.config import realign_home
 from realign.llm.base import ChatRequest, ChatResponse, Usage
-from realign.llm.cache import Cache, realign_home
+from realign.llm.cache import Cache
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}

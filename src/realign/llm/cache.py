@@ -26,12 +26,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from realign.config import realign_home
+
 _SCHEMA_VERSION = 1
-
-
-def realign_home() -> Path:
-    """`$REALIGN_HOME`, default `~/.realign`: the store for cache, prices, batch state."""
-    return Path(os.environ.get("REALIGN_HOME") or "~/.realign").expanduser()
 
 
 def default_cache_path() -> Path:

@@ -27,7 +27,6 @@ inputs plus these calls. For each LLM request, in order:
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import random
@@ -36,10 +35,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from realign import tokens
-from realign.llm.base import Backend, BackendError, ChatRequest, ChatResponse, Message
+from realign.llm.base import Backend, BackendError, ChatRequest, ChatResponse, for_record
 from realign.llm.pricing import Price, PriceTable, load_prices
 from realign.llm.ratelimit import (
     AdaptiveLimit,
@@ -48,6 +47,7 @@ from realign.llm.ratelimit import (
     Pacer,
     retry_after_seconds,
 )
+from realign.llm.structured import OutputTruncated, StructuredOutputError, structured_output
 
 __all__ = [
     "BudgetExceeded",
@@ -67,22 +67,6 @@ DEFAULT_CONCURRENCY = 32
 # Output tokens assumed per request when `max_tokens` is not set (rate limiting and budget).
 DEFAULT_OUTPUT_ESTIMATE = {"classify": 64, "judge": 256, "query": 64, "rewrite": 1024}
 _FALLBACK_OUTPUT_ESTIMATE = 512
-
-
-class StructuredOutputError(RuntimeError):
-    """The model's output never validated against the schema; carries the last raw output."""
-
-    def __init__(self, message: str, raw_output: str) -> None:
-        super().__init__(message)
-        self.raw_output = raw_output
-
-
-class OutputTruncated(StructuredOutputError):
-    """An output did not validate because `max_tokens` cut it off (finish reason `length`)."""
-
-    def __init__(self, message: str, raw_output: str, max_tokens: int | None) -> None:
-        super().__init__(message, raw_output)
-        self.max_tokens = max_tokens
 
 
 class BudgetExceeded(RuntimeError):
@@ -200,7 +184,7 @@ class Engine:
                 return resp
         if self.defer_to is not None:
             self.defer_to.append(request)
-            raise Deferred(f"{request.stage}{_for_record(request)}: queued for the Batch API")
+            raise Deferred(f"{request.stage}{for_record(request)}: queued for the Batch API")
         pending = self._pending.get(key)
         if pending is not None:
             self.stats.coalesced += 1
@@ -308,7 +292,7 @@ class Engine:
                 self.stats.errors += 1
                 tries = attempt + throttled
                 raise RequestFailed(
-                    f"{request.stage} request{_for_record(request)} failed after {tries} "
+                    f"{request.stage} request{for_record(request)} failed after {tries} "
                     f"attempt{'s' if tries != 1 else ''}: {_describe(failure)}",
                     status=failure.status,
                     retryable=False,
@@ -325,7 +309,7 @@ class Engine:
             log.debug(
                 "retrying %s%s in %.2fs: %s",
                 request.stage,
-                _for_record(request),
+                for_record(request),
                 wait,
                 _describe(failure),
             )
@@ -382,62 +366,9 @@ class Engine:
     async def structured(
         self, request: ChatRequest, schema: type[T], *, raise_truncated: bool = False
     ) -> list[T]:
-        """`request.n` validated outputs; invalid ones are re-asked with the validation error.
-
-        The answers of one call (the request and its re-asks) are cached together, and only
-        when the call succeeds: a cached answer that failed validation would make every rerun
-        replay the failure without asking again. On success the whole chain is stored, invalid
-        choices of an n>1 answer included, so a rerun replays the same outputs for free. On
-        failure the chain's answers that came from the cache (a Batch API answer, or stored
-        before this rule) are dropped, so the rerun sends the request again.
-
-        `raise_truncated`: when an invalid output was cut off by `max_tokens`, raise
-        `OutputTruncated` at once instead of re-asking with the same budget, which would only
-        be cut off again (the caller may retry with a larger one).
-        """
-        request = request.model_copy(
-            update={"json_schema": _json_schema(schema), "schema_name": schema.__name__}
-        )
-        out: list[T] = []
-        last_raw = ""
-        last_err = ""
-        req = request
-        chain: list[tuple[ChatRequest, ChatResponse]] = []
-        for attempt in range(self.reask + 1):
-            need = request.n - len(out)
-            if attempt:
-                # Each re-ask extends the previous one: re-sending the same re-ask would be
-                # answered from the cache with the same invalid output.
-                req = _reask(req, last_raw, last_err, need)
-            resp = await self.chat(req, store=False)
-            chain.append((req, resp))
-            truncated = False
-            for i, text in enumerate(resp.texts[:need]):
-                try:
-                    out.append(schema.model_validate(json.loads(text)))
-                except (ValidationError, json.JSONDecodeError) as e:
-                    last_raw, last_err = text, _short_error(e)
-                    truncated |= i < len(resp.finish_reasons) and resp.finish_reasons[i] == "length"
-            if len(out) >= request.n:
-                for sent, answer in chain:
-                    self.store(sent, answer)
-                return out
-            if truncated and raise_truncated:
-                raise OutputTruncated(
-                    f"{request.stage}{_for_record(request)}: output cut off at max_tokens="
-                    f"{req.max_tokens} before it was complete",
-                    raw_output=last_raw,
-                    max_tokens=req.max_tokens,
-                )
-            self.stats.reasks += 1
-        for sent, answer in chain:
-            if answer.cached:
-                self.forget(sent)
-        raise StructuredOutputError(
-            f"{request.stage}{_for_record(request)}: output did not match {schema.__name__} "
-            f"after {self.reask + 1} attempts: {last_err}",
-            raw_output=last_raw,
-        )
+        """`request.n` outputs validated by `schema`, invalid ones re-asked with the validation
+        error (`realign.llm.structured.structured_output` says how, and what is cached)."""
+        return await structured_output(self, request, schema, raise_truncated=raise_truncated)
 
     # ------------------------------------------------------------------ other calls
 
@@ -472,13 +403,6 @@ class Engine:
         await self.backend.aclose()
 
 
-@functools.cache
-def _json_schema(schema: type[BaseModel]) -> dict[str, Any]:
-    # Generating a schema costs ~0.5 ms; at hundreds of requests/s that is a core's worth.
-    # Shared, so never mutated by anyone downstream.
-    return schema.model_json_schema()
-
-
 def _as_backend_error(exc: BaseException, timeout: float) -> BackendError:
     if isinstance(exc, BackendError):
         return exc
@@ -498,30 +422,3 @@ def _endpoint_fault(err: BackendError) -> bool:
 def _describe(err: BackendError) -> str:
     status = f"HTTP {err.status}: " if err.status else ""
     return f"{status}{err}"
-
-
-def _for_record(request: ChatRequest) -> str:
-    return f" for record {request.record_id}" if request.record_id else ""
-
-
-def _short_error(e: Exception) -> str:
-    if isinstance(e, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
-            for err in e.errors()
-        )
-    return f"not valid JSON: {e}"
-
-
-def _reask(request: ChatRequest, raw: str, error: str, n: int) -> ChatRequest:
-    """The same request plus the bad answer and what was wrong with it."""
-    msgs = [
-        *request.messages,
-        Message(role="assistant", content=raw[:4000]),
-        Message(
-            role="user",
-            content=f"That answer was not valid: {error}. Reply again with only a JSON object "
-            "that matches the schema.",
-        ),
-    ]
-    return request.model_copy(update={"messages": msgs, "n": n})

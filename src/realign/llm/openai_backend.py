@@ -18,21 +18,19 @@ Structured-output methods:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-import email.utils
-import functools
 import json
 import re
 import socket
-import time
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlparse
 
 import httpx
 import openai
 
+from realign.llm import langchain_fixes
 from realign.llm.base import BackendError, ChatRequest, ChatResponse, Message, Usage
+from realign.llm.ratelimit import retry_after_seconds
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -134,22 +132,6 @@ def scrub(text: str, api_key: str | None = None) -> str:
     if api_key and len(api_key) >= 4:
         text = text.replace(api_key, "***")
     return _KEY_PATTERN.sub("***", text)
-
-
-def retry_after_seconds(headers: httpx.Headers | dict[str, str]) -> float | None:
-    """`retry-after-ms` / `retry-after` (seconds or an HTTP date) as seconds."""
-    h = {k.lower(): v for k, v in dict(headers).items()}
-    if "retry-after-ms" in h:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(h["retry-after-ms"]) / 1000)
-    value = h.get("retry-after")
-    if value is None:
-        return None
-    with contextlib.suppress(ValueError):
-        return max(0.0, float(value))
-    with contextlib.suppress(TypeError, ValueError):
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    return None
 
 
 def kept_headers(headers: httpx.Headers | dict[str, Any] | None) -> dict[str, str]:
@@ -355,26 +337,18 @@ class OpenAIBackend:
             self._llm, self._http_client = None, None
             self._structured.clear()
         if self._llm is None:
-            chat_openai = _chat_openai_class()
-
             if self._http_client is None:
-                # Our own client per backend instance and event loop: langchain-openai
-                # otherwise shares one cached client per base URL, which breaks on the
-                # second asyncio.run().
+                # Our own client per backend instance and event loop (see
+                # langchain_fixes.chat_model).
                 self._http_client = default_http_client(self._trust_env)
                 self._owns_client = True
             self._loop = loop
-            self._llm = chat_openai(
+            self._llm = langchain_fixes.chat_model(
                 model=self.model,
-                # Explicit, so ChatOpenAI never falls back to OPENAI_BASE_URL on its own.
                 base_url=self.base_url or OPENAI_BASE_URL,
                 api_key=self._api_key or NO_KEY,
-                max_retries=0,
                 timeout=self.timeout,
-                include_response_headers=True,
-                http_async_client=self._http_client,
-                use_responses_api=False,  # chat completions: what compatible servers speak
-                stream_usage=False,
+                http_client=self._http_client,
             )
         return self._llm
 
@@ -385,17 +359,11 @@ class OpenAIBackend:
         key = json.dumps([name, request.json_schema], sort_keys=True)
         if key not in self._structured:
             schema: dict[str, Any] = tool_schema(request.json_schema, name)
-            kwargs: dict[str, Any] = {"method": self.structured_method}
             if self.structured_method == "json_schema":
                 schema = {"name": schema["title"], "schema": strict_schema(schema), "strict": True}
-            runnable = self._chat_model().with_structured_output(schema, **kwargs)
-            # `llm | parser`: keep the bound request kwargs and the parser, so that one call
-            # can return all n choices (ainvoke would keep only the first).
-            bound, parser = runnable.first, runnable.last  # type: ignore[attr-defined]
-            bound_kwargs = {
-                k: v for k, v in bound.kwargs.items() if k != "ls_structured_output_format"
-            }
-            self._structured[key] = (bound_kwargs, parser)
+            self._structured[key] = langchain_fixes.structured_parts(
+                self._chat_model(), schema, self.structured_method
+            )
         return self._structured[key]
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
@@ -418,12 +386,9 @@ class OpenAIBackend:
         if n > 1:
             kwargs["n"] = n
         if request.max_tokens is not None:
-            if is_openai_url(self.base_url):
-                kwargs["max_tokens"] = request.max_tokens  # sent as max_completion_tokens
-            else:
-                # ChatOpenAI renames max_tokens to max_completion_tokens, which llama.cpp's
-                # server (and older OpenAI-compatible servers) silently ignore.
-                kwargs["extra_body"] = {"max_tokens": request.max_tokens}
+            kwargs.update(
+                langchain_fixes.max_tokens_kwargs(request.max_tokens, is_openai_url(self.base_url))
+            )
         parser: Runnable[Any, Any] | None = None
         if request.json_schema is not None:
             bound_kwargs, parser = self._structured_parts(request)
@@ -440,17 +405,14 @@ class OpenAIBackend:
                 key_source=self._key_source,
             ) from None
         generations = result.generations[0]
-        texts = [_answer_text(g.message, parser) for g in generations]
+        texts = [langchain_fixes.answer_text(g.message, parser) for g in generations]
         info = (generations[0].generation_info or {}) if generations else {}
-        usage = _usage(result.llm_output, generations)
-        reasons = [(g.generation_info or {}).get("finish_reason") for g in generations]
-        if n == 1 and request.max_tokens and usage.completion_tokens >= request.max_tokens:
-            # llama-cpp-python reports a forced tool call as "tool_calls" even when max_tokens
-            # cut its arguments off; one answer that used the whole budget was cut.
-            reasons = ["length"] * len(reasons)
+        usage = langchain_fixes.usage_of(result.llm_output, generations)
         return ChatResponse(
             texts=texts,
-            finish_reasons=reasons,
+            finish_reasons=langchain_fixes.finish_reasons(
+                generations, n, request.max_tokens, usage
+            ),
             usage=usage,
             headers=kept_headers(info.get("headers")),
         )
@@ -469,51 +431,6 @@ class OpenAIBackend:
         await self.aclose()
 
 
-# Request parameters LangChain builds as plain JSON that the openai client would walk again.
-_PASSED_AS_IS = ("messages", "tools", "tool_choice")
-
-
-@functools.cache
-def _chat_openai_class() -> type[ChatOpenAI]:
-    """`ChatOpenAI`, handing the messages and tools LangChain built to the client as they are.
-
-    The openai client walks every request parameter against its TypedDicts before sending
-    (aliases, date and file formats), trying each member of the message-type union in turn:
-    ~0.6 ms per request for two messages and one tool, a third of the client's CPU at
-    hundreds of requests/s. What LangChain built here is plain JSON already (`messages`
-    from `_convert_message_to_dict`, `tools` / `tool_choice` from `with_structured_output`),
-    so it goes in `extra_body`, which the client merges into the body untouched: the JSON on
-    the wire is the same (tests/test_backend_payload.py compares it with stock `ChatOpenAI`).
-    A parameter that is not plain JSON takes the client's usual path."""
-    from langchain_openai import ChatOpenAI
-
-    class PlainJSONChatOpenAI(ChatOpenAI):
-        def _get_request_payload(
-            self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any
-        ) -> dict[str, Any]:
-            payload: dict[str, Any] = super()._get_request_payload(input_, stop=stop, **kwargs)
-            as_is = {k: payload[k] for k in _PASSED_AS_IS if k in payload}
-            if as_is and all(_plain_json(v) for v in as_is.values()):
-                payload["extra_body"] = {**(payload.get("extra_body") or {}), **as_is}
-                for k in as_is:
-                    del payload[k]
-                payload["messages"] = []  # required by the client; replaced by extra_body
-            return payload
-
-    return PlainJSONChatOpenAI
-
-
-def _plain_json(value: Any) -> bool:
-    """Only dicts with string keys, lists, strings, numbers, booleans and None."""
-    if isinstance(value, str | int | float | bool) or value is None:
-        return True
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain_json(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_plain_json(v) for v in value)
-    return False
-
-
 def to_langchain(messages: list[Message]) -> list[BaseMessage]:
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
@@ -524,53 +441,3 @@ def to_langchain(messages: list[Message]) -> list[BaseMessage]:
             raise BackendError(f"unknown message role {m.role!r} (system, user or assistant)")
         out.append(kinds[m.role](content=m.content))
     return out
-
-
-def _raw_text(message: Any) -> str:
-    """What the model actually produced: tool-call arguments, else the content."""
-    for call in getattr(message, "tool_calls", None) or []:
-        return json.dumps(call["args"], ensure_ascii=False)
-    for call in getattr(message, "invalid_tool_calls", None) or []:
-        if call.get("args"):
-            return str(call["args"])
-    content = message.content
-    refusal = (getattr(message, "additional_kwargs", None) or {}).get("refusal")
-    if not content and refusal:  # OpenAI structured outputs: the model declined
-        return f"(model refused: {refusal})"
-    if isinstance(content, list):  # content blocks
-        return "".join(b if isinstance(b, str) else str(b.get("text", "")) for b in content)
-    return str(content or "")
-
-
-def _answer_text(message: Any, parser: Runnable[Any, Any] | None) -> str:
-    """JSON text of the parsed answer; on a parse failure the raw output, so that the
-    engine re-asks with the actual error."""
-    if parser is None:
-        return _raw_text(message)
-    from langchain_core.outputs import ChatGeneration
-
-    try:
-        # What `parser.invoke(message)` does, without the Runnable's callback set-up (~0.2 ms).
-        parsed = parser.parse_result([ChatGeneration(message=message)])  # type: ignore[attr-defined]
-    except Exception:  # OutputParserException and friends: let the engine explain it
-        return _raw_text(message)
-    if parsed is None:
-        return _raw_text(message)
-    if hasattr(parsed, "model_dump"):
-        parsed = parsed.model_dump(mode="json")
-    return json.dumps(parsed, ensure_ascii=False)
-
-
-def _usage(llm_output: dict[str, Any] | None, generations: list[Any]) -> Usage:
-    # llm_output holds the request's usage once; each message carries a copy of the same
-    # totals when n > 1, so summing messages would count n times.
-    token_usage = (llm_output or {}).get("token_usage") or {}
-    if token_usage:
-        return Usage(
-            prompt_tokens=int(token_usage.get("prompt_tokens") or 0),
-            completion_tokens=int(token_usage.get("completion_tokens") or 0),
-        )
-    meta = getattr(generations[0].message, "usage_metadata", None) if generations else None
-    if meta:
-        return Usage(prompt_tokens=meta["input_tokens"], completion_tokens=meta["output_tokens"])
-    return Usage()

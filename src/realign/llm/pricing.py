@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from realign.llm.cache import realign_home
+from realign.config import realign_home
 
 
 class Price(BaseModel):

@@ -13,10 +13,13 @@ All of these are single-event-loop objects (no threads), which is how the engine
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import email.utils
 import re
 import time
 from collections import deque
 from collections.abc import Mapping
+from datetime import UTC
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
@@ -38,19 +41,25 @@ def parse_duration(text: str) -> float | None:
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """`retry-after-ms` / `retry-after` (seconds; HTTP dates are ignored) from response headers."""
+    """Seconds to wait from response headers: OpenAI's `retry-after-ms`, else `retry-after`,
+    which RFC 9110 allows as seconds or as an HTTP date ("Wed, 21 Oct 2015 07:28:00 GMT",
+    sent by proxies and gateways); a date in the past is 0. None when absent or unreadable."""
     low = {k.lower(): v for k, v in headers.items()}
     if "retry-after-ms" in low:
-        try:
-            return float(low["retry-after-ms"]) / 1000.0
-        except ValueError:
-            pass
-    if "retry-after" in low:
-        try:
-            return float(low["retry-after"])
-        except ValueError:
-            return None
-    return None
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(low["retry-after-ms"]) / 1000.0)
+    value = low.get("retry-after")
+    if value is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": still GMT, as every HTTP date is
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - time.time())
 
 
 class AdaptiveLimit:

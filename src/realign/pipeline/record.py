@@ -9,8 +9,6 @@ Every input record ends in exactly one of the two files.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +21,7 @@ from realign.io.formats import input_evidence
 from realign.llm.engine import Deferred, Engine, OutputTruncated, StructuredOutputError
 from realign.pipeline.runner import STOPS, StageError, process_items
 from realign.pipeline.state import RunState, atomic_text
-from realign.records import Failure, Provenance, Record, Status, UnitMeta
+from realign.records import Failure, Provenance, Record, Status, UnitMeta, ensure_units
 from realign.stages.classify import (
     DEFAULT_TYPE,
     EMBED_BATCH,
@@ -76,6 +74,15 @@ class Stages:
     # (~1.5 ms), the same few criteria for every record.
     criteria_hashes: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
+    def fingerprint_data(self) -> dict[str, Any]:
+        """What identifies a run's work apart from its input (`runner.fingerprint("run", …)`)."""
+        return {
+            "options": self.options.fingerprint_data(),
+            "pack": self.pack.content_hash,
+            "model": self.model,
+            "backend": self.backend,
+        }
+
     def criteria_hash(self, name: str) -> str:
         if name not in self.criteria_hashes:
             self.criteria_hashes[name] = self.pack[name].content_hash
@@ -110,11 +117,6 @@ async def stage_errors(stage: str) -> AsyncIterator[None]:
     except Exception as e:
         raw = e.raw_output if isinstance(e, StructuredOutputError) else None
         raise StageError(stage, f"{type(e).__name__}: {e}", raw) from e
-
-
-def init_units(record: Record) -> None:
-    if not record.meta.units:
-        record.meta.units = [UnitMeta(turn=i) for i in record.assistant_turns()]
 
 
 def _skip(unit: UnitMeta, reason: str) -> None:
@@ -211,7 +213,9 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
         unit.reason = "the model judged that the format does not fit this request"
         return
     unit.chosen = chosen
-    decision = decide(instruction, original, cands[chosen].response, task, opts.filter_preset)
+    decision = decide(
+        instruction, original, cands[chosen].response, task, opts.filter_preset, pack=pack
+    )
     unit.filter = decision
     if decision.keep_original:
         unit.status, unit.reason = "kept", f"{decision.rule}: {decision.reason}"
@@ -229,7 +233,7 @@ def aggregate(units: list[UnitMeta]) -> tuple[Status, str]:
 
 
 async def process_record(stages: Stages, record: Record) -> Record:
-    init_units(record)
+    ensure_units(record)
     # Units run in order: a later turn's context is the original conversation, which is what
     # the user saw when it was written.
     for unit in record.meta.units:
@@ -250,21 +254,6 @@ async def process_record(stages: Stages, record: Record) -> Record:
 
 
 # ---------------------------------------------------------------- the run
-
-
-def fingerprint(input_path: Path, stages: Stages, extra: dict[str, Any]) -> str:
-    st = input_path.stat() if input_path.exists() else None
-    data = {
-        "input": str(input_path.resolve()),
-        "size": st.st_size if st else None,
-        "mtime": st.st_mtime_ns if st else None,
-        "options": stages.options.fingerprint_data(),
-        "pack": stages.pack.content_hash,
-        "model": stages.model,
-        "backend": stages.backend,
-        **extra,
-    }
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def failures_path(output: Path) -> Path:

@@ -11,8 +11,6 @@ the outputs are written from the state in input order once everything is done. A
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from realign.hashing import digest
 from realign.llm.engine import BudgetExceeded, Deferred, StructuredOutputError
 from realign.llm.ratelimit import CircuitOpen
 from realign.pipeline.state import RunState, atomic_text
@@ -232,5 +231,6 @@ def fingerprint(command: str, input_path: Path, settings: dict[str, Any]) -> str
         stamp: Any = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     else:
         stamp = (st.st_size, st.st_mtime_ns) if st else None
-    data = {"command": command, "input": str(input_path.resolve()), "stamp": stamp, **settings}
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return digest(
+        {"command": command, "input": str(input_path.resolve()), "stamp": stamp, **settings}
+    )

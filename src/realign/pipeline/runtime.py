@@ -18,8 +18,8 @@ from realign.criteria import CriteriaPack
 from realign.io.formats import input_evidence
 from realign.llm.engine import Engine
 from realign.pipeline.record import RunOptions, Stages
-from realign.records import Failure, Record
-from realign.stages.classify import classification_schema, context_text, input_label
+from realign.records import Failure, Record, input_task_type
+from realign.stages.classify import classification_schema, context_text
 from realign.stages.rewrite import build_request, output_budget
 
 if TYPE_CHECKING:
@@ -269,7 +269,7 @@ def estimate_run(
         if isinstance(item, Failure):
             continue
         for turn in item.assistant_turns():
-            label = input_label(item, turn)
+            label = input_task_type(item, turn)
             task = label if (label in pack and not options.reclassify) else None
             if task is None:
                 req["classify"] += 1

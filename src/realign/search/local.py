@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,6 +29,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from realign.config import realign_home
+from realign.hashing import digest
 from realign.records import Evidence
 from realign.search import chunking
 from realign.search.base import SearchError
@@ -194,11 +195,9 @@ def file_states(path: Path, previous: dict[str, FileState] | None = None) -> dic
 def fingerprint(states: dict[str, FileState], settings: dict[str, int]) -> str:
     """Changes when a file is added, removed or edited, or the index settings change.
     (Contents decide: touching a file without editing it keeps the index.)"""
-    blob = json.dumps(
-        {"v": INDEX_VERSION, "s": settings, "f": {k: v.sha256 for k, v in sorted(states.items())}},
-        sort_keys=True,
+    return digest(
+        {"v": INDEX_VERSION, "s": settings, "f": {k: v.sha256 for k, v in sorted(states.items())}}
     )
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _settings() -> dict[str, int]:
@@ -215,7 +214,7 @@ def index_dir_for(path: Path) -> Path:
 
 
 def _fallback_index_dir(path: Path) -> Path:
-    home = Path(os.environ.get("REALIGN_HOME") or Path.home() / ".realign")
+    home = realign_home()
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     return home / "indexes" / f"{path.name}-{digest}"
 

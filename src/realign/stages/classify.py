@@ -18,7 +18,7 @@ from realign import prompts, tokens
 from realign.criteria import CriteriaPack
 from realign.llm.base import ChatRequest, ShortText
 from realign.llm.engine import Engine
-from realign.records import Record, UnitMeta
+from realign.records import Record, UnitMeta, ensure_units, input_task_type
 
 DEFAULT_TYPE = "default"
 CONTEXT_TOKENS = 600  # earlier turns shown to the classifier, newest kept
@@ -70,21 +70,6 @@ def context_text(record: Record, turn: int, budget: int = CONTEXT_TOKENS) -> str
     enc = tokens.encoding()
     ids = enc.encode(text, disallowed_special=())
     return "…" + enc.decode(ids[-budget:])
-
-
-def input_label(record: Record, turn: int) -> str | None:
-    """The task type the input itself gives for this unit (ReAlign's `category`)."""
-    for i in range(turn - 1, -1, -1):
-        if record.turns[i].role == "user":
-            cat = record.turns[i].extra.get("category")
-            if isinstance(cat, str) and cat.strip():
-                return cat.strip()
-            break
-    for key in ("category", "task_type"):
-        val = record.raw.get(key)
-        if isinstance(val, str) and val.strip():
-            return val.strip()
-    return None
 
 
 def resolve_name(name: str, pack: CriteriaPack, why: str) -> TaskChoice | None:
@@ -139,7 +124,7 @@ async def classify_unit(
     if unit.task_source == "embedding" and unit.task_type is not None:
         return
     note = f"{unit.task_reason}; " if unit.task_reason else ""
-    label = input_label(record, unit.turn)
+    label = input_task_type(record, unit.turn)
     if label is not None and not reclassify and not note:
         if label in pack:
             apply_choice(unit, TaskChoice(label, "input", "task type given in the input"))
@@ -171,10 +156,8 @@ def pretype_offline(
     """
     todo: list[tuple[Record, UnitMeta]] = []
     for r in records:
-        if not r.meta.units:
-            r.meta.units = [UnitMeta(turn=i) for i in r.assistant_turns()]
-        for u in r.meta.units:
-            label = input_label(r, u.turn)
+        for u in ensure_units(r):
+            label = input_task_type(r, u.turn)
             if u.task_type is None and (reclassify or label is None or label not in pack):
                 todo.append((r, u))
     if not todo:

@@ -46,8 +46,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from realign.config import realign_home
 from realign.criteria import CriteriaPack
-from realign.llm.cache import realign_home
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

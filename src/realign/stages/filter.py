@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 
 from realign import tokens
+from realign.criteria import CriteriaPack, numeric_answer
 from realign.metrics import (
     GSM8K,
     NUMBER,
@@ -23,7 +24,6 @@ from realign.metrics import (
 from realign.records import FilterDecision
 
 MIN_LENGTH_RATIO = 0.5
-MATH_TYPES = frozenset({"math_puzzles", "exam_problem_solving_tutor"})
 # An original this short is the answer itself (a name, a date, "B", "True"): its words must
 # all be in the rewrite. Longer originals are checked through a stated answer ("The answer
 # is (C).") when they have one.
@@ -149,17 +149,22 @@ def stated_answer(text: str) -> str | None:
     return found or None
 
 
-# Each rule: (instruction, original, rewrite, task_type) -> reason it fires, or None.
-Rule = Callable[[str, str, str, str], str | None]
+# Each rule: (instruction, original, rewrite, task_type, numeric) -> reason it fires, or None.
+# `numeric`: the task type's criterion says `answer: numeric` (see `criteria.numeric_answer`).
+Rule = Callable[[str, str, str, str, bool], str | None]
 
 
-def rule_unchanged(instruction: str, original: str, rewrite: str, task_type: str) -> str | None:
+def rule_unchanged(
+    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
+) -> str | None:
     if " ".join(original.split()) == " ".join(rewrite.split()):
         return "the rewrite is the original unchanged"
     return None
 
 
-def rule_meta_text(instruction: str, original: str, rewrite: str, task_type: str) -> str | None:
+def rule_meta_text(
+    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
+) -> str | None:
     leak = _LEAKS.search(rewrite)
     if leak and not _LEAKS.search(original):
         return f"the rewrite talks about the rewriting or the prompt: {leak.group(0)!r}"
@@ -173,14 +178,18 @@ def rule_meta_text(instruction: str, original: str, rewrite: str, task_type: str
     return None
 
 
-def rule_length_ratio(instruction: str, original: str, rewrite: str, task_type: str) -> str | None:
+def rule_length_ratio(
+    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
+) -> str | None:
     o, r = tokens.count(original), tokens.count(rewrite)
     if r < MIN_LENGTH_RATIO * o:
         return f"rewrite has {r} tokens, under {MIN_LENGTH_RATIO}x the original's {o}"
     return None
 
 
-def rule_code_mismatch(instruction: str, original: str, rewrite: str, task_type: str) -> str | None:
+def rule_code_mismatch(
+    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
+) -> str | None:
     o, r = has_code(original), has_code(rewrite)
     if o != r:
         return (
@@ -191,11 +200,13 @@ def rule_code_mismatch(instruction: str, original: str, rewrite: str, task_type:
     return None
 
 
-def rule_short_answer(instruction: str, original: str, rewrite: str, task_type: str) -> str | None:
+def rule_short_answer(
+    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
+) -> str | None:
     o = original.strip()
     if has_explicit_final_answer(o):
         return None  # `#### N` / `\boxed{}`: final_answer_lost compares it as a number
-    if task_type in MATH_TYPES and NUMBER.search(o):
+    if numeric and NUMBER.search(o):
         return None  # "3 + 4 = 7": the result matters, not the operands (final_answer_lost)
     if len(_WORD.findall(o)) <= SHORT_ANSWER_WORDS:
         answer, what = o, "original short answer"
@@ -216,7 +227,9 @@ def rule_short_answer(instruction: str, original: str, rewrite: str, task_type: 
     return None
 
 
-def rule_final_answer(instruction: str, original: str, rewrite: str, task_type: str) -> str | None:
+def rule_final_answer(
+    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
+) -> str | None:
     m = GSM8K.findall(original)
     if m:
         want, got = m[-1].strip(), GSM8K.findall(rewrite)
@@ -230,7 +243,7 @@ def rule_final_answer(instruction: str, original: str, rewrite: str, task_type: 
         if not (rb and same_number(ob[-1], rb[-1])):
             return f"the original final answer \\boxed{{{ob[-1]}}} is lost"
         return None
-    if task_type in MATH_TYPES:
+    if numeric:
         want = last_number(original)
         got = last_number(rewrite)
         if want is not None and not (got is not None and same_number(want, got)):
@@ -241,20 +254,24 @@ def rule_final_answer(instruction: str, original: str, rewrite: str, task_type: 
     return None
 
 
-def rule_planning(instruction: str, original: str, rewrite: str, task_type: str) -> str | None:
+def rule_planning(
+    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
+) -> str | None:
     if task_type == "planning" and not _PLAN_WORDS.search(instruction):
         return "task type is planning but the request does not ask for a plan"
     return None
 
 
-def rule_default_type(instruction: str, original: str, rewrite: str, task_type: str) -> str | None:
+def rule_default_type(
+    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
+) -> str | None:
     if task_type == "default":
         return "task type is default: no format to follow"
     return None
 
 
 def rule_math_without_numbers(
-    instruction: str, original: str, rewrite: str, task_type: str
+    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
 ) -> str | None:
     if task_type == "math_puzzles" and not _QUESTION_NUMBER.search(instruction):
         return "task type is math_puzzles but the request has no number"
@@ -307,12 +324,16 @@ def decide(
     rewrite: str,
     task_type: str,
     preset: str = DEFAULT_PRESET,
+    pack: CriteriaPack | None = None,
 ) -> FilterDecision:
+    """The first rule of `preset` that fires, else `passed`. Whether the answer is a number
+    comes from the task type's criterion in `pack` (else in the built-in pack)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown filter preset {preset!r}: use {', '.join(PRESETS)}")
     names = PRESETS[preset]
+    numeric = numeric_answer(task_type, pack)
     for name in names:
-        reason = RULES[name](instruction, original, rewrite, task_type)
+        reason = RULES[name](instruction, original, rewrite, task_type, numeric)
         if reason is not None:
             return FilterDecision(
                 keep_original=True, rule=name, reason=reason, preset=preset, checked=list(names)

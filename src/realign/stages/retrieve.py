@@ -41,7 +41,6 @@ recorded in `UnitMeta.evidence_note`.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import html
 import json
 import logging
@@ -54,8 +53,8 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from realign import tokens
-from realign.io.formats import input_task_type
-from realign.records import Evidence, Record, UnitMeta
+from realign.hashing import digest
+from realign.records import Evidence, Record, UnitMeta, ensure_units, input_task_type
 from realign.search.base import SearchError, SearchProvider
 
 if TYPE_CHECKING:
@@ -414,8 +413,7 @@ class Retriever:
 
     def _cache_key(self, query: str, k: int) -> str:
         assert self.provider is not None
-        blob = json.dumps([self.provider.provider_id, query, k], ensure_ascii=False)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return digest([self.provider.provider_id, query, k])
 
     async def _raw_search(self, query: str, k: int) -> list[Evidence]:
         provider = self.provider
@@ -500,13 +498,6 @@ class Retriever:
 
 
 # ---------------------------------------------------------------- records
-
-
-def ensure_units(record: Record) -> list[UnitMeta]:
-    """The record's units, created (one per assistant turn) when the record has none yet."""
-    if not record.meta.units:
-        record.meta.units = [UnitMeta(turn=i) for i in record.assistant_turns()]
-    return record.meta.units
 
 
 def unit_task_type(record: Record, unit: UnitMeta) -> str | None:
