@@ -120,8 +120,8 @@ def read_dataset(
     path: Path, input_format: str | None, fields: str | None, limit: int | None = None
 ) -> tuple[list[Record], list[str]]:
     """All records of a dataset and the read errors (each naming file, record and field)."""
-    from realign.io.datafiles import read_records
     from realign.io.formats import FormatError
+    from realign.io.read import read_records
     from realign.records import Record
 
     if not path.exists() and not str(path).startswith("hf:"):

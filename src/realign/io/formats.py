@@ -1,6 +1,6 @@
 """Dataset shapes: detect them, turn input objects into `Record`s and records back into objects.
 
-Pure functions, no I/O (files are `datafiles.py`'s job). Supported shapes:
+Pure functions, no I/O (files are the job of `read.py` and `write.py`). Supported shapes:
 
 - `items`    ReAlign: `{"id", "items": [{"from": "human", "value", "category"?, "evidence"?},
              {"from": "gpt", "value"}]}`; `evidence` is ReAlign's precomputed search snippets

@@ -361,7 +361,7 @@ def write_outputs(
     holds), `on_failed` each line of the failures file, in file order (e.g. to show the first
     few errors).
     """
-    from realign.io.datafiles import RecordWriteError
+    from realign.io.errors import RecordWriteError
 
     fails = failures_path(output)
     written = failed = 0
