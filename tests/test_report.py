@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from realign import judge
 from realign.cli.main import app
-from realign.judge import core as judge
 from realign.llm.base import ChatRequest
 from realign.llm.engine import Engine
 from realign.llm.fake import FakeBackend

@@ -521,13 +521,13 @@ def generate_command(args: GenerateArgs) -> int:
 
 
 def filter_command(args: FilterArgs) -> int:
+    from realign import judge
     from realign.augment import quality_filter as qf
     from realign.cli.run_impl import open_input, read_items
     from realign.criteria import CriteriaError, load_pack
     from realign.io.errors import RecordWriteError
     from realign.io.formats import FormatError
     from realign.io.write import RecordWriter
-    from realign.judge import core as judge
 
     if not args.input.exists() and not str(args.input).startswith("hf:"):
         raise die(f"{args.input}: no such file")

@@ -22,7 +22,7 @@ from markupsafe import Markup, escape
 from pydantic import BaseModel, Field
 
 from realign import metrics
-from realign.judge.core import (
+from realign.judge import (
     UNKNOWN_TASK,
     Comparison,
     OutcomeStats,
