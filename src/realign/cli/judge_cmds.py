@@ -365,8 +365,8 @@ def _summary(result: Any) -> Any:
 
 
 def _write_html(result: Any, path: Path, con: Console) -> None:
+    from realign import report
     from realign.judge import Comparison
-    from realign.report import core as report
 
     view = (
         report.comparison_view(result)
@@ -417,7 +417,7 @@ def _report(
     input_format: str | None,
     fields: str | None,
 ) -> int:
-    from realign.report import core as report
+    from realign import report
 
     con = _console()
     judged = _judge_output(input)
