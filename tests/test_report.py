@@ -191,7 +191,7 @@ def test_rewritten_share_chart_plots_shares_not_counts() -> None:
 
 
 def write_items(path: Path, records: list[Record]) -> None:
-    from realign.io.formats import from_record
+    from realign.io.emit import from_record
 
     path.write_text(
         json.dumps([from_record(r) for r in records], ensure_ascii=False), encoding="utf-8"

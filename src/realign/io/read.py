@@ -13,16 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from realign.io.detect import DETECT_SAMPLE, detect_format
 from realign.io.errors import ReadError
-from realign.io.formats import (
-    DETECT_SAMPLE,
-    FORMAT_NAMES,
-    FieldMap,
-    FormatError,
-    RecordError,
-    detect_format,
-    to_record,
-)
+from realign.io.formats import FORMAT_NAMES, FieldMap, FormatError, RecordError, to_record
 from realign.io.hf import is_hf_source, open_hf
 from realign.io.jsonstream import json_gen, jsonl_gen
 from realign.io.objects import DEFAULT_MAX_RECORD_BYTES, ObjectStream

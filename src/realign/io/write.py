@@ -9,8 +9,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from realign.io.emit import from_record
 from realign.io.errors import Label, RecordWriteError, WriteError
-from realign.io.formats import FORMAT_NAMES, FieldMap, FormatError, RecordError, from_record
+from realign.io.formats import FORMAT_NAMES, FieldMap, FormatError, RecordError
 from realign.io.objects import ANY_SURROGATE, encode, find_surrogate
 from realign.io.parquet import ParquetSink
 from realign.records import Record
