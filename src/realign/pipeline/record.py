@@ -32,7 +32,7 @@ from realign.stages.classify import (
     pretype_offline,
 )
 from realign.stages.filter import DEFAULT_PRESET, decide
-from realign.stages.retrieve import request_context
+from realign.stages.retrieve_query import request_context
 from realign.stages.rewrite import SELECTION_POLICIES, rewrite_unit
 
 MAX_RESPONSE_TOKENS = 3000  # longer originals are passed through: a rewrite would not fit
