@@ -36,11 +36,9 @@ from realign.llm.openai_backend import (
     OpenAIBackend,
     default_http_client,
     default_structured_method,
-    retry_after_seconds,
-    scrub,
-    strict_schema,
-    tool_schema,
 )
+from realign.llm.openai_errors import retry_after_seconds, scrub
+from realign.llm.openai_schemas import strict_schema, tool_schema
 from realign.llm.registry import (
     LOCAL_NOTICE,
     available_backends,
