@@ -26,7 +26,7 @@ from common import FAKE_KEY, cpu_seconds, load_average, peak_rss_mb, row
 from fake_openai_server import ServerConfig, fetch_stats, serve_in_subprocess
 
 from realign.criteria import load_pack
-from realign.io.datafiles import read_records
+from realign.io.read import read_records
 from realign.llm.cache import Cache
 from realign.llm.engine import Engine
 from realign.llm.openai_backend import OpenAIBackend

@@ -406,7 +406,7 @@ def test_fingerprint_changes_with_input_and_settings(tmp_path: Path) -> None:
 
 
 def test_educational_value_is_a_judge_aspect_with_a_rubric() -> None:
-    from realign.judge import core as judge
+    from realign import judge
 
     assert "educational_value" in judge.available_aspects()
     text = judge.rubric(

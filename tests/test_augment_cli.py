@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from realign.cli.main import app
-from realign.io.datafiles import read_records
+from realign.io.read import read_records
 from realign.llm.base import BackendError, ChatRequest
 from realign.llm.engine import BudgetExceeded
 from realign.llm.fake import FakeBackend

@@ -36,10 +36,9 @@ from realign.llm.openai_backend import (
     OpenAIBackend,
     default_http_client,
     default_structured_method,
-    scrub,
-    strict_schema,
-    tool_schema,
 )
+from realign.llm.openai_errors import scrub
+from realign.llm.openai_schemas import strict_schema, tool_schema
 from realign.llm.ratelimit import retry_after_seconds
 from realign.llm.registry import (
     LOCAL_NOTICE,

@@ -10,14 +10,10 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from realign.io.datafiles import (
-    ReadError,
-    RecordWriteError,
-    RecordWriter,
-    read_objects,
-    read_records,
-)
+from realign.io.errors import ReadError, RecordWriteError
 from realign.io.formats import FieldMap, FormatError
+from realign.io.read import read_objects, read_records
+from realign.io.write import RecordWriter
 from realign.records import Evidence, Record, UnitMeta
 
 NQ_LIKE: list[dict[str, Any]] = [

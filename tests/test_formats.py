@@ -8,14 +8,9 @@ from typing import Any
 
 import pytest
 
-from realign.io.formats import (
-    FieldMap,
-    FormatError,
-    RecordError,
-    detect_format,
-    from_record,
-    to_record,
-)
+from realign.io.detect import detect_format
+from realign.io.emit import from_record
+from realign.io.formats import FieldMap, FormatError, RecordError, to_record
 from realign.records import Evidence, RealignMeta, UnitMeta, input_task_type
 
 ITEMS = {

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from realign import judge
 from realign.criteria import CriteriaPack, load_pack
-from realign.judge import core as judge
 from realign.llm.base import BackendError, ChatRequest
 from realign.llm.engine import Engine
 from realign.llm.fake import FakeBackend

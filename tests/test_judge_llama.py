@@ -14,7 +14,7 @@ import asyncio
 
 import pytest
 
-from realign.judge import core as judge
+from realign import judge
 from realign.llm.engine import Engine
 from realign.llm.openai_backend import OpenAIBackend
 from realign.records import Record, Turn

@@ -20,7 +20,8 @@ from realign.api import realign_records
 from realign.cli.main import app
 from realign.cli.run_impl import RunArgs, run_options
 from realign.criteria import CriteriaError, PackSettings, load_pack, load_settings
-from realign.io.formats import RecordError, from_record, input_evidence, to_record
+from realign.io.emit import from_record
+from realign.io.formats import RecordError, input_evidence, to_record
 from realign.llm.base import ChatRequest
 from realign.llm.fake import FakeBackend
 from realign.records import Evidence, Record

@@ -12,7 +12,7 @@ import pytest
 from packs import tiny_pack
 
 from realign.criteria import load_pack
-from realign.io.datafiles import read_records
+from realign.io.read import read_records
 from realign.llm.engine import Engine
 from realign.llm.openai_backend import OpenAIBackend
 from realign.pipeline.record import RunOptions, Stages, process_record

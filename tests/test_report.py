@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from realign import judge, report
 from realign.cli.main import app
-from realign.judge import core as judge
 from realign.llm.base import ChatRequest
 from realign.llm.engine import Engine
 from realign.llm.fake import FakeBackend
 from realign.records import Candidate, FilterDecision, RealignMeta, Record, Turn, UnitMeta
-from realign.report import core as report
+from realign.report import diff as report_diff
 
 
 def rec(rid: str, q: str, a: str, category: str | None = "open_qa", index: int = 0) -> Record:
@@ -89,7 +89,7 @@ def test_word_diff_marks_changes_and_escapes() -> None:
 
 
 def test_word_diff_falls_back_to_lines_for_huge_texts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report, "_MAX_DIFF_TOKENS", 5)
+    monkeypatch.setattr(report_diff, "_MAX_DIFF_TOKENS", 5)
     left, right = report.word_diff("one two three four\nfive\n", "one two three four\nsix\n")
     assert left == "one two three four\n<del>five\n</del>"
     assert right == "one two three four\n<ins>six\n</ins>"
@@ -191,7 +191,7 @@ def test_rewritten_share_chart_plots_shares_not_counts() -> None:
 
 
 def write_items(path: Path, records: list[Record]) -> None:
-    from realign.io.formats import from_record
+    from realign.io.emit import from_record
 
     path.write_text(
         json.dumps([from_record(r) for r in records], ensure_ascii=False), encoding="utf-8"

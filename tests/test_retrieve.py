@@ -14,17 +14,9 @@ from realign.llm.engine import Engine
 from realign.llm.fake import FakeBackend
 from realign.records import Evidence, Record, Turn, UnitMeta
 from realign.search.base import SearchError
-from realign.stages.retrieve import (
-    MAX_QUERY_CHARS,
-    NOTE_NO_EVIDENCE,
-    Retriever,
-    attach_evidence,
-    build_query,
-    clean_evidence,
-    key_terms,
-    request_context,
-    strip_snippet,
-)
+from realign.stages.retrieve import NOTE_NO_EVIDENCE, Retriever, attach_evidence
+from realign.stages.retrieve_clean import clean_evidence, strip_snippet
+from realign.stages.retrieve_query import MAX_QUERY_CHARS, build_query, key_terms, request_context
 
 # ---------------------------------------------------------------- queries
 

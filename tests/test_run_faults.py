@@ -18,7 +18,7 @@ import pytest
 from packs import write_pack
 from subprocess_runs import kill_when_done, realign_run_argv, records_done, run_env
 
-from realign.io.datafiles import RecordWriter
+from realign.io.write import RecordWriter
 from realign.pipeline.record import write_outputs
 from realign.pipeline.runner import write_failures
 from realign.pipeline.state import RunLocked, RunState, lock_run, state_path

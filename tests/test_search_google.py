@@ -18,7 +18,7 @@ from local_http import serving
 from realign.search.base import SearchError
 from realign.search.google import GoogleSearch, parse_response
 from realign.search.registry import default_retrieval_spec, make_provider
-from realign.stages.retrieve import clean_evidence
+from realign.stages.retrieve_clean import clean_evidence
 
 CASSETTES = Path(__file__).resolve().parents[1] / "cassettes"
 

@@ -10,7 +10,7 @@ import pytest
 from realign.search.base import SearchError
 from realign.search.registry import make_provider
 from realign.search.serper import SerperSearch, parse_response
-from realign.stages.retrieve import clean_evidence
+from realign.stages.retrieve_clean import clean_evidence
 
 KEY = "test-serper-key-do-not-store"
 

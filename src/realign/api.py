@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from realign.criteria import CriteriaPack, load_pack
-from realign.io.datafiles import ReadError
+from realign.io.errors import ReadError
 from realign.llm.base import Backend
 from realign.llm.engine import Engine
 from realign.pipeline.record import RunOptions, Stages, process_record

@@ -126,8 +126,9 @@ def _text_file(path: Path, index: int, doc_id: str) -> Document | DocumentError:
 def _records(
     path: Path, text_field: str | None, id_field: str, title_field: str
 ) -> Iterator[Document | DocumentError]:
-    from realign.io.datafiles import ReadError, read_objects
+    from realign.io.errors import ReadError
     from realign.io.formats import FormatError
+    from realign.io.read import read_objects
 
     try:
         stream = read_objects(path)

@@ -398,8 +398,9 @@ def rephrase_command(args: RephraseArgs) -> int:
 def generate_command(args: GenerateArgs) -> int:
     from realign.augment import generate as gen
     from realign.criteria import CriteriaError, load_pack
-    from realign.io.datafiles import JsonlAppender, RecordWriteError, RecordWriter
+    from realign.io.errors import RecordWriteError
     from realign.io.formats import FORMAT_NAMES, FormatError
+    from realign.io.write import JsonlAppender, RecordWriter
 
     check_doc_args(args)
     if args.output_format not in FORMAT_NAMES or args.output_format == "fields":
@@ -520,12 +521,13 @@ def generate_command(args: GenerateArgs) -> int:
 
 
 def filter_command(args: FilterArgs) -> int:
+    from realign import judge
     from realign.augment import quality_filter as qf
     from realign.cli.run_impl import open_input, read_items
     from realign.criteria import CriteriaError, load_pack
-    from realign.io.datafiles import RecordWriteError, RecordWriter
+    from realign.io.errors import RecordWriteError
     from realign.io.formats import FormatError
-    from realign.judge import core as judge
+    from realign.io.write import RecordWriter
 
     if not args.input.exists() and not str(args.input).startswith("hf:"):
         raise die(f"{args.input}: no such file")
@@ -660,8 +662,8 @@ def filter_command(args: FilterArgs) -> int:
 
 def _references(path: Path, args: FilterArgs) -> Iterator[Record]:
     """Reference answers for `--aspect factuality`; unreadable ones are named and skipped."""
-    from realign.io.datafiles import read_records
     from realign.io.formats import FormatError
+    from realign.io.read import read_records
 
     try:
         for item in read_records(path, args.input_format, args.fields):

@@ -1,7 +1,7 @@
 """Keep what a judge scores high enough: phi-1 style filtering ("Textbooks Are All You Need").
 
 Each assistant turn of a record is scored 1-10 on each chosen aspect by the pointwise judge of
-`realign.judge.core` (same prompts and rubrics as `realign judge`; `educational_value` is one more
+`realign.judge` (same prompts and rubrics as `realign judge`; `educational_value` is one more
 rubric file beside alignment, factuality and readability). A record stays when every one of
 its turns reaches `min_score` on every aspect; its lowest score per aspect, with the judge's
 rationale, goes into `realign.scores`, and the whole verdict into `realign.quality_filter`.
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
+from realign import judge
 from realign.criteria import CriteriaPack
-from realign.judge import core as judge
 from realign.llm.engine import Engine
 from realign.records import JudgeScore, Record
 

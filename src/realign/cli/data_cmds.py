@@ -17,7 +17,8 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from realign.io.datafiles import ReadError, RecordReader
+    from realign.io.errors import ReadError
+    from realign.io.read import RecordReader
     from realign.records import Record
 
 SHOWN_REJECTS = 20  # rejects printed on screen; all of them go to the rejected file
@@ -65,8 +66,8 @@ def _say(console: Console, text: str, style: str | None = None) -> None:
 def _open_reader(
     console: Console, path: str, input_format: str | None, fields: str | None, max_mb: float
 ) -> RecordReader:
-    from realign.io.datafiles import read_records
     from realign.io.formats import FormatError
+    from realign.io.read import read_records
 
     try:
         reader = read_records(path, input_format, fields, max_record_bytes=int(max_mb * 1_000_000))
@@ -180,8 +181,9 @@ def convert(
     Exit code 0 when done (rejects included), 2 on an unusable input or output path, 1 with
     --strict at the first bad record or when no record could be converted.
     """
-    from realign.io.datafiles import JsonlAppender, RecordWriteError, RecordWriter
+    from realign.io.errors import RecordWriteError
     from realign.io.formats import FormatError
+    from realign.io.write import JsonlAppender, RecordWriter
     from realign.records import Record
 
     console = _console()

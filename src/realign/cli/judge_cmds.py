@@ -12,7 +12,7 @@ from realign.cli import common
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from realign.judge.core import ReferenceIndex
+    from realign.judge import ReferenceIndex
     from realign.llm.engine import Engine
     from realign.records import Record
 
@@ -120,8 +120,8 @@ def read_dataset(
     path: Path, input_format: str | None, fields: str | None, limit: int | None = None
 ) -> tuple[list[Record], list[str]]:
     """All records of a dataset and the read errors (each naming file, record and field)."""
-    from realign.io.datafiles import read_records
     from realign.io.formats import FormatError
+    from realign.io.read import read_records
     from realign.records import Record
 
     if not path.exists() and not str(path).startswith("hf:"):
@@ -145,7 +145,7 @@ def read_dataset(
 
 
 def _references(path: Path | None, input_format: str | None, con: Console) -> ReferenceIndex | None:
-    from realign.judge.core import ReferenceIndex
+    from realign.judge import ReferenceIndex
 
     if path is None:
         return None
@@ -188,7 +188,7 @@ def _backend(model: str | None, base_url: str | None, backend: str | None) -> An
     import sys
 
     from realign.config import load_settings
-    from realign.judge.core import DEFAULT_JUDGE_MODEL
+    from realign.judge import DEFAULT_JUDGE_MODEL
     from realign.llm.registry import resolve_backend
 
     settings = load_settings({"model": model, "base_url": base_url, "backend": backend})
@@ -222,9 +222,9 @@ def _judge(
 ) -> int:
     import asyncio
 
+    from realign import judge
     from realign.cli.progress import make_progress
     from realign.criteria import CriteriaError, load_pack
-    from realign.judge import core as judge
     from realign.llm.engine import BudgetExceeded
     from realign.llm.ratelimit import CircuitOpen
 
@@ -311,7 +311,7 @@ def _judge(
     output.write_text(result.model_dump_json(indent=2), encoding="utf-8")
     con.print(_summary(result))
     if result.judge_warnings:
-        from realign.judge.core import unfit_message
+        from realign.judge import unfit_message
 
         con.print(f"[bold red]warning:[/] {unfit_message(result.model, result.judge_warnings)}")
     con.print(f"wrote {output}")
@@ -331,7 +331,7 @@ def _judge(
 def _summary(result: Any) -> Any:
     from rich.table import Table
 
-    from realign.judge.core import Comparison
+    from realign.judge import Comparison
 
     if isinstance(result, Comparison):
         t = Table(title=f"B ({result.b}) against A ({result.a})")
@@ -365,8 +365,8 @@ def _summary(result: Any) -> Any:
 
 
 def _write_html(result: Any, path: Path, con: Console) -> None:
-    from realign.judge.core import Comparison
-    from realign.report import core as report
+    from realign import report
+    from realign.judge import Comparison
 
     view = (
         report.comparison_view(result)
@@ -384,7 +384,7 @@ def _judge_output(path: Path) -> Any | None:
 
     from pydantic import ValidationError
 
-    from realign.judge.core import Comparison, ScoresReport
+    from realign.judge import Comparison, ScoresReport
 
     if path.suffix.lower() != ".json" or not path.is_file():
         return None
@@ -417,12 +417,12 @@ def _report(
     input_format: str | None,
     fields: str | None,
 ) -> int:
-    from realign.report import core as report
+    from realign import report
 
     con = _console()
     judged = _judge_output(input)
     if judged is not None:
-        from realign.judge.core import Comparison, comparison_warnings, scores_warnings
+        from realign.judge import Comparison, comparison_warnings, scores_warnings
 
         if not judged.judge_warnings:  # an output written before realign checked its judge
             check = comparison_warnings if isinstance(judged, Comparison) else scores_warnings

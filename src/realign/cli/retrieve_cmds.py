@@ -181,8 +181,8 @@ def retrieve_command(
 ) -> None:
     from realign.cli.run_impl import open_input
     from realign.criteria import CriteriaError, load_pack
-    from realign.io.datafiles import RecordWriter
     from realign.io.formats import FormatError
+    from realign.io.write import RecordWriter
     from realign.llm.cache import Cache
     from realign.llm.engine import Engine
     from realign.pipeline.record import write_outputs

@@ -15,7 +15,8 @@ from realign.cli.common import die, lock_output, split_csv
 from realign.cli.console import make_console
 from realign.cli.progress import make_progress
 from realign.criteria import CriteriaError, CriteriaPack, load_pack
-from realign.io.datafiles import DEFAULT_MAX_RECORD_BYTES, RecordReader
+from realign.io.objects import DEFAULT_MAX_RECORD_BYTES
+from realign.io.read import RecordReader
 from realign.pipeline.runner import RunStopped, fingerprint
 from realign.pipeline.runtime import EngineArgs
 from realign.pipeline.state import RunState, state_path
@@ -63,8 +64,8 @@ def open_input(
     """The input's reader. What makes the whole input unusable (no such file, a folder, an
     unknown file type or format, empty, UTF-16, not a JSON array) is one `error:` line and
     exit 2 here, before any work or run state."""
-    from realign.io.datafiles import read_records
     from realign.io.formats import FormatError
+    from realign.io.read import read_records
 
     fmt = input_format or ("fields" if fields else None)
     try:

@@ -1,6 +1,7 @@
-"""Dataset shapes: detect them, turn input objects into `Record`s and records back into objects.
+"""Dataset shapes, and input objects turned into `Record`s (`detect.py` tells the shape of a
+dataset, `emit.py` turns records back into objects).
 
-Pure functions, no I/O (files are `datafiles.py`'s job). Supported shapes:
+Pure functions, no I/O (files are the job of `read.py` and `write.py`). Supported shapes:
 
 - `items`    ReAlign: `{"id", "items": [{"from": "human", "value", "category"?, "evidence"?},
              {"from": "gpt", "value"}]}`; `evidence` is ReAlign's precomputed search snippets
@@ -10,22 +11,11 @@ Pure functions, no I/O (files are `datafiles.py`'s job). Supported shapes:
              the user turn is `instruction + "\\n\\n" + input` when `input` is non-empty
 - `messages` OpenAI chat: `{"messages": [{"role", "content"}]}`
 - `fields`   any flat object through a `FieldMap` (`instruction=question,response=answer`)
-
-Fidelity rules:
-- `Record.raw` is the input object exactly. Writing a record back to its own format patches a
-  copy of `raw` (only the turns whose content changed, plus the `realign` key when the
-  metadata changed), so every other value stays as it was; `raw` itself is never modified.
-- Writing to another format builds the conversation from the turns and carries the unknown
-  top-level keys along, in their original position. Per-turn unknown keys (`Turn.extra`, e.g.
-  ReAlign's `category`) go with the turn into `items` and `sharegpt`; `messages` keeps only
-  `role`/`content` (OpenAI's validator rejects other keys), and for `messages`, `alpaca` and
-  `fields` the first user turn's `category` becomes a top-level `category` instead.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -36,8 +26,6 @@ from realign.records import Evidence, RealignMeta, Record, Role, Turn
 FormatName = Literal["items", "sharegpt", "alpaca", "messages", "fields"]
 FORMAT_NAMES: tuple[str, ...] = get_args(FormatName)
 META_KEY = "realign"
-# How many records auto-detection looks at.
-DETECT_SAMPLE = 20
 
 # Role labels seen in the wild for from/value conversations.
 _FROM_TO_ROLE: dict[str, Role] = {
@@ -51,17 +39,14 @@ _FROM_TO_ROLE: dict[str, Role] = {
     "model": "assistant",
     "system": "system",
 }
-_ROLE_TO_FROM: dict[Role, str] = {"user": "human", "assistant": "gpt", "system": "system"}
+ROLE_TO_FROM: dict[Role, str] = {"user": "human", "assistant": "gpt", "system": "system"}
 _CHAT_ROLES: dict[str, Role] = {
     "system": "system",
     "developer": "system",
     "user": "user",
     "assistant": "assistant",
 }
-_LIST_KEY = {"items": "items", "sharegpt": "conversations", "messages": "messages"}
-# Keys likely to hold an instruction / a response, for the `--fields` hint in detection errors.
-_INSTRUCTION_GUESSES = ("instruction", "question", "prompt", "query", "problem", "input", "text")
-_RESPONSE_GUESSES = ("response", "answer", "output", "completion", "solution", "target", "chosen")
+LIST_KEY = {"items": "items", "sharegpt": "conversations", "messages": "messages"}
 
 
 class FormatError(ValueError):
@@ -120,58 +105,6 @@ class FieldMap(BaseModel):
         return {k for k in (self.instruction, self.response, self.input, self.system) if k}
 
 
-# ---------------------------------------------------------------- detection
-
-
-def _looks_like(obj: Mapping[str, Any]) -> list[str]:
-    hits = [fmt for fmt, key in _LIST_KEY.items() if isinstance(obj.get(key), list)]
-    if "instruction" in obj and "output" in obj:
-        hits.append("alpaca")
-    return hits
-
-
-def detect_format(objs: Iterable[Mapping[str, Any]]) -> str:
-    """The format of the first records; `FormatError` naming the keys seen when unsure.
-
-    `fields` is never guessed: a flat object needs an explicit `--fields` mapping.
-    """
-    sample = [o for o in objs if isinstance(o, Mapping)][:DETECT_SAMPLE]
-    if not sample:
-        raise FormatError("no JSON object among the first records: cannot detect the format")
-    votes: Counter[str] = Counter()
-    for i, obj in enumerate(sample):
-        hits = _looks_like(obj)
-        if len(hits) > 1:
-            raise FormatError(
-                f"ambiguous format: record {i} has keys {sorted(obj)} that fit "
-                f"{' and '.join(hits)}; pass --input-format {'|'.join(hits)}"
-            )
-        if hits:
-            votes[hits[0]] += 1
-    if len(votes) > 1:
-        seen = ", ".join(f"{fmt} ({n} records)" for fmt, n in votes.most_common())
-        raise FormatError(
-            f"ambiguous format: the first {len(sample)} records look like {seen}; "
-            f"pass --input-format {'|'.join(votes)}"
-        )
-    if votes:
-        return next(iter(votes))
-    keys: Counter[str] = Counter(k for o in sample for k in o)
-    seen_keys = ", ".join(f"{k} ({n})" for k, n in keys.most_common(20))
-    raise FormatError(
-        f"unknown format: keys seen in the first {len(sample)} records: {seen_keys}. "
-        f"Pass --input-format {{{','.join(FORMAT_NAMES)}}}, or map a flat record with "
-        f"{_fields_hint(sample)}"
-    )
-
-
-def _fields_hint(sample: list[Mapping[str, Any]]) -> str:
-    str_keys = {k for o in sample for k, v in o.items() if isinstance(v, str)}
-    instr = next((k for k in _INSTRUCTION_GUESSES if k in str_keys), None)
-    resp = next((k for k in _RESPONSE_GUESSES if k in str_keys and k != instr), None)
-    return f"--fields instruction={instr or 'KEY'},response={resp or 'KEY'}"
-
-
 # ---------------------------------------------------------------- reading
 
 Path = tuple[str | int, ...]
@@ -227,7 +160,7 @@ def _chat_content(obj: Mapping[str, Any], path: Path) -> str:
 
 
 def _parse_list(obj: Mapping[str, Any], fmt: str) -> tuple[list[Turn], list[_Slot]]:
-    key = _LIST_KEY[fmt]
+    key = LIST_KEY[fmt]
     chat = fmt == "messages"
     role_key, text_key = ("role", "content") if chat else ("from", "value")
     labels = _CHAT_ROLES if chat else _FROM_TO_ROLE
@@ -301,7 +234,7 @@ def input_evidence(record: Record, turn_index: int) -> list[Evidence]:
     return out
 
 
-def _optional_text(obj: Mapping[str, Any], key: str | None) -> str:
+def optional_text(obj: Mapping[str, Any], key: str | None) -> str:
     if key is None or obj.get(key) is None:
         return ""
     return _text(obj, (key,), numbers=True)
@@ -318,7 +251,7 @@ def _parse_flat(
 ) -> tuple[list[Turn], list[_Slot]]:
     turns: list[Turn] = []
     slots: list[_Slot] = []
-    if system and _optional_text(obj, system):
+    if system and optional_text(obj, system):
         turns.append(Turn(role="system", content=_text(obj, (system,))))
         slots.append(_Slot((system,)))
     history = obj.get(history_key) if history_key else None
@@ -338,7 +271,7 @@ def _parse_flat(
             what = "instruction" if key == instr else "response"
             raise RecordError(key, f"missing: every record needs its {what}")
     text = _text(obj, (instr,), numbers=True)
-    extra_input = _optional_text(obj, inp)
+    extra_input = optional_text(obj, inp)
     user = text + ("\n\n" + extra_input if extra_input else "")
     turns.append(Turn(role="user", content=user))
     slots.append(_Slot((instr,), (inp,) if inp else None))
@@ -347,10 +280,10 @@ def _parse_flat(
     return turns, slots
 
 
-def _parse(
+def parse_turns(
     obj: Mapping[str, Any], fmt: str, fields: FieldMap | None
 ) -> tuple[list[Turn], list[_Slot]]:
-    if fmt in _LIST_KEY:
+    if fmt in LIST_KEY:
         return _parse_list(obj, fmt)
     if fmt == "alpaca":
         return _parse_flat(obj, "instruction", "output", "input", "system", history_key="history")
@@ -372,7 +305,7 @@ def _record_id(obj: Mapping[str, Any], key: str, index: int) -> str:
     return str(v)
 
 
-def _meta(obj: Mapping[str, Any]) -> RealignMeta:
+def read_meta(obj: Mapping[str, Any]) -> RealignMeta:
     raw = obj.get(META_KEY)
     if raw is None:
         return RealignMeta()
@@ -388,7 +321,7 @@ def to_record(obj: Any, index: int, fmt: str, fields: FieldMap | None = None) ->
     """Build a `Record` from one input object; `RecordError` names the offending field."""
     if not isinstance(obj, dict):
         raise RecordError(None, f"expected a JSON object, got {_type_name(obj)}")
-    turns, _ = _parse(obj, fmt, fields)
+    turns, _ = parse_turns(obj, fmt, fields)
     id_key = fields.id if fmt == "fields" and fields and fields.id else "id"
     return Record(
         id=_record_id(obj, id_key, index),
@@ -396,195 +329,5 @@ def to_record(obj: Any, index: int, fmt: str, fields: FieldMap | None = None) ->
         turns=turns,
         source_format=fmt,
         raw=obj,
-        meta=_meta(obj),
+        meta=read_meta(obj),
     )
-
-
-# ---------------------------------------------------------------- writing
-
-
-class _CopyOnWrite:
-    """Edits a copy of `raw`, copying only the containers on the edited paths.
-
-    Everything not edited is shared with `raw` (cheap for large records); the result is only
-    serialized by the writers, never mutated.
-    """
-
-    def __init__(self, raw: dict[str, Any]) -> None:
-        self.out = dict(raw)
-        self._copied = {id(self.out)}
-
-    def container(self, path: Path) -> Any:
-        node: Any = self.out
-        for p in path:
-            child = node[p]
-            if id(child) not in self._copied:
-                child = dict(child) if isinstance(child, dict) else list(child)
-                node[p] = child
-                self._copied.add(id(child))
-            node = child
-        return node
-
-    def set(self, path: Path, value: Any) -> None:
-        self.container(path[:-1])[path[-1]] = value
-
-
-def _meta_dump(meta: RealignMeta) -> dict[str, Any]:
-    return meta.model_dump(mode="json", exclude_defaults=True)
-
-
-def _patch(record: Record, fields: FieldMap | None) -> dict[str, Any] | None:
-    """`raw` with the changed turns and metadata written in; None when the turns no longer fit."""
-    fmt = record.source_format
-    try:
-        old, slots = _parse(record.raw, fmt, fields)
-    except (RecordError, KeyError, IndexError, TypeError):
-        return None
-    if [t.role for t in old] != [t.role for t in record.turns]:
-        return None
-    cow = _CopyOnWrite(record.raw)
-    for turn, before, slot in zip(record.turns, old, slots, strict=True):
-        if turn.content != before.content:
-            if slot.join is not None:
-                extra_input = _optional_text(record.raw, slot.join[0])
-                tail = "\n\n" + extra_input
-                if extra_input and turn.content.endswith(tail):
-                    cow.set(slot.path, turn.content[: -len(tail)])
-                else:
-                    cow.set(slot.path, turn.content)
-                    if extra_input:
-                        cow.set(slot.join, "")
-            else:
-                cow.set(slot.path, turn.content)
-        if turn.extra != before.extra and fmt in _LIST_KEY:
-            item = cow.container(slot.path[:-1])
-            for k in before.extra:
-                item.pop(k, None)
-            item.update(turn.extra)
-    out = cow.out
-    if record.meta != _meta(record.raw):
-        dump = _meta_dump(record.meta)
-        if dump:
-            out[META_KEY] = dump
-        else:
-            out.pop(META_KEY, None)
-    return out
-
-
-def _source_keys(record: Record, source_fields: FieldMap | None) -> set[str]:
-    fmt = record.source_format
-    if fmt in _LIST_KEY:
-        return {_LIST_KEY[fmt]}
-    if fmt == "alpaca":
-        return {"instruction", "input", "output", "system", "history"}
-    if fmt == "fields" and source_fields is not None:
-        return source_fields.content_keys()
-    return set()
-
-
-def _first_category(turns: list[Turn]) -> Any:
-    return next(
-        (t.extra["category"] for t in turns if t.role == "user" and "category" in t.extra), None
-    )
-
-
-def _build_list(turns: list[Turn], fmt: str) -> list[dict[str, Any]]:
-    if fmt == "messages":
-        return [{"role": t.role, "content": t.content} for t in turns]
-    return [{"from": _ROLE_TO_FROM[t.role], "value": t.content, **t.extra} for t in turns]
-
-
-def _build_flat(turns: list[Turn], fmt: str, fields: FieldMap | None) -> dict[str, Any]:
-    system = [t.content for t in turns if t.role == "system"]
-    rest = [t for t in turns if t.role != "system"]
-    if len(system) > 1 or (system and turns[0].role != "system"):
-        raise RecordError(
-            None, f"{fmt} holds one leading system message; this record has {len(system)}"
-        )
-    roles = [t.role for t in rest]
-    if not rest or roles != ["user", "assistant"] * (len(rest) // 2):
-        raise RecordError(
-            None,
-            f"{fmt} needs user/assistant pairs ending with an assistant turn; this record has "
-            f"turns {'/'.join(t.role for t in turns) or 'none'}",
-        )
-    pairs = [(rest[i].content, rest[i + 1].content) for i in range(0, len(rest), 2)]
-    if fmt == "alpaca":
-        out: dict[str, Any] = {"instruction": pairs[-1][0], "input": "", "output": pairs[-1][1]}
-        if system:
-            out["system"] = system[0]
-        if len(pairs) > 1:
-            out["history"] = [list(p) for p in pairs[:-1]]
-        return out
-    assert fields is not None
-    if len(pairs) > 1:
-        raise RecordError(
-            None,
-            f"fields holds one instruction and one response; this record has {len(pairs)} exchanges",
-        )
-    if system and not fields.system:
-        raise RecordError(None, "the record has a system message but --fields has no system=KEY")
-    out = {fields.instruction: pairs[0][0], fields.response: pairs[0][1]}
-    if fields.input:
-        out[fields.input] = ""
-    if system and fields.system:
-        out[fields.system] = system[0]
-    return out
-
-
-def _build(
-    record: Record, fmt: str, fields: FieldMap | None, source_fields: FieldMap | None
-) -> dict[str, Any]:
-    if fmt in _LIST_KEY:
-        body: dict[str, Any] = {_LIST_KEY[fmt]: _build_list(record.turns, fmt)}
-    else:
-        body = _build_flat(record.turns, fmt, fields)
-    skip = _source_keys(record, source_fields) | {META_KEY}
-    out: dict[str, Any] = {}
-    for key, value in record.raw.items():
-        if key in skip:
-            if key != META_KEY and not any(k in out for k in body):
-                out.update(body)  # the conversation takes the place of the source's
-        elif key not in body:
-            out[key] = value
-    for key, value in body.items():
-        out.setdefault(key, value)
-    if fmt in ("messages", "alpaca", "fields") and "category" not in out:
-        cat = _first_category(record.turns)
-        if cat is not None:
-            out["category"] = cat
-    if fmt == "fields" and fields and fields.id and fields.id not in out:
-        out[fields.id] = record.raw.get("id", record.id)
-    dump = _meta_dump(record.meta)
-    if dump:
-        out[META_KEY] = dump
-    return out
-
-
-def from_record(
-    record: Record,
-    fmt: str | None = None,
-    fields: FieldMap | None = None,
-    source_fields: FieldMap | None = None,
-) -> dict[str, Any]:
-    """The object to write for `record` in format `fmt` (default: the record's own format).
-
-    `fields` maps the output when `fmt` is `fields`; `source_fields` is the mapping the record
-    was read with (defaults to `fields`). `RecordError` when the format cannot hold the record
-    (e.g. a multi-turn conversation into `fields`). The result shares unchanged values with
-    `record.raw` (records can be large): serialize it, or deep-copy it before mutating.
-    """
-    fmt = fmt or record.source_format
-    if fmt not in FORMAT_NAMES:
-        raise FormatError(f"unknown format '{fmt}'; use one of {', '.join(FORMAT_NAMES)}")
-    if fmt == "fields" and fields is None:
-        raise FormatError(
-            "output format 'fields' needs a mapping (--output-fields instruction=KEY,response=KEY)"
-        )
-    source_fields = source_fields or fields
-    same = fmt == record.source_format and (fmt != "fields" or fields == source_fields)
-    if same:
-        patched = _patch(record, source_fields)
-        if patched is not None:
-            return patched
-    return _build(record, fmt, fields, source_fields)

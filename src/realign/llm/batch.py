@@ -101,7 +101,7 @@ def batch_line(custom_id: str, request: ChatRequest, model: str) -> dict[str, An
         body["max_completion_tokens"] = request.max_tokens
     if request.json_schema is not None:
         # The same strict schema the live OpenAI backend sends, so answers validate the same.
-        from realign.llm.openai_backend import strict_schema, tool_schema
+        from realign.llm.openai_schemas import strict_schema, tool_schema
 
         schema = tool_schema(request.json_schema, request.schema_name or "Output")
         body["response_format"] = {

@@ -18,10 +18,7 @@ Structured-output methods:
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
-import re
-import socket
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlparse
 
@@ -30,7 +27,8 @@ import openai
 
 from realign.llm import langchain_fixes
 from realign.llm.base import BackendError, ChatRequest, ChatResponse, Message, Usage
-from realign.llm.ratelimit import retry_after_seconds
+from realign.llm.openai_errors import OPENAI_BASE_URL, kept_headers, map_openai_error
+from realign.llm.openai_schemas import strict_schema, tool_schema
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -39,31 +37,10 @@ if TYPE_CHECKING:
 
 StructuredMethod = Literal["json_schema", "function_calling", "json_mode"]
 STRUCTURED_METHODS: tuple[str, ...] = get_args(StructuredMethod)
-OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT_S = 120.0
 # Sent when a base URL is configured without a key: the client insists on one, local
 # servers ignore it.
 NO_KEY = "sk-no-key"
-# Headers worth keeping with a response (the engine caches responses: keep them small).
-KEPT_HEADERS = re.compile(r"^(x-ratelimit-.*|retry-after(-ms)?|x-request-id|openai-processing-ms)$")
-# Keywords OpenAI strict mode may reject; the engine validates them with pydantic anyway.
-_STRICT_DROP = {
-    "default",
-    "minLength",
-    "maxLength",
-    "pattern",
-    "format",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "multipleOf",
-    "minItems",
-    "maxItems",
-    "uniqueItems",
-}
-_SUBSCHEMA_KEYS = {"items", "anyOf", "oneOf", "allOf", "prefixItems", "not"}
-_KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|Bearer\s+\S+)")
 
 
 def is_openai_url(base_url: str | None) -> bool:
@@ -72,193 +49,6 @@ def is_openai_url(base_url: str | None) -> bool:
 
 def default_structured_method(base_url: str | None) -> StructuredMethod:
     return "json_schema" if is_openai_url(base_url) else "function_calling"
-
-
-# ---------------------------------------------------------------- schemas (pure functions)
-
-
-def tool_schema(json_schema: dict[str, Any], name: str) -> dict[str, Any]:
-    """The request's schema, `$ref`s inlined, titled `name` (LangChain takes the title as the
-    tool / response-format name; llama.cpp's grammar builder and strict mode both prefer
-    schemas without `$defs`)."""
-    from langchain_core.utils.json_schema import dereference_refs
-
-    schema = dereference_refs(copy.deepcopy(json_schema))
-    schema.pop("$defs", None)
-    schema.pop("definitions", None)
-    schema["title"] = _safe_name(name)
-    return schema
-
-
-def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A copy that OpenAI strict mode accepts: every object closed with all its properties
-    required, validation-only keywords dropped (the engine still validates them)."""
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, list):
-            return [walk(x) for x in node]
-        if not isinstance(node, dict):
-            return node
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            if key in _STRICT_DROP:
-                continue
-            if key in ("properties", "$defs", "definitions", "patternProperties"):
-                out[key] = {k: walk(v) for k, v in value.items()}  # names, not keywords
-            elif key in _SUBSCHEMA_KEYS or (
-                key == "additionalProperties" and isinstance(value, dict)
-            ):
-                out[key] = walk(value)
-            else:
-                out[key] = value
-        if out.get("type") == "object" or "properties" in out:
-            out["required"] = list(out.get("properties", {}))
-            out["additionalProperties"] = False
-        return out
-
-    return walk(schema)
-
-
-def _safe_name(name: str) -> str:
-    # OpenAI tool / schema names: ^[a-zA-Z0-9_-]{1,64}$
-    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "Output"
-
-
-# ---------------------------------------------------------------- errors (pure functions)
-
-
-def scrub(text: str, api_key: str | None = None) -> str:
-    """`text` with the API key (and anything that looks like one) masked."""
-    if api_key and len(api_key) >= 4:
-        text = text.replace(api_key, "***")
-    return _KEY_PATTERN.sub("***", text)
-
-
-def kept_headers(headers: httpx.Headers | dict[str, Any] | None) -> dict[str, str]:
-    if not headers:
-        return {}
-    return {k.lower(): str(v) for k, v in dict(headers).items() if KEPT_HEADERS.match(k.lower())}
-
-
-def map_openai_error(
-    e: BaseException,
-    *,
-    base_url: str | None,
-    model: str,
-    api_key: str | None = None,
-    timeout: float | None = None,
-    key_source: str = "",
-) -> BackendError:
-    """An exception raised by the openai client (directly or through LangChain) as a
-    BackendError the engine can act on. Messages never carry the API key. `api_key`: the key
-    sent (None: none was); `key_source` says where it came from, for a 401."""
-    where = base_url or OPENAI_BASE_URL
-
-    def err(msg: str, **kw: Any) -> BackendError:
-        return BackendError(scrub(msg, api_key), **kw)
-
-    if isinstance(e, openai.APIConnectionError):  # APITimeoutError included
-        # openai's aiohttp transport reports a refused connection as a *timeout*
-        # (ConnectTimeout caused by ConnectionRefusedError): the cause says what happened.
-        causes = _causes(e)
-        if any(isinstance(c, ConnectionRefusedError) for c in causes):
-            return err(
-                f"the server at {where} refused the connection: is it running, and is the "
-                "URL's port right?",
-                retryable=True,
-            )
-        if any(isinstance(c, socket.gaierror) for c in causes):
-            return err(f"cannot connect to {where}: its host name does not resolve", retryable=True)
-        refused = next((c for c in causes if _is_connect_failure(c)), None)
-        if isinstance(e, openai.APITimeoutError) and refused is None:
-            return err(f"request to {where} timed out after {timeout or '?'}s", retryable=True)
-        cause = refused or e.__cause__ or e.__context__
-        detail = f" ({type(cause).__name__}: {cause})" if cause else ""
-        return err(f"cannot connect to {where}{detail}", retryable=True)
-    if not isinstance(e, openai.APIStatusError):
-        return err(f"unexpected error from {where}: {type(e).__name__}: {e}", retryable=False)
-
-    status = e.status_code
-    headers = kept_headers(e.response.headers)
-    server_says = _server_message(e)
-    common: dict[str, Any] = {"status": status, "headers": headers}
-    if status == 429:
-        if "insufficient_quota" in server_says or getattr(e, "code", None) == "insufficient_quota":
-            return err(
-                f"429 from {where}: the account has no quota left (billing), retrying cannot "
-                f"help: {server_says}",
-                retryable=False,
-                **common,
-            )
-        return err(
-            f"429 rate limited by {where}: {server_says}",
-            retryable=True,
-            retry_after=retry_after_seconds(e.response.headers),
-            **common,
-        )
-    if status == 500 and "validation error" in server_says:
-        # llama.cpp's server answers a request it cannot parse with 500, not 422.
-        return err(f"{status} from {where}: request rejected: {server_says}", **common)
-    if status >= 500 or status in (408, 409):
-        return err(
-            f"{status} server error from {where} (transient, will retry): {server_says}",
-            retryable=True,
-            retry_after=retry_after_seconds(e.response.headers),
-            **common,
-        )
-    if status == 401:
-        if api_key:  # a key was sent: it is the key that is wrong, not its absence
-            source = f" ({key_source})" if key_source else ""
-            hint = (
-                f"the server rejected the API key{source}: check that OPENAI_API_KEY or "
-                "api_key in $REALIGN_HOME/config.toml holds a valid key for this server"
-            )
-        else:
-            hint = (
-                f"the server at {where} wants an API key and none was sent: set "
-                "OPENAI_API_KEY or api_key in $REALIGN_HOME/config.toml"
-            )
-        return err(f"401 unauthorized at {where}: {hint}. Server said: {server_says}", **common)
-    if status == 403:
-        return err(
-            f"403 forbidden at {where}: the key has no access to model '{model}' or this "
-            f"endpoint. Server said: {server_says}",
-            **common,
-        )
-    if status == 404:
-        return err(
-            f"404 at {where}: model '{model}' not found, or the base URL is wrong (it usually "
-            f"ends in /v1). Server said: {server_says}",
-            **common,
-        )
-    return err(f"{status} from {where} (request rejected): {server_says}", **common)
-
-
-def _causes(e: BaseException) -> list[BaseException]:
-    """`e`'s chain of causes, outermost first."""
-    out: list[BaseException] = []
-    cause = e.__cause__ or e.__context__
-    while cause is not None and cause not in out:
-        out.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    return out
-
-
-def _is_connect_failure(exc: BaseException) -> bool:
-    """An OS-level failure to connect (reset, unreachable, …), as opposed to a timeout."""
-    return isinstance(exc, OSError) and not isinstance(exc, TimeoutError) and exc.errno is not None
-
-
-def _server_message(e: openai.APIStatusError) -> str:
-    body = e.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])[:500]
-        detail = body.get("detail")  # FastAPI servers (llama.cpp) use {"detail": …}
-        if detail:
-            return json.dumps(detail)[:500]
-    return str(e.message)[:500]
 
 
 # ---------------------------------------------------------------- the backend

@@ -30,7 +30,7 @@ from realign.stages.classify import (
     pretype_offline,
 )
 from realign.stages.filter import DEFAULT_PRESET, decide
-from realign.stages.retrieve import request_context
+from realign.stages.retrieve_query import request_context
 from realign.stages.rewrite import SELECTION_POLICIES, rewrite_unit
 
 MAX_RESPONSE_TOKENS = 3000  # longer originals are passed through: a rewrite would not fit
@@ -350,7 +350,7 @@ def write_outputs(
     holds), `on_failed` each line of the failures file, in file order (e.g. to show the first
     few errors).
     """
-    from realign.io.datafiles import RecordWriteError
+    from realign.io.errors import RecordWriteError
 
     fails = failures_path(output)
     written = failed = 0

@@ -98,7 +98,7 @@ def _unsaveable(
 ) -> Failure:
     """The failure that replaces a result the run state cannot store (text that is not UTF-8,
     such as a lone surrogate in a model's answer), naming where that text is."""
-    from realign.io.datafiles import surrogate_field
+    from realign.io.objects import surrogate_field
 
     def text(s: str) -> str:
         return s.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -187,7 +187,7 @@ def pricing_model(args: Any) -> str:
 
 
 def build_runtime(args: RunArgs, pack: CriteriaPack, options: RunOptions, err: Console) -> Runtime:
-    from realign.io.datafiles import RecordWriter
+    from realign.io.write import RecordWriter
     from realign.search.base import SearchError
 
     engine: Engine | None = None

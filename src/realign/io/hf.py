@@ -1,0 +1,91 @@
+"""Hugging Face datasets as input: `hf:NAME[:SPLIT]` (or `hf:NAME:CONFIG:SPLIT`) streams a Hub
+dataset, and a directory saved with `datasets.save_to_disk` (optionally `DIR:SPLIT`) is read
+from disk; both need the `hf` extra. Hugging Face datasets are input only: write `.parquet`
+for them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from realign.io.formats import FormatError
+from realign.io.objects import ObjectStream, strip_nulls
+
+
+def _hf_gen(dataset: Any) -> Callable[[ObjectStream], Iterator[tuple[int, int | None, Any]]]:
+    def gen(s: ObjectStream) -> Iterator[tuple[int, int | None, Any]]:
+        for index, row in enumerate(dataset):
+            s.done += 1
+            yield index, None, strip_nulls(dict(row))
+
+    return gen
+
+
+_HF_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
+
+
+def _split_hf_dir(spec: str) -> tuple[Path, str | None] | None:
+    """`DIR` or `DIR:SPLIT` when DIR was saved with `datasets.save_to_disk`."""
+    candidates: list[tuple[str, str | None]] = [(spec, None)]
+    if ":" in spec:
+        folder, split = spec.rsplit(":", 1)
+        candidates.append((folder, split))
+    for folder, split in candidates:
+        p = Path(folder)
+        if p.is_dir() and any((p / n).exists() for n in _HF_MARKERS):
+            return p, split
+    return None
+
+
+def is_hf_source(spec: str | os.PathLike[str]) -> bool:
+    s = str(spec)
+    return s.startswith("hf:") or _split_hf_dir(s) is not None
+
+
+def _import_datasets() -> Any:
+    try:
+        import datasets
+    except ImportError:
+        raise FormatError(
+            "reading a Hugging Face dataset needs the `hf` extra: pip install 'realign[hf]'"
+        ) from None
+    return datasets
+
+
+def open_hf(spec: str, max_record_bytes: int) -> ObjectStream:
+    datasets = _import_datasets()
+    if spec.startswith("hf:"):
+        parts = spec[3:].split(":")
+        name, config, split = parts[0], None, "train"
+        if len(parts) == 2:
+            split = parts[1]
+        elif len(parts) == 3:
+            config, split = parts[1], parts[2]
+        elif len(parts) > 3:
+            raise FormatError(f"{spec}: use hf:NAME[:SPLIT] or hf:NAME:CONFIG:SPLIT")
+        try:
+            ds = datasets.load_dataset(name, config, split=split, streaming=True)
+        except Exception as e:  # offline, unknown name, bad split: many types
+            raise FormatError(
+                f"{spec}: cannot open the Hugging Face dataset ({type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else e!r}). Check the name "
+                "and the network, or save it with datasets' save_to_disk and pass the folder"
+            ) from None
+        return ObjectStream(spec, _hf_gen(ds), None, "rows", max_record_bytes)
+    found = _split_hf_dir(spec)
+    assert found is not None
+    folder, split = found
+    ds = datasets.load_from_disk(str(folder))
+    if isinstance(ds, datasets.DatasetDict):
+        splits = list(ds)
+        if split is None:
+            split = "train" if "train" in splits else (splits[0] if len(splits) == 1 else None)
+        if split not in splits:
+            raise FormatError(
+                f"{spec}: choose a split as {folder}:SPLIT, one of {', '.join(splits)}"
+            )
+        ds = ds[split]
+    return ObjectStream(spec, _hf_gen(ds), len(ds), "rows", max_record_bytes)

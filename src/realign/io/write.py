@@ -1,0 +1,179 @@
+"""Write records to `.json` / `.jsonl` / `.parquet`, atomically, keeping the input's format
+unless told otherwise; `JsonlAppender` for side outputs (rejects, failures)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from realign.io.emit import from_record
+from realign.io.errors import Label, RecordWriteError, WriteError
+from realign.io.formats import FORMAT_NAMES, FieldMap, FormatError, RecordError
+from realign.io.objects import ANY_SURROGATE, encode, find_surrogate
+from realign.io.parquet import ParquetSink
+from realign.records import Record
+
+WRITE_EXTENSIONS = (".json", ".jsonl", ".ndjson", ".parquet")
+
+
+class _TextSink:
+    def __init__(self, tmp: Path, array: bool) -> None:
+        self.f = tmp.open("w", encoding="utf-8", newline="\n")
+        self.array = array
+        self.n = 0
+        if array:
+            self.f.write("[")
+
+    def add(self, obj: dict[str, Any], label: Label) -> list[WriteError]:
+        text = encode(obj)
+        text.encode("utf-8")  # lone surrogates fail here, before anything is written
+        if self.array:
+            self.f.write(("," if self.n else "") + "\n" + text)
+        else:
+            self.f.write(text + "\n")
+        self.n += 1
+        return []
+
+    def close(self) -> list[WriteError]:
+        if self.array:
+            self.f.write("\n]\n" if self.n else "]\n")
+        self.f.close()
+        return []
+
+    def abort(self) -> None:
+        self.f.close()
+
+
+class RecordWriter:
+    """Writes records to `.json` / `.jsonl` / `.parquet`, atomically (renamed on success).
+
+    `output_format` None keeps each record's own format. `write` raises `RecordWriteError` for a
+    record the format cannot hold; Parquet finds type clashes a batch at a time, so those
+    arrive in `take_rejected()` (call it after `write` and after `close`).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        output_format: str | None = None,
+        fields: FieldMap | str | None = None,
+        source_fields: FieldMap | str | None = None,
+        *,
+        parquet_batch_rows: int = 1000,
+        parquet_batch_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.path = Path(path)
+        if output_format is not None and output_format not in FORMAT_NAMES:
+            raise FormatError(
+                f"unknown --output-format '{output_format}'; use one of {', '.join(FORMAT_NAMES)}"
+            )
+        self.output_format = output_format
+        self.fields = FieldMap.parse(fields) if isinstance(fields, str) else fields
+        self.source_fields = (
+            FieldMap.parse(source_fields) if isinstance(source_fields, str) else source_fields
+        )
+        if output_format == "fields" and self.fields is None:
+            raise FormatError(
+                "--output-format fields needs --output-fields instruction=KEY,response=KEY"
+            )
+        ext = self.path.suffix.lower()
+        if ext not in WRITE_EXTENSIONS:
+            raise FormatError(
+                f"{path}: unknown output type '{ext}'; use {', '.join(WRITE_EXTENSIONS)}"
+            )
+        self._tmp = self.path.with_name(f".{self.path.name}.partial")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._sink: _TextSink | ParquetSink = (
+            ParquetSink(self._tmp, str(path), parquet_batch_rows, parquet_batch_bytes)
+            if ext == ".parquet"
+            else _TextSink(self._tmp, array=ext == ".json")
+        )
+        self._rejected: list[WriteError] = []
+        self._closed = False
+
+    def write(self, record: Record) -> None:
+        label = (record.index, record.id)
+        try:
+            obj = from_record(record, self.output_format, self.fields, self.source_fields)
+            self._rejected += self._sink.add(obj, label)
+        except (RecordError, TypeError, ValueError, UnicodeEncodeError) as e:
+            field = getattr(e, "field", None)
+            message = getattr(e, "message", None) or str(e)
+            if isinstance(e, UnicodeEncodeError):
+                bad = find_surrogate(record.raw, ANY_SURROGATE)
+                field, message = bad and bad[0], "a lone surrogate cannot be written as UTF-8"
+            raise RecordWriteError(
+                WriteError(
+                    file=str(self.path),
+                    index=record.index,
+                    id=record.id,
+                    field=field,
+                    message=message,
+                )
+            ) from None
+
+    def take_rejected(self) -> list[WriteError]:
+        out, self._rejected = self._rejected, []
+        return out
+
+    @property
+    def written(self) -> int:
+        return self._sink.n
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._rejected += self._sink.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._sink.abort()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class JsonlAppender:
+    """A plain JSON Lines file for side outputs (rejects, failures), created on first write."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._f: IO[str] | None = None
+        self.n = 0
+
+    def write(self, obj: dict[str, Any]) -> None:
+        if self._f is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # backslashreplace: undecodable input bytes come out as JSON \\udcXX escapes.
+            self._f = self.path.open("w", encoding="utf-8", errors="backslashreplace")
+        self._f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self.n += 1
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

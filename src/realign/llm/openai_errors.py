@@ -1,0 +1,153 @@
+"""OpenAI client exceptions as `BackendError`s the engine can act on, never showing the key."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from typing import Any
+
+import httpx
+import openai
+
+from realign.llm.base import BackendError
+from realign.llm.ratelimit import retry_after_seconds
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+# Headers worth keeping with a response (the engine caches responses: keep them small).
+KEPT_HEADERS = re.compile(r"^(x-ratelimit-.*|retry-after(-ms)?|x-request-id|openai-processing-ms)$")
+_KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|Bearer\s+\S+)")
+
+
+def scrub(text: str, api_key: str | None = None) -> str:
+    """`text` with the API key (and anything that looks like one) masked."""
+    if api_key and len(api_key) >= 4:
+        text = text.replace(api_key, "***")
+    return _KEY_PATTERN.sub("***", text)
+
+
+def kept_headers(headers: httpx.Headers | dict[str, Any] | None) -> dict[str, str]:
+    if not headers:
+        return {}
+    return {k.lower(): str(v) for k, v in dict(headers).items() if KEPT_HEADERS.match(k.lower())}
+
+
+def map_openai_error(
+    e: BaseException,
+    *,
+    base_url: str | None,
+    model: str,
+    api_key: str | None = None,
+    timeout: float | None = None,
+    key_source: str = "",
+) -> BackendError:
+    """An exception raised by the openai client (directly or through LangChain) as a
+    BackendError the engine can act on. Messages never carry the API key. `api_key`: the key
+    sent (None: none was); `key_source` says where it came from, for a 401."""
+    where = base_url or OPENAI_BASE_URL
+
+    def err(msg: str, **kw: Any) -> BackendError:
+        return BackendError(scrub(msg, api_key), **kw)
+
+    if isinstance(e, openai.APIConnectionError):  # APITimeoutError included
+        # openai's aiohttp transport reports a refused connection as a *timeout*
+        # (ConnectTimeout caused by ConnectionRefusedError): the cause says what happened.
+        causes = _causes(e)
+        if any(isinstance(c, ConnectionRefusedError) for c in causes):
+            return err(
+                f"the server at {where} refused the connection: is it running, and is the "
+                "URL's port right?",
+                retryable=True,
+            )
+        if any(isinstance(c, socket.gaierror) for c in causes):
+            return err(f"cannot connect to {where}: its host name does not resolve", retryable=True)
+        refused = next((c for c in causes if _is_connect_failure(c)), None)
+        if isinstance(e, openai.APITimeoutError) and refused is None:
+            return err(f"request to {where} timed out after {timeout or '?'}s", retryable=True)
+        cause = refused or e.__cause__ or e.__context__
+        detail = f" ({type(cause).__name__}: {cause})" if cause else ""
+        return err(f"cannot connect to {where}{detail}", retryable=True)
+    if not isinstance(e, openai.APIStatusError):
+        return err(f"unexpected error from {where}: {type(e).__name__}: {e}", retryable=False)
+
+    status = e.status_code
+    headers = kept_headers(e.response.headers)
+    server_says = _server_message(e)
+    common: dict[str, Any] = {"status": status, "headers": headers}
+    if status == 429:
+        if "insufficient_quota" in server_says or getattr(e, "code", None) == "insufficient_quota":
+            return err(
+                f"429 from {where}: the account has no quota left (billing), retrying cannot "
+                f"help: {server_says}",
+                retryable=False,
+                **common,
+            )
+        return err(
+            f"429 rate limited by {where}: {server_says}",
+            retryable=True,
+            retry_after=retry_after_seconds(e.response.headers),
+            **common,
+        )
+    if status == 500 and "validation error" in server_says:
+        # llama.cpp's server answers a request it cannot parse with 500, not 422.
+        return err(f"{status} from {where}: request rejected: {server_says}", **common)
+    if status >= 500 or status in (408, 409):
+        return err(
+            f"{status} server error from {where} (transient, will retry): {server_says}",
+            retryable=True,
+            retry_after=retry_after_seconds(e.response.headers),
+            **common,
+        )
+    if status == 401:
+        if api_key:  # a key was sent: it is the key that is wrong, not its absence
+            source = f" ({key_source})" if key_source else ""
+            hint = (
+                f"the server rejected the API key{source}: check that OPENAI_API_KEY or "
+                "api_key in $REALIGN_HOME/config.toml holds a valid key for this server"
+            )
+        else:
+            hint = (
+                f"the server at {where} wants an API key and none was sent: set "
+                "OPENAI_API_KEY or api_key in $REALIGN_HOME/config.toml"
+            )
+        return err(f"401 unauthorized at {where}: {hint}. Server said: {server_says}", **common)
+    if status == 403:
+        return err(
+            f"403 forbidden at {where}: the key has no access to model '{model}' or this "
+            f"endpoint. Server said: {server_says}",
+            **common,
+        )
+    if status == 404:
+        return err(
+            f"404 at {where}: model '{model}' not found, or the base URL is wrong (it usually "
+            f"ends in /v1). Server said: {server_says}",
+            **common,
+        )
+    return err(f"{status} from {where} (request rejected): {server_says}", **common)
+
+
+def _causes(e: BaseException) -> list[BaseException]:
+    """`e`'s chain of causes, outermost first."""
+    out: list[BaseException] = []
+    cause = e.__cause__ or e.__context__
+    while cause is not None and cause not in out:
+        out.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return out
+
+
+def _is_connect_failure(exc: BaseException) -> bool:
+    """An OS-level failure to connect (reset, unreachable, …), as opposed to a timeout."""
+    return isinstance(exc, OSError) and not isinstance(exc, TimeoutError) and exc.errno is not None
+
+
+def _server_message(e: openai.APIStatusError) -> str:
+    body = e.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])[:500]
+        detail = body.get("detail")  # FastAPI servers (llama.cpp) use {"detail": …}
+        if detail:
+            return json.dumps(detail)[:500]
+    return str(e.message)[:500]
