@@ -113,7 +113,7 @@ def budget_actor(name: str, concurrency: int, rpm: float | None, tpm: float | No
     from realign.distributed import NAMESPACE
 
     # Many workers wait in `lease`/`pace` at once: an async actor serves them all on one loop.
-    cls = ray.remote(num_cpus=0, max_concurrency=10_000)(Budget)
+    cls = ray.remote(num_cpus=0, max_concurrency=10_000)(Budget)  # type: ignore[call-overload]
     return cls.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote(
         concurrency, rpm, tpm
     )

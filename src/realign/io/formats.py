@@ -143,7 +143,7 @@ def _text(obj: Mapping[str, Any], path: Path, *, numbers: bool = False) -> str:
 
 
 def _chat_content(obj: Mapping[str, Any], path: Path) -> str:
-    v = obj
+    v: Any = obj
     for p in path:
         v = v[p]
     if isinstance(v, str):

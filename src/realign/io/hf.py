@@ -31,8 +31,8 @@ def _split_hf_dir(spec: str) -> tuple[Path, str | None] | None:
     """`DIR` or `DIR:SPLIT` when DIR was saved with `datasets.save_to_disk`."""
     candidates: list[tuple[str, str | None]] = [(spec, None)]
     if ":" in spec:
-        folder, split = spec.rsplit(":", 1)
-        candidates.append((folder, split))
+        folder, named = spec.rsplit(":", 1)
+        candidates.append((folder, named))
     for folder, split in candidates:
         p = Path(folder)
         if p.is_dir() and any((p / n).exists() for n in _HF_MARKERS):
@@ -59,6 +59,8 @@ def open_hf(spec: str, max_record_bytes: int) -> ObjectStream:
     datasets = _import_datasets()
     if spec.startswith("hf:"):
         parts = spec[3:].split(":")
+        config: str | None
+        split: str | None
         name, config, split = parts[0], None, "train"
         if len(parts) == 2:
             split = parts[1]

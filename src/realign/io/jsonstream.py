@@ -52,6 +52,7 @@ def jsonl_gen(path: Path) -> Callable[[ObjectStream], Iterator[tuple[int, int | 
                 except UnicodeDecodeError:
                     text, suspect = raw.decode("utf-8", "surrogateescape"), True
                 text = text.rstrip("\r\n")
+                obj: ParsedText | ReadError
                 try:
                     obj = ParsedText(json.loads(text), len(raw), suspect, text)
                 except (json.JSONDecodeError, RecursionError) as e:

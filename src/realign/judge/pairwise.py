@@ -121,7 +121,7 @@ class Comparison(BaseModel):
 def _pair_units(
     pairs: Sequence[RecordPair], info: MatchingInfo
 ) -> list[tuple[RecordPair, Unit, Unit]]:
-    out = []
+    out: list[tuple[RecordPair, Unit, Unit]] = []
     for p in pairs:
         ua, ub = units_of(p.a), units_of(p.b)
         if len(ua) != len(ub):

@@ -157,8 +157,8 @@ def to_side(winner: Literal["A", "B", "tie"], b_shown_first: bool) -> Side:
     """Map the judge's 'A'/'B' (positions) back to the inputs a/b."""
     if winner == "tie":
         return "tie"
-    shown_first = "b" if b_shown_first else "a"
-    shown_second = "a" if b_shown_first else "b"
+    shown_first: Side = "b" if b_shown_first else "a"
+    shown_second: Side = "a" if b_shown_first else "b"
     return shown_first if winner == "A" else shown_second
 
 

@@ -141,8 +141,9 @@ def match_records(
     used_b: set[int] = set()
     pairs: dict[int, RecordPair] = {}
     for i, r in enumerate(a):
-        j = b_by_id.get(r.id)
-        if j is not None and j not in used_b:
+        found = b_by_id.get(r.id)
+        if found is not None and found not in used_b:
+            j = found
             used_b.add(j)
             pairs[i] = RecordPair(a=r, b=b[j], matched_by="id")
             if _norm_instruction(r.instruction) != _norm_instruction(b[j].instruction):

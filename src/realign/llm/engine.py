@@ -260,7 +260,7 @@ class Engine:
                         self.limit.on_overload(ticket)
                 if isinstance(exc, TimeoutError):
                     self.stats.timeouts += 1
-                failure = err
+                failure: BackendError | None = err
             else:
                 failure = None
             finally:

@@ -59,10 +59,10 @@ def find_local_model(env: dict[str, str] | None = None) -> Path:
     env = dict(os.environ) if env is None else env
     override = env.get("REALIGN_LOCAL_MODEL")
     if override:
-        path = Path(override).expanduser()
-        if not path.is_file():
+        given = Path(override).expanduser()
+        if not given.is_file():
             raise LocalModelError(f"REALIGN_LOCAL_MODEL={override}: no such file")
-        return path
+        return given
     path = _packaged_gguf()
     if path is None:
         raise LocalModelError(

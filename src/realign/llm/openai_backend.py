@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 from urllib.parse import urlparse
 
 import httpx
@@ -60,9 +60,9 @@ def default_http_client(trust_env: bool = True) -> httpx.AsyncClient:
     connection on each request; against benchmarks/fake_openai_server.py aiohttp cuts the
     client's CPU per request by ~40% (benchmarks/overhead.py: `real` vs `real-httpx`)."""
     try:
-        return openai.DefaultAioHttpClient(trust_env=trust_env)  # type: ignore[no-any-return]
+        return cast(httpx.AsyncClient, openai.DefaultAioHttpClient(trust_env=trust_env))
     except RuntimeError:  # "… you must have installed the package with the `aiohttp` extra"
-        return openai.DefaultAsyncHttpxClient(trust_env=trust_env)  # type: ignore[no-any-return]
+        return cast(httpx.AsyncClient, openai.DefaultAsyncHttpxClient(trust_env=trust_env))
 
 
 class OpenAIBackend:
@@ -195,7 +195,11 @@ class OpenAIBackend:
                 key_source=self._key_source,
             ) from None
         generations = result.generations[0]
-        texts = [langchain_fixes.answer_text(g.message, parser) for g in generations]
+        # Chat models return ChatGenerations (typed as the Generation union).
+        texts = [
+            langchain_fixes.answer_text(g.message, parser)  # type: ignore[union-attr]
+            for g in generations
+        ]
         info = (generations[0].generation_info or {}) if generations else {}
         usage = langchain_fixes.usage_of(result.llm_output, generations)
         return ChatResponse(

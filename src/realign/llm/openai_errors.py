@@ -71,7 +71,7 @@ def map_openai_error(
         return err(f"unexpected error from {where}: {type(e).__name__}: {e}", retryable=False)
 
     status = e.status_code
-    headers = kept_headers(e.response.headers)
+    headers = kept_headers(dict(e.response.headers))
     server_says = _server_message(e)
     common: dict[str, Any] = {"status": status, "headers": headers}
     if status == 429:

@@ -123,6 +123,11 @@ def _unsaveable(
     )
 
 
+def _finished(running: set[asyncio.Task[Any]], slots: asyncio.Semaphore, task: Any) -> None:
+    running.discard(task)
+    slots.release()
+
+
 async def process_items(
     items: Iterable[T | Failure],
     state: RunState,
@@ -190,7 +195,7 @@ async def process_items(
                 break
             task = asyncio.create_task(handle(item))
             running.add(task)
-            task.add_done_callback(lambda t: (running.discard(t), slots.release()))
+            task.add_done_callback(lambda t: _finished(running, slots, t))
     except Exception:
         # The input failed as a whole: let the items in flight finish and be committed before
         # the error stops the run (the state and cache stay open until then).

@@ -87,9 +87,9 @@ def run_view(
             )
     sum_o, sum_f = metrics.summarize(orig_m), metrics.summarize(final_m)
     cards = [("responses", str(total))]
-    for s in ("rewritten", "kept", "skipped", "failed"):
-        if statuses.get(s):
-            cards.append((s, f"{statuses[s]} ({pct(statuses[s] / total)})"))
+    for name in ("rewritten", "kept", "skipped", "failed"):
+        if statuses.get(name):
+            cards.append((name, f"{statuses[name]} ({pct(statuses[name] / total)})"))
     if sum_o.containment_rate is not None and sum_f.containment_rate is not None:
         cards.append(("original contains gold answer", pct(sum_o.containment_rate)))
         cards.append(("final contains gold answer", pct(sum_f.containment_rate)))

@@ -244,9 +244,9 @@ def rule_final_answer(
             return f"the original final answer \\boxed{{{ob[-1]}}} is lost"
         return None
     if numeric:
-        want = last_number(original)
-        got = last_number(rewrite)
-        if want is not None and not (got is not None and same_number(want, got)):
+        last = last_number(original)
+        said = last_number(rewrite)
+        if last is not None and not (said is not None and same_number(last, said)):
             # A closing line such as "That gives 7 in total." still states the answer.
             tail = rewrite.strip().split("\n")[-1]
             if not any(same_number(want, x) for x in NUMBER.findall(tail)):

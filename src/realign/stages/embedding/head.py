@@ -186,8 +186,8 @@ def out_of_fold_logits(
         if not test.any() or test.all():
             continue
         train_idx, test_idx = np.flatnonzero(~test), np.flatnonzero(test)
-        train_texts = [texts[i] for i in train_idx]
-        test_texts = [texts[i] for i in test_idx]
+        train_texts = [texts[int(i)] for i in train_idx]
+        test_texts = [texts[int(i)] for i in test_idx]
         feats = fit_ngrams(train_texts)
         w, b = fit_linear(design_matrix(x[train_idx], feats, train_texts), y[train_idx], n_classes)
         z = design_matrix(x[test_idx], feats, test_texts)
@@ -221,8 +221,8 @@ class HeadState:
             np.savez(
                 tmp,
                 names=np.asarray(self.names),
-                **{f"terms_{f.kind}": f.terms for f in self.ngrams},
-                **{f"idf_{f.kind}": f.idf for f in self.ngrams},
+                **{f"terms_{f.kind}": f.terms for f in self.ngrams},  # type: ignore[arg-type]
+                **{f"idf_{f.kind}": f.idf for f in self.ngrams},  # type: ignore[arg-type]
                 weights=self.weights,
                 bias=self.bias,
                 temperature=np.float64(self.temperature),
