@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from realign.cli import common
+from realign.cli import common, options
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -79,19 +79,19 @@ def register(app: typer.Typer) -> None:
         model: str | None = typer.Option(
             None, help="Judge model (default gpt-4o; the embedded model with --backend local)."
         ),
-        base_url: str | None = common.BASE_URL,
-        backend: str | None = common.BACKEND,
-        criteria: Path | None = common.CRITERIA,
-        pack: str = common.PACK,
-        concurrency: int | None = common.CONCURRENCY,
-        no_cache: bool = common.NO_CACHE,
+        base_url: str | None = options.BASE_URL,
+        backend: str | None = options.BACKEND,
+        criteria: Path | None = options.CRITERIA,
+        pack: str = options.PACK,
+        concurrency: int | None = options.CONCURRENCY,
+        no_cache: bool = options.NO_CACHE,
         limit: int | None = typer.Option(
             None, min=1, help="Only the first N records of each input."
         ),
         resamples: int = typer.Option(1000, min=100, help="Bootstrap resamples for the intervals."),
         seed: int = typer.Option(0, help="Bootstrap seed (same seed, same intervals)."),
-        input_format: str | None = common.INPUT_FORMAT,
-        fields: str | None = common.FIELDS,
+        input_format: str | None = options.INPUT_FORMAT,
+        fields: str | None = options.FIELDS,
     ) -> None:
         raise typer.Exit(_judge(**locals()))
 
@@ -101,8 +101,8 @@ def register(app: typer.Typer) -> None:
         html: Path = REPORT_HTML,
         reference: Path | None = REFERENCE,
         max_rows: int = typer.Option(5000, min=1, help="Responses shown in the diff view."),
-        input_format: str | None = common.INPUT_FORMAT,
-        fields: str | None = common.FIELDS,
+        input_format: str | None = options.INPUT_FORMAT,
+        fields: str | None = options.FIELDS,
     ) -> None:
         raise typer.Exit(_report(**locals()))
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from realign.cli import common
+from realign.cli import common, options
 from realign.search.registry import SPEC_HELP, default_retrieval_spec
 
 if TYPE_CHECKING:
@@ -147,10 +147,10 @@ async def _process(
 
 
 def retrieve_command(
-    input: Path = common.INPUT,
-    output: Path = common.OUTPUT,
-    retrieval: str | None = common.RETRIEVAL,
-    search_endpoint: str | None = common.SEARCH_ENDPOINT,
+    input: Path = options.INPUT,
+    output: Path = options.OUTPUT,
+    retrieval: str | None = options.RETRIEVAL,
+    search_endpoint: str | None = options.SEARCH_ENDPOINT,
     k: int = typer.Option(
         5, "--k", min=1, max=10, help="Results asked per query (Google: 10 at most)."
     ),
@@ -165,8 +165,8 @@ def retrieve_command(
         help="Type units that have no task type before retrieving: embedding (offline, "
         "needs the `classifier` extra) | none. Default: embedding when installed, else none.",
     ),
-    pack: str = common.PACK,
-    criteria: Path | None = common.CRITERIA,
+    pack: str = options.PACK,
+    criteria: Path | None = options.CRITERIA,
     google_api_key: str | None = typer.Option(
         None,
         help="Google API key (default: $GOOGLE_API_KEY; prefer the variable: flags show in `ps`).",
@@ -174,10 +174,10 @@ def retrieve_command(
     google_cse_id: str | None = typer.Option(
         None, help="Programmable Search Engine id, `cx` (default: $GOOGLE_CSE_ID)."
     ),
-    input_format: str | None = common.INPUT_FORMAT,
+    input_format: str | None = options.INPUT_FORMAT,
     limit: int | None = typer.Option(None, min=1, help="Only the first N records."),
     concurrency: int = typer.Option(8, min=1, help="Searches in flight at most."),
-    no_cache: bool = common.NO_CACHE,
+    no_cache: bool = options.NO_CACHE,
 ) -> None:
     from realign.cli.run_impl import open_input
     from realign.criteria import CriteriaError, load_pack

@@ -1,0 +1,164 @@
+"""The one resumable job every dataset command runs (`run`, `classify`, `retrieve`, `judge`,
+`rephrase`, `generate`, `filter`):
+
+    lock the output → open the run state (resume or start over) → progress → run the work
+    (Ctrl-C, budget and circuit-breaker stops end it cleanly, resumable) → the command writes
+    its output and prints its summary rows → the state is removed.
+
+A command supplies only its work function, its writer and its summary rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from realign.cli.common import lock_output
+from realign.cli.progress import make_progress
+from realign.llm.engine import Engine
+from realign.pipeline.runner import STOPS, RunStopped
+from realign.pipeline.state import RunState, state_path
+
+Done = Callable[[Any], None]
+
+
+@dataclass
+class Job:
+    """One resumable run of a command: its state beside the output, its engine, its counts."""
+
+    name: str
+    console: Console
+    state: RunState
+    engine: Engine | None = None
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+    what: str = "records"  # what the progress counts, for messages
+    started: float = field(default_factory=time.monotonic)
+    tally: Counter[str] = field(default_factory=Counter)  # counts shown in the progress note
+
+    async def aclose(self) -> None:
+        for close in self.closers:
+            out = close()
+            if hasattr(out, "__await__"):
+                await out
+        self.closers = []
+
+
+def open_job(
+    name: str,
+    output: Path,
+    fingerprint: str | Callable[[], str],
+    console: Console,
+    *,
+    lock: Any | None = None,
+    engine: Engine | None = None,
+    closers: Iterable[Callable[[], Any]] = (),
+    what: str = "records",
+) -> Job:
+    """The job's run state, resumed when the same job (same `fingerprint`: input, options,
+    model) ran before and stopped. The output's lock is taken here unless the caller took it
+    before paying for anything."""
+    lock = lock if lock is not None else lock_output(output)
+    fp = fingerprint() if callable(fingerprint) else fingerprint
+    state = RunState(state_path(output), fp, lock)
+    if state.restarted_because:
+        console.print(f"[yellow]previous progress discarded: {state.restarted_because}[/]")
+    elif state.resumed:
+        console.print(f"resuming: {state.count()} {what} already done")
+    return Job(name, console, state, engine, list(closers), what)
+
+
+def run_job(
+    job: Job,
+    work: Callable[[Done], Any],
+    *,
+    total: int | None,
+    note: Callable[[], str] = lambda: "",
+    description: str | None = None,
+    on_done: Done | None = None,
+    done_before: int | None = None,
+) -> int | None:
+    """Run `work(on_done)` (a coroutine function, or a blocking one such as Ray's driver) under
+    a progress display, then close the job's engine. None when the work finished; else the
+    exit code 3 of a clean stop (budget, circuit breaker, Ctrl-C), after saying how to resume
+    (the state stays)."""
+    progress = make_progress(job.console, total)
+    task = progress.add_task(description or job.name, total=total, note=note())
+
+    def done(out: Any) -> None:
+        if on_done is not None:
+            on_done(out)
+        progress.update(task, advance=1, note=note())
+
+    stopped = ""
+    with progress:
+        before = job.state.count() if job.state.resumed else 0
+        progress.update(task, advance=before if done_before is None else done_before)
+        try:
+            _drive(job, work, done)
+        except (RunStopped, *STOPS) as e:
+            stopped = str(e)
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+    if stopped:
+        saved = job.state.count()
+        job.state.close()
+        job.console.print(
+            f"[yellow]stopped: {stopped}[/]\n{saved} {job.what} are saved; rerun the same "
+            "command to resume."
+        )
+        return 3
+    return None
+
+
+def _drive(job: Job, work: Callable[[Done], Any], done: Done) -> None:
+    if inspect.iscoroutinefunction(work):
+
+        async def main() -> None:
+            try:
+                await work(done)
+            finally:
+                await job.aclose()
+
+        asyncio.run(main())
+        return
+    try:  # a blocking driver (Ray's) runs outside any event loop
+        work(done)
+    finally:
+        asyncio.run(job.aclose())
+
+
+def engine_rows(table: Table, engine: Engine | None) -> None:
+    """The engine's summary rows: requests, tokens, cost, retries."""
+    if engine is None:
+        return
+    stats = engine.stats
+    table.add_row("requests", f"{stats.requests} ({stats.cache_hits} from cache)")
+    table.add_row("tokens in/out", f"{stats.prompt_tokens} / {stats.completion_tokens}")
+    if stats.cost_usd:
+        table.add_row("cost", f"${stats.cost_usd:.4f}")
+    if stats.retries or stats.rate_limited:
+        table.add_row("retries / 429s", f"{stats.retries} / {stats.rate_limited}")
+
+
+def failed_note(failed: int, unreadable: int, fails: Path, what: str = "record(s)") -> str:
+    """What to do about the failures: a rerun retries those of the stages, but a record that
+    could not be read from the input fails again until the input is fixed."""
+    note = f"[red]{failed} {what} failed[/]: see {fails}"
+    if unreadable == failed:
+        return f"{note}; they could not be read from the input: fix them there and rerun."
+    retry = "rerun the same command to retry them (answers already paid for come from the cache)."
+    if unreadable:
+        return (
+            f"{note}; {unreadable} could not be read from the input: fix them there; "
+            f"for the other {failed - unreadable}, {retry}"
+        )
+    return f"{note}; {retry}"
