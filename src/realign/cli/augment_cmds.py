@@ -1,6 +1,6 @@
 """`realign rephrase`, `realign generate`, `realign filter`: augment beyond reformatting.
 
-The work is done in `realign.augment.jobs`; this module only declares the options.
+The work is done in `augment_run.py` / `filter_run.py`; this module only declares the options.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from realign.cli import options
+from realign.cli import common, options
 
 DOCS = typer.Argument(
     ...,
@@ -117,9 +117,11 @@ def register(app: typer.Typer) -> None:
         no_cache: bool = options.NO_CACHE,
     ) -> None:
         params = dict(locals())  # before the import adds names
-        from realign.augment.jobs import RephraseArgs, rephrase_command
+        from realign.cli.augment_run import RephraseArgs, rephrase_command
 
-        raise typer.Exit(rephrase_command(RephraseArgs(**params)))
+        with common.usage_errors():
+            code = rephrase_command(RephraseArgs(**params))
+        raise typer.Exit(code)
 
     @app.command(help=GENERATE_HELP, no_args_is_help=True)
     def generate(
@@ -152,9 +154,11 @@ def register(app: typer.Typer) -> None:
         no_cache: bool = options.NO_CACHE,
     ) -> None:
         params = dict(locals())  # before the import adds names
-        from realign.augment.jobs import GenerateArgs, generate_command
+        from realign.cli.augment_run import GenerateArgs, generate_command
 
-        raise typer.Exit(generate_command(GenerateArgs(**params)))
+        with common.usage_errors():
+            code = generate_command(GenerateArgs(**params))
+        raise typer.Exit(code)
 
     @app.command(name="filter", help=FILTER_HELP, no_args_is_help=True)
     def filter_(
@@ -184,6 +188,8 @@ def register(app: typer.Typer) -> None:
         fields: str | None = options.FIELDS,
     ) -> None:
         params = dict(locals())  # before the import adds names
-        from realign.augment.jobs import FilterArgs, filter_command
+        from realign.cli.filter_run import FilterArgs, filter_command
 
-        raise typer.Exit(filter_command(FilterArgs(**params)))
+        with common.usage_errors():
+            code = filter_command(FilterArgs(**params))
+        raise typer.Exit(code)

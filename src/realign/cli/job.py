@@ -25,8 +25,10 @@ from rich.table import Table
 from realign.cli.common import lock_output
 from realign.cli.progress import make_progress
 from realign.llm.engine import Engine
-from realign.pipeline.runner import STOPS, RunStopped
+from realign.pipeline.record import failures_path
+from realign.pipeline.runner import STOPS, RunStopped, write_failures
 from realign.pipeline.state import RunState, state_path
+from realign.records import Failure
 
 Done = Callable[[Any], None]
 
@@ -43,6 +45,7 @@ class Job:
     what: str = "records"  # what the progress counts, for messages
     started: float = field(default_factory=time.monotonic)
     tally: Counter[str] = field(default_factory=Counter)  # counts shown in the progress note
+    failed: int = 0  # failures in this run so far
 
     async def aclose(self) -> None:
         for close in self.closers:
@@ -94,6 +97,7 @@ def run_job(
     task = progress.add_task(description or job.name, total=total, note=note())
 
     def done(out: Any) -> None:
+        job.failed += isinstance(out, Failure)
         if on_done is not None:
             on_done(out)
         progress.update(task, advance=1, note=note())
@@ -108,6 +112,9 @@ def run_job(
             stopped = str(e)
         except KeyboardInterrupt:
             stopped = "interrupted"
+        except BaseException:
+            job.state.close()  # progress so far stays; the error is the caller's to report
+            raise
     if stopped:
         saved = job.state.count()
         job.state.close()
@@ -162,3 +169,26 @@ def failed_note(failed: int, unreadable: int, fails: Path, what: str = "record(s
             f"for the other {failed - unreadable}, {retry}"
         )
     return f"{note}; {retry}"
+
+
+def finish(job: Job, output: Path, extra_failures: Iterable[Failure], table: Table) -> int:
+    """For a job whose results are not records in input order (`rephrase`, `generate`,
+    `filter`): the failures file, the summary rows under the command's own, the state
+    removed; the exit code (1 when anything failed)."""
+    fails = failures_path(output)
+    extra = list(extra_failures)
+    failed = write_failures(job.state, fails, extra)
+    unreadable = sum(f.stage == "load" for f in extra) + sum(
+        Failure.model_validate_json(p).stage == "load" for p in job.state.iter_payloads(ok=False)
+    )
+    job.state.close(remove=True)
+    table.add_row("failed", str(failed))
+    engine_rows(table, job.engine)
+    table.add_row("time", f"{time.monotonic() - job.started:.1f}s")
+    table.add_row("output", str(output))
+    job.console.print(table)
+    if failed:
+        job.console.print(failed_note(failed, unreadable, fails, "item(s)"))
+        return 1
+    fails.unlink(missing_ok=True)
+    return 0
