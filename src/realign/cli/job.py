@@ -33,6 +33,20 @@ from realign.records import Failure
 Done = Callable[[Any], None]
 
 
+class Tick:
+    """What the work calls as each unit is done (`tick(out)`); `set_total` when the number of
+    units is known only once the work has started (the judge matches its pairs first)."""
+
+    def __init__(self, progress: Any, task: Any, on_done: Callable[[Any], None]) -> None:
+        self.progress, self.task, self.on_done = progress, task, on_done
+
+    def __call__(self, out: Any = None) -> None:
+        self.on_done(out)
+
+    def set_total(self, total: int) -> None:
+        self.progress.update(self.task, total=total)
+
+
 @dataclass
 class Job:
     """One resumable run of a command: its state beside the output, its engine, its counts."""
@@ -75,7 +89,7 @@ def open_job(
     if state.restarted_because:
         console.print(f"[yellow]previous progress discarded: {state.restarted_because}[/]")
     elif state.resumed:
-        console.print(f"resuming: {state.count()} {what} already done")
+        console.print(f"resuming: {state.count() + state.count_answers()} {what} already done")
     return Job(name, console, state, engine, list(closers), what)
 
 
@@ -89,7 +103,7 @@ def run_job(
     on_done: Done | None = None,
     done_before: int | None = None,
 ) -> int | None:
-    """Run `work(on_done)` (a coroutine function, or a blocking one such as Ray's driver) under
+    """Run `work(tick)` (a coroutine function, or a blocking one such as Ray's driver) under
     a progress display, then close the job's engine. None when the work finished; else the
     exit code 3 of a clean stop (budget, circuit breaker, Ctrl-C), after saying how to resume
     (the state stays)."""
@@ -102,12 +116,14 @@ def run_job(
             on_done(out)
         progress.update(task, advance=1, note=note())
 
+    tick = Tick(progress, task, done)
+
     stopped = ""
     with progress:
         before = job.state.count() if job.state.resumed else 0
         progress.update(task, advance=before if done_before is None else done_before)
         try:
-            _drive(job, work, done)
+            _drive(job, work, tick)
         except (RunStopped, *STOPS) as e:
             stopped = str(e)
         except KeyboardInterrupt:
@@ -126,7 +142,7 @@ def run_job(
     return None
 
 
-def _drive(job: Job, work: Callable[[Done], Any], done: Done) -> None:
+def _drive(job: Job, work: Callable[[Done], Any], done: Tick) -> None:
     if inspect.iscoroutinefunction(work):
 
         async def main() -> None:
