@@ -166,7 +166,7 @@ def items_job(
     from realign.pipeline.runner import process_items
 
     assert job.engine is not None
-    window = max(4 * job.engine.limit.limit, 16)
+    window = max(4 * int(job.engine.limit.limit), 16)
 
     async def run(done: Callable[[Any], None]) -> None:
         await process_items(

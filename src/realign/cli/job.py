@@ -95,7 +95,7 @@ def open_job(
 
 def run_job(
     job: Job,
-    work: Callable[[Done], Any],
+    work: Callable[[Tick], Any],
     *,
     total: int | None,
     note: Callable[[], str] = lambda: "",
@@ -142,7 +142,7 @@ def run_job(
     return None
 
 
-def _drive(job: Job, work: Callable[[Done], Any], done: Tick) -> None:
+def _drive(job: Job, work: Callable[[Tick], Any], done: Tick) -> None:
     if inspect.iscoroutinefunction(work):
 
         async def main() -> None:

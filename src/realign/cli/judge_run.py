@@ -78,12 +78,12 @@ def judge_command(
             raise die(f"criteria: {e}") from e
     datasets = [read_dataset(p, input_format, fields, limit) for p in inputs]
     read_errors = [
-        f"{p}: {e}" if str(p) not in e else e
+        f"{p}: {err}" if str(p) not in err else err
         for p, (_, errs) in zip(inputs, datasets, strict=True)
-        for e in errs
+        for err in errs
     ]
-    for e in read_errors:
-        con.print(f"[red]not readable:[/] {e}")
+    for err in read_errors:
+        con.print(f"[red]not readable:[/] {err}")
     refs = _references(reference, con)
 
     lock = lock_output(output)  # before anything is paid for
@@ -254,7 +254,11 @@ def _judge_output(path: Path) -> Any | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     kind = data.get("kind") if isinstance(data, dict) else None
-    model = {"comparison": Comparison, "scores": ScoresReport}.get(kind)  # type: ignore[arg-type]
+    models: dict[Any, type[Comparison] | type[ScoresReport]] = {
+        "comparison": Comparison,
+        "scores": ScoresReport,
+    }
+    model = models.get(kind)
     if model is None:
         return None
     try:

@@ -301,8 +301,8 @@ def _retrieve(
     )
     for msg, n in st.error_messages.most_common(3):
         _say(f"  {n}× {msg}")
-    for note, n in summary.notes.most_common():
-        _say(f"  no evidence for {n} unit(s): {note}")
+    for why, n in summary.notes.most_common():
+        _say(f"  no evidence for {n} unit(s): {why}")
     if summary.no_task_type_records and not all_types:
         _say(
             f"{summary.no_task_type_records} records have no task type: run `realign classify` "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO, cast
 
 from realign.errors import UsageError
 
@@ -78,7 +78,7 @@ def goes_local(opts: EngineOptions) -> bool:
     return s.backend == "local" or (not s.backend and not s.api_key and not s.base_url)
 
 
-def make_backend(opts: EngineOptions, stderr: TextIO | None = None) -> Any:
+def make_backend(opts: EngineOptions, stderr: IO[str] | None = None) -> Any:
     """The backend from flags > environment > config file > defaults (see realign.config)."""
     from realign.config import ConfigError, load_settings
     from realign.llm.registry import resolve_backend
@@ -87,7 +87,7 @@ def make_backend(opts: EngineOptions, stderr: TextIO | None = None) -> Any:
         settings = load_settings(opts.flags())
         if settings.model is None and opts.default_model and not goes_local(opts):
             settings = settings.model_copy(update={"model": opts.default_model})
-        return resolve_backend(settings, stderr=stderr)
+        return resolve_backend(settings, stderr=cast("TextIO | None", stderr))
     except (ConfigError, ValueError, RuntimeError) as e:
         raise UsageError(str(e)) from e
 
@@ -105,7 +105,7 @@ def pricing_model(opts: EngineOptions) -> str:
 
 
 def build_engine(
-    opts: EngineOptions, *, llm: bool = True, stderr: TextIO | None = None
+    opts: EngineOptions, *, llm: bool = True, stderr: IO[str] | None = None
 ) -> BuiltEngine:
     """The engine for these options and what to close after it. `llm=False`: no backend at
     all (search-only runs; `classify --method embedding` with no model configured)."""
