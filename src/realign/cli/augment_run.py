@@ -18,42 +18,13 @@ from realign.augment.jobs import ChunkSource, Estimate, chunk_record
 from realign.cli.common import die, lock_output, split_csv
 from realign.cli.console import make_console
 from realign.cli.job import Job, open_job
-from realign.llm.build import EngineOptions, build_engine, pricing_model
+from realign.cli.options import EngineArgs
+from realign.llm.build import build_engine, pricing_model
 from realign.pipeline.inputs import check_output
 from realign.pipeline.runner import fingerprint
 from realign.records import Failure
 
 err = make_console()
-
-
-@dataclass
-class EngineArgs:
-    """The flags every augment command shares (`rephrase`, `generate`, `filter`)."""
-
-    input: Path
-    output: Path
-    model: str | None = None
-    base_url: str | None = None
-    backend: str | None = None
-    limit: int | None = None
-    concurrency: int | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    max_cost: float | None = None
-    dry_run: bool = False
-    no_cache: bool = False
-
-    def engine_options(self) -> EngineOptions:
-        return EngineOptions(
-            backend=self.backend,
-            model=self.model,
-            base_url=self.base_url,
-            concurrency=self.concurrency,
-            rpm=self.rpm,
-            tpm=self.tpm,
-            max_cost=self.max_cost,
-            no_cache=self.no_cache,
-        )
 
 
 @dataclass

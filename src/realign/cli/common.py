@@ -21,7 +21,12 @@ def split_csv(value: str | None) -> list[str]:
 
 def die(message: str, code: int = 2) -> typer.Exit:
     """Print an error for a person and return the Exit to raise."""
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    from realign.cli.console import make_console
+
+    # As data: a message quotes file names and field paths (`items[1].value`), not markup.
+    make_console().print(
+        f"error: {message}", style="red", markup=False, highlight=False, soft_wrap=True
+    )
     return typer.Exit(code)
 
 

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from realign.cli.common import lock_output
 from realign.cli.progress import make_progress
+from realign.llm.build import close_all
 from realign.llm.engine import Engine
 from realign.pipeline.record import failures_path
 from realign.pipeline.runner import STOPS, RunStopped, write_failures
@@ -62,11 +63,8 @@ class Job:
     failed: int = 0  # failures in this run so far
 
     async def aclose(self) -> None:
-        for close in self.closers:
-            out = close()
-            if hasattr(out, "__await__"):
-                await out
-        self.closers = []
+        closers, self.closers = self.closers, []
+        await close_all(closers)
 
 
 def open_job(

@@ -3,9 +3,12 @@ the same way. The engine options' defaults are `realign.llm.build`'s."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import typer
 
-from realign.llm.build import CONCURRENCY_HELP
+from realign.llm.build import CONCURRENCY_HELP, EngineOptions
 
 INPUT = typer.Argument(
     ...,
@@ -65,3 +68,34 @@ MAX_COST = typer.Option(
 )
 DRY_RUN = typer.Option(False, help="Print requests, tokens and cost; make no request.")
 LIMIT = typer.Option(None, min=1, help="Only the first N records.")
+
+
+@dataclass
+class EngineArgs:
+    """The flags every command that calls a model shares, as typer hands them over; turned
+    into the typed `EngineOptions` at this edge."""
+
+    input: Path
+    output: Path
+    model: str | None = None
+    base_url: str | None = None
+    backend: str | None = None
+    limit: int | None = None
+    concurrency: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_cost: float | None = None
+    dry_run: bool = False
+    no_cache: bool = False
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(
+            backend=self.backend,
+            model=self.model,
+            base_url=self.base_url,
+            concurrency=self.concurrency,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            max_cost=self.max_cost,
+            no_cache=self.no_cache,
+        )

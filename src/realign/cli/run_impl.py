@@ -6,7 +6,7 @@ The flags (`RunArgs`) become typed settings here, at the CLI's edge: `RunSetting
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from rich.table import Table
 from realign.cli.common import die, lock_output, split_csv, usage_errors
 from realign.cli.console import make_console
 from realign.cli.job import engine_rows, failed_note, open_job, run_job
+from realign.cli.options import EngineArgs
 from realign.criteria import CriteriaError, CriteriaPack, load_pack
 from realign.llm.build import EngineOptions
 from realign.pipeline.build import RunSettings
@@ -26,21 +27,9 @@ err = make_console()
 
 
 @dataclass
-class RunArgs:
+class RunArgs(EngineArgs):
     """The flags of `realign run` / `realign classify`, as typer hands them over."""
 
-    input: Path
-    output: Path
-    model: str | None = None
-    base_url: str | None = None
-    backend: str | None = None
-    limit: int | None = None
-    concurrency: int | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    max_cost: float | None = None
-    dry_run: bool = False
-    no_cache: bool = False
     criteria: Path | None = None
     pack: str = "realign"
     tasks: str | None = None
@@ -65,17 +54,7 @@ class RunArgs:
     workers: int | None = None
 
     def engine_options(self) -> EngineOptions:
-        return EngineOptions(
-            backend=self.backend,
-            model=self.model,
-            base_url=self.base_url,
-            concurrency=self.concurrency,
-            rpm=self.rpm,
-            tpm=self.tpm,
-            max_cost=self.max_cost,
-            no_cache=self.no_cache,
-            batch=self.batch,
-        )
+        return replace(super().engine_options(), batch=self.batch)
 
     def settings(self) -> RunSettings:
         return RunSettings(

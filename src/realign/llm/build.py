@@ -50,16 +50,21 @@ class EngineOptions:
         return {k: v for k, v in given.items() if v is not None}
 
 
+async def close_all(closers: list[Callable[[], Any]]) -> None:
+    """Call each closer in order, awaiting those that return an awaitable."""
+    for close in closers:
+        out = close()
+        if hasattr(out, "__await__"):
+            await out
+
+
 @dataclass
 class BuiltEngine:
     engine: Engine
     closers: list[Callable[[], Any]]
 
     async def aclose(self) -> None:
-        for close in self.closers:
-            out = close()
-            if hasattr(out, "__await__"):
-                await out
+        await close_all(self.closers)
 
 
 def llm_configured(opts: EngineOptions) -> bool:

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from realign.criteria import CriteriaPack
 from realign.errors import UsageError
-from realign.llm.build import EngineOptions, build_engine, llm_configured
+from realign.llm.build import EngineOptions, build_engine, close_all, llm_configured
 from realign.llm.engine import Engine
 from realign.pipeline.inputs import DEFAULT_MAX_RECORD_MB
 from realign.pipeline.record import RunOptions, Stages
@@ -49,10 +49,7 @@ class Runtime:
     closers: list[Callable[[], Any]]
 
     async def aclose(self) -> None:
-        for close in self.closers:
-            result = close()
-            if hasattr(result, "__await__"):
-                await result
+        await close_all(self.closers)
 
 
 def count_records(path: Path) -> int | None:
