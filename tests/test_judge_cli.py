@@ -201,7 +201,8 @@ def test_a_stopped_judge_resumes_without_asking_again(
     out = tmp_path / "scores.json"
     res = judge_with(stopping, out)
     assert res.exit_code == 3, res.output
-    assert "rerun the same command to resume" in res.output and not out.exists()
+    assert "4 judge answers are saved; rerun the same command to resume" in res.output
+    assert not out.exists()
 
     rest = FakeBackend()
     res = judge_with(rest, out)

@@ -130,7 +130,7 @@ def run_job(
             job.state.close()  # progress so far stays; the error is the caller's to report
             raise
     if stopped:
-        saved = job.state.count()
+        saved = job.state.count() + job.state.count_answers()
         job.state.close()
         job.console.print(
             f"[yellow]stopped: {stopped}[/]\n{saved} {job.what} are saved; rerun the same "
