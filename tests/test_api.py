@@ -77,6 +77,7 @@ def test_readme_python_api_example_runs_and_handles_failures(
     """The README example iterated the results reading `r.meta.status`, which raised
     AttributeError on the first Failure. Here its second record gets no valid answer."""
     import realign.api
+    import realign.cli.run_impl
 
     real = realign.api.realign_records
     broken = "screw whose head is stripped"  # record 1 of examples/realign_items.json
@@ -91,7 +92,7 @@ def test_readme_python_api_example_runs_and_handles_failures(
         return real(records, backend=FakeBackend(responder), **kw)
 
     runs: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(realign.api, "run", lambda *a, **kw: runs.append((a, kw)) or 0)
+    monkeypatch.setattr(realign.cli.run_impl, "run", lambda *a, **kw: runs.append((a, kw)) or 0)
     monkeypatch.setattr(realign.api, "realign_records", with_fake_backend)
     monkeypatch.chdir(ROOT)  # the example reads examples/realign_items.json
     exec(compile(readme_api_example(), "README.md", "exec"), {})

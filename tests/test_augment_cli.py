@@ -39,7 +39,7 @@ def use_backend(
     monkeypatch: pytest.MonkeyPatch, responder: Callable[[ChatRequest], Any]
 ) -> FakeBackend:
     backend = FakeBackend(responder)
-    monkeypatch.setattr("realign.pipeline.runtime.make_backend", lambda args, err: backend)
+    monkeypatch.setattr("realign.llm.build.make_backend", lambda opts, stderr=None: backend)
     return backend
 
 
@@ -373,7 +373,7 @@ def no_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*_: object) -> None:
         raise AssertionError("a dry run must not create a backend")
 
-    monkeypatch.setattr("realign.pipeline.runtime.make_backend", fail)
+    monkeypatch.setattr("realign.llm.build.make_backend", fail)
 
 
 @pytest.mark.parametrize(

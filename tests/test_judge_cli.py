@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from realign.cli.main import app
+from realign.llm.base import ChatRequest
+from realign.llm.engine import BudgetExceeded
+from realign.llm.fake import FakeBackend, default_responder
+from realign.pipeline.state import state_path
 
 QUESTIONS = ["Capital of France?", "Largest planet?", "Author of Hamlet?"]
 
@@ -165,3 +171,50 @@ def test_report_flags_the_judge_of_an_output_written_before_the_check(tmp_path: 
     assert res.exit_code == 0, res.output
     html = page.read_text(encoding="utf-8")
     assert "the judge looks unfit" in html and "rationales are the same text" in html
+
+
+def test_a_stopped_judge_resumes_without_asking_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`realign judge` had no resume: a stop wrote nothing and, without the cache, a rerun
+    asked for every answer again. Here a budget stop hits after 4 answers; the rerun of the
+    same command (with --no-cache, so only the run state can answer) asks for the rest only and
+    writes what an uninterrupted run writes."""
+    src = items(tmp_path / "a.json", ["It is Paris.", "Saturn.", "Shakespeare wrote it."])
+    argv = ["judge", str(src), "--aspects", "readability,alignment", "--no-cache"]
+
+    def judge_with(backend: FakeBackend, out: Path) -> Any:
+        monkeypatch.setattr("realign.llm.build.make_backend", lambda opts, stderr=None: backend)
+        return CliRunner().invoke(app, [*argv, "-o", str(out)])
+
+    whole = FakeBackend()
+    assert judge_with(whole, tmp_path / "whole.json").exit_code == 0
+    total = len(whole.calls)
+    assert total == 6  # 3 responses × 2 aspects
+
+    def stops_after_4(request: ChatRequest) -> str:
+        if len(stopping.calls) > 4:
+            raise BudgetExceeded("--max-cost reached")
+        return default_responder(request)
+
+    stopping = FakeBackend(stops_after_4)
+    out = tmp_path / "scores.json"
+    res = judge_with(stopping, out)
+    assert res.exit_code == 3, res.output
+    assert "4 judge answers are saved; rerun the same command to resume" in res.output
+    assert not out.exists()
+
+    rest = FakeBackend()
+    res = judge_with(rest, out)
+    assert res.exit_code == 0, res.output
+    assert "resuming: 4 judge answers already done" in res.output
+    assert len(rest.calls) == total - 4  # nothing answered before is asked again
+
+    def without_time(path: Path) -> dict[str, Any]:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data.pop("created")
+        data.pop("input")  # the file name
+        return data  # type: ignore[no-any-return]
+
+    assert without_time(out) == without_time(tmp_path / "whole.json")
+    assert not state_path(out).exists()  # a finished run leaves no state behind

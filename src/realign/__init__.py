@@ -12,7 +12,7 @@ except PackageNotFoundError:  # running from a source tree without install
 
 # Imported lazily so `import realign` (and the CLI's --help) stays fast.
 _API = {
-    "run": "realign.api",
+    "run": "realign.cli.run_impl",  # the `realign run` command itself
     "realign_records": "realign.api",
     "arealign_records": "realign.api",
     "read_records": "realign.io.read",

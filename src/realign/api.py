@@ -3,6 +3,7 @@
 from realign import realign_records, read_records, run
 
 # Whole files, exactly like `realign run` (resumable, failures file, progress on stderr):
+# `realign.run` is the command itself (`realign.cli.run_impl.run`).
 exit_code = run("data.json", "out.json", model="gpt-4o-mini")
 
 # Records in memory, with any backend (a test can pass FakeBackend). Each input item comes
@@ -25,14 +26,6 @@ from realign.llm.engine import Engine
 from realign.pipeline.record import RunOptions, Stages, process_record
 from realign.pipeline.runner import StageError
 from realign.records import Failure, Record
-
-
-def run(input: str | Path, output: str | Path, **options: Any) -> int:
-    """`realign run INPUT -o OUTPUT` with the same options (as keyword arguments, underscores
-    for dashes). Returns the command's exit status (0 ok, 1 some records failed, 3 stopped)."""
-    from realign.cli.run_impl import RunArgs, run_command
-
-    return run_command(RunArgs(input=Path(input), output=Path(output), **options))
 
 
 async def arealign_records(
@@ -58,10 +51,9 @@ async def arealign_records(
         if isinstance(item, ReadError) and item.index is None:
             raise ValueError(str(item))
     if backend is None:
-        from realign.config import load_settings
-        from realign.llm.registry import resolve_backend
+        from realign.llm.build import EngineOptions, make_backend
 
-        backend = resolve_backend(load_settings({"model": model, "base_url": base_url}))
+        backend = make_backend(EngineOptions(model=model, base_url=base_url))
     crit = pack if isinstance(pack, CriteriaPack) else load_pack(pack, criteria)
     engine = Engine(backend, concurrency=concurrency)
     stages = Stages(

@@ -1,6 +1,6 @@
 """`realign rephrase`, `realign generate`, `realign filter`: augment beyond reformatting.
 
-The work is done in `realign.augment.jobs`; this module only declares the options.
+The work is done in `augment_run.py` / `filter_run.py`; this module only declares the options.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from realign.cli import common
+from realign.cli import common, options
 
 DOCS = typer.Argument(
     ...,
@@ -24,12 +24,8 @@ MAX_CHUNK_TOKENS = typer.Option(
     300, help="Chunks hold at most this many tokens (WRAP: longer pieces lose information)."
 )
 LIMIT_CHUNKS = typer.Option(None, min=1, help="Only the first N chunks.")
-MAX_COST = typer.Option(
-    None, help="Stop cleanly (resumable) before spending more than this many USD."
-)
 REFERENCE = typer.Option(None, help="Reference answers (same format) for --aspect factuality.")
 JSONL_OUTPUT = typer.Option(..., "-o", "--output", help="Output JSON Lines file (*.jsonl).")
-DRY_RUN = typer.Option(False, help="Print requests, tokens and cost; make no request.")
 
 REPHRASE_HELP = """Rephrase documents WRAP-style ("Rephrasing the Web", Maini et al. 2024).
 
@@ -108,27 +104,29 @@ def register(app: typer.Typer) -> None:
         text_field: str | None = TEXT_FIELD,
         id_field: str = ID_FIELD,
         pack: str = typer.Option("wrap", help="Criteria pack holding the styles."),
-        criteria: Path | None = common.CRITERIA,
-        model: str | None = common.MODEL,
-        base_url: str | None = common.BASE_URL,
-        backend: str | None = common.BACKEND,
+        criteria: Path | None = options.CRITERIA,
+        model: str | None = options.MODEL,
+        base_url: str | None = options.BASE_URL,
+        backend: str | None = options.BACKEND,
         limit: int | None = LIMIT_CHUNKS,
-        concurrency: int | None = common.CONCURRENCY,
-        rpm: int | None = common.RPM,
-        tpm: int | None = common.TPM,
-        max_cost: float | None = MAX_COST,
-        dry_run: bool = DRY_RUN,
-        no_cache: bool = common.NO_CACHE,
+        concurrency: int | None = options.CONCURRENCY,
+        rpm: int | None = options.RPM,
+        tpm: int | None = options.TPM,
+        max_cost: float | None = options.MAX_COST,
+        dry_run: bool = options.DRY_RUN,
+        no_cache: bool = options.NO_CACHE,
     ) -> None:
         params = dict(locals())  # before the import adds names
-        from realign.augment.jobs import RephraseArgs, rephrase_command
+        from realign.cli.augment_run import RephraseArgs, rephrase_command
 
-        raise typer.Exit(rephrase_command(RephraseArgs(**params)))
+        with common.usage_errors():
+            code = rephrase_command(RephraseArgs(**params))
+        raise typer.Exit(code)
 
     @app.command(help=GENERATE_HELP, no_args_is_help=True)
     def generate(
         input: Path = DOCS,
-        output: Path = common.OUTPUT,
+        output: Path = options.OUTPUT,
         per_chunk: int = typer.Option(3, min=1, max=20, help="Pairs to write per chunk."),
         typed: bool = typer.Option(
             False, help="Give each pair a task type of the criteria pack (for `realign run`)."
@@ -142,28 +140,30 @@ def register(app: typer.Typer) -> None:
         max_chunk_tokens: int = MAX_CHUNK_TOKENS,
         text_field: str | None = TEXT_FIELD,
         id_field: str = ID_FIELD,
-        pack: str = common.PACK,
-        criteria: Path | None = common.CRITERIA,
-        model: str | None = common.MODEL,
-        base_url: str | None = common.BASE_URL,
-        backend: str | None = common.BACKEND,
+        pack: str = options.PACK,
+        criteria: Path | None = options.CRITERIA,
+        model: str | None = options.MODEL,
+        base_url: str | None = options.BASE_URL,
+        backend: str | None = options.BACKEND,
         limit: int | None = LIMIT_CHUNKS,
-        concurrency: int | None = common.CONCURRENCY,
-        rpm: int | None = common.RPM,
-        tpm: int | None = common.TPM,
-        max_cost: float | None = MAX_COST,
-        dry_run: bool = DRY_RUN,
-        no_cache: bool = common.NO_CACHE,
+        concurrency: int | None = options.CONCURRENCY,
+        rpm: int | None = options.RPM,
+        tpm: int | None = options.TPM,
+        max_cost: float | None = options.MAX_COST,
+        dry_run: bool = options.DRY_RUN,
+        no_cache: bool = options.NO_CACHE,
     ) -> None:
         params = dict(locals())  # before the import adds names
-        from realign.augment.jobs import GenerateArgs, generate_command
+        from realign.cli.augment_run import GenerateArgs, generate_command
 
-        raise typer.Exit(generate_command(GenerateArgs(**params)))
+        with common.usage_errors():
+            code = generate_command(GenerateArgs(**params))
+        raise typer.Exit(code)
 
     @app.command(name="filter", help=FILTER_HELP, no_args_is_help=True)
     def filter_(
-        input: Path = common.INPUT,
-        output: Path = common.OUTPUT,
+        input: Path = options.INPUT,
+        output: Path = options.OUTPUT,
         aspect: str = typer.Option(
             "educational_value",
             help="Judge aspect(s), comma-separated: educational_value, alignment, factuality, "
@@ -171,23 +171,25 @@ def register(app: typer.Typer) -> None:
         ),
         min_score: int = typer.Option(7, min=1, max=10, help="Keep records scoring at least this."),
         reference: Path | None = REFERENCE,
-        pack: str = common.PACK,
-        criteria: Path | None = common.CRITERIA,
-        model: str | None = common.MODEL,
-        base_url: str | None = common.BASE_URL,
-        backend: str | None = common.BACKEND,
-        limit: int | None = typer.Option(None, min=1, help="Only the first N records."),
-        concurrency: int | None = common.CONCURRENCY,
-        rpm: int | None = common.RPM,
-        tpm: int | None = common.TPM,
-        max_cost: float | None = MAX_COST,
-        dry_run: bool = DRY_RUN,
-        no_cache: bool = common.NO_CACHE,
-        input_format: str | None = common.INPUT_FORMAT,
-        output_format: str | None = common.OUTPUT_FORMAT,
-        fields: str | None = common.FIELDS,
+        pack: str = options.PACK,
+        criteria: Path | None = options.CRITERIA,
+        model: str | None = options.MODEL,
+        base_url: str | None = options.BASE_URL,
+        backend: str | None = options.BACKEND,
+        limit: int | None = options.LIMIT,
+        concurrency: int | None = options.CONCURRENCY,
+        rpm: int | None = options.RPM,
+        tpm: int | None = options.TPM,
+        max_cost: float | None = options.MAX_COST,
+        dry_run: bool = options.DRY_RUN,
+        no_cache: bool = options.NO_CACHE,
+        input_format: str | None = options.INPUT_FORMAT,
+        output_format: str | None = options.OUTPUT_FORMAT,
+        fields: str | None = options.FIELDS,
     ) -> None:
         params = dict(locals())  # before the import adds names
-        from realign.augment.jobs import FilterArgs, filter_command
+        from realign.cli.filter_run import FilterArgs, filter_command
 
-        raise typer.Exit(filter_command(FilterArgs(**params)))
+        with common.usage_errors():
+            code = filter_command(FilterArgs(**params))
+        raise typer.Exit(code)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from realign.cli import common
+from realign.cli import common, options
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -145,8 +145,8 @@ def _source(crit: Criterion, criteria: Path | None) -> str:
 
 
 def list_cmd(
-    pack: str = common.PACK,
-    criteria: Path | None = common.CRITERIA,
+    pack: str = options.PACK,
+    criteria: Path | None = options.CRITERIA,
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
 ) -> None:
     loaded = _load(pack, criteria)
@@ -226,8 +226,8 @@ def list_cmd(
 
 def show_cmd(
     name: str = typer.Argument(..., help="Task type name, e.g. open_qa.", show_default=False),
-    pack: str = common.PACK,
-    criteria: Path | None = common.CRITERIA,
+    pack: str = options.PACK,
+    criteria: Path | None = options.CRITERIA,
     raw: bool = typer.Option(False, "--raw", help="Print the file exactly as stored."),
 ) -> None:
     import difflib
@@ -353,8 +353,8 @@ def new_cmd(
     from_: str | None = typer.Option(
         None, "--from", help="Start from this existing task type instead of the blank template."
     ),
-    pack: str = common.PACK,
-    criteria: Path | None = common.CRITERIA,
+    pack: str = options.PACK,
+    criteria: Path | None = options.CRITERIA,
 ) -> None:
     from realign.criteria import (
         CriteriaError,

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from realign.cli import common
+from realign.cli import common, options
+from realign.llm.build import SEARCH_CONCURRENCY
 from realign.search.registry import SPEC_HELP, default_retrieval_spec
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from realign.criteria import CriteriaPack
     from realign.pipeline.state import RunState
     from realign.records import Failure, Record
@@ -54,23 +57,6 @@ Example (Google through a proxy or a test server answering `URL/customsearch/v1`
 """
 
 
-class _NoLLM:
-    """The engine needs a backend; `realign retrieve` makes search calls only."""
-
-    name = "none"
-    model = ""
-    backend_id = "none"
-    supports_n = False
-
-    async def chat(self, request: Any) -> Any:
-        from realign.llm.base import BackendError
-
-        raise BackendError("realign retrieve makes no LLM calls")
-
-    async def aclose(self) -> None:
-        return None
-
-
 @dataclass
 class Summary:
     records: int = 0
@@ -95,22 +81,16 @@ class Summary:
                 self.notes[u.evidence_note.split(" (")[0]] += 1
 
 
-def _say(text: str, *, err: bool = True, fg: str | None = None) -> None:
-    typer.secho(text, err=err, fg=fg)
+def _say(text: str, *, fg: str | None = None) -> None:
+    # Unwrapped, as data: file names and provider messages are not rich markup.
+    _console().print(text, style=fg, soft_wrap=True, markup=False, highlight=False)
 
 
-def _items(
-    args: dict[str, Any],
-    pack: CriteriaPack,
-    classifier: Any | None,
-    skip: Callable[[int], bool],
-) -> Iterator[Record | Failure]:
-    """The input's records (unreadable ones as load failures), with untyped units typed by the
-    offline classifier a batch at a time (records done in an earlier run are not typed again)."""
-    from realign.cli.run_impl import read_items
-    from realign.pipeline.record import pretyped
+@functools.cache
+def _console() -> Console:
+    from realign.cli.console import make_console
 
-    return pretyped(read_items(None, args["reader"]), pack, classifier, skip)
+    return make_console()
 
 
 async def _process(
@@ -118,10 +98,15 @@ async def _process(
     pack: CriteriaPack,
     retriever: Retriever,
     state: RunState,
-    classifier: Any | None = None,
+    classifier: Any | None,
+    on_done: Callable[[Any], None],
 ) -> None:
     """Attach evidence to every record not yet in `state`, committing each one as it is done,
-    so a killed run resumes where it stopped (answers already fetched come from the cache)."""
+    so a killed run resumes where it stopped (answers already fetched come from the cache).
+    Untyped units are typed by the offline classifier a batch at a time first (records done in
+    an earlier run are not typed again)."""
+    from realign.pipeline.inputs import read_items
+    from realign.pipeline.record import pretyped
     from realign.pipeline.runner import process_items
     from realign.stages.retrieve import attach_evidence
 
@@ -136,21 +121,22 @@ async def _process(
         )
 
     await process_items(
-        _items(args, pack, classifier, skip=state.is_done),
+        pretyped(read_items(args["reader"]), pack, classifier, state.is_done),
         state,
         work,
         stage="retrieve",
         window=WINDOW,
         record_of=lambda rec: rec.raw,
         limit=args["limit"],
+        on_done=on_done,
     )
 
 
 def retrieve_command(
-    input: Path = common.INPUT,
-    output: Path = common.OUTPUT,
-    retrieval: str | None = common.RETRIEVAL,
-    search_endpoint: str | None = common.SEARCH_ENDPOINT,
+    input: Path = options.INPUT,
+    output: Path = options.OUTPUT,
+    retrieval: str | None = options.RETRIEVAL,
+    search_endpoint: str | None = options.SEARCH_ENDPOINT,
     k: int = typer.Option(
         5, "--k", min=1, max=10, help="Results asked per query (Google: 10 at most)."
     ),
@@ -165,8 +151,8 @@ def retrieve_command(
         help="Type units that have no task type before retrieving: embedding (offline, "
         "needs the `classifier` extra) | none. Default: embedding when installed, else none.",
     ),
-    pack: str = common.PACK,
-    criteria: Path | None = common.CRITERIA,
+    pack: str = options.PACK,
+    criteria: Path | None = options.CRITERIA,
     google_api_key: str | None = typer.Option(
         None,
         help="Google API key (default: $GOOGLE_API_KEY; prefer the variable: flags show in `ps`).",
@@ -174,29 +160,50 @@ def retrieve_command(
     google_cse_id: str | None = typer.Option(
         None, help="Programmable Search Engine id, `cx` (default: $GOOGLE_CSE_ID)."
     ),
-    input_format: str | None = common.INPUT_FORMAT,
-    limit: int | None = typer.Option(None, min=1, help="Only the first N records."),
-    concurrency: int = typer.Option(8, min=1, help="Searches in flight at most."),
-    no_cache: bool = common.NO_CACHE,
+    input_format: str | None = options.INPUT_FORMAT,
+    limit: int | None = options.LIMIT,
+    concurrency: int | None = typer.Option(
+        None, min=1, help=f"Searches in flight at most (default: {SEARCH_CONCURRENCY})."
+    ),
+    no_cache: bool = options.NO_CACHE,
 ) -> None:
-    from realign.cli.run_impl import open_input
+    with common.usage_errors():
+        _retrieve(**locals())
+
+
+def _retrieve(
+    *,
+    input: Path,
+    output: Path,
+    retrieval: str | None,
+    search_endpoint: str | None,
+    k: int,
+    max_evidence_tokens: int,
+    all_types: bool,
+    classifier: str | None,
+    pack: str,
+    criteria: Path | None,
+    google_api_key: str | None,
+    google_cse_id: str | None,
+    input_format: str | None,
+    limit: int | None,
+    concurrency: int | None,
+    no_cache: bool,
+) -> None:
+    from realign.cli.job import open_job, run_job
     from realign.criteria import CriteriaError, load_pack
-    from realign.io.formats import FormatError
     from realign.io.write import RecordWriter
-    from realign.llm.cache import Cache
-    from realign.llm.engine import Engine
+    from realign.llm.build import EngineOptions, build_engine
+    from realign.pipeline.build import count_records
+    from realign.pipeline.inputs import check_output, open_input
     from realign.pipeline.record import write_outputs
-    from realign.pipeline.runner import RunStopped, fingerprint
-    from realign.pipeline.state import RunState, state_path
+    from realign.pipeline.runner import fingerprint
     from realign.search.base import SearchError
     from realign.search.registry import make_provider
     from realign.stages.retrieve import Retriever
 
-    if not input.exists() and not str(input).startswith("hf:"):
-        raise common.die(f"{input}: no such file")
-    if input.exists() and output.resolve() == input.resolve():
-        raise common.die("the output must not overwrite the input; choose another -o path")
     reader = open_input(input, input_format, None)  # an unusable input stops here, exit 2
+    check_output(output, input)
     try:
         criteria_pack = load_pack(pack, criteria)
     except CriteriaError as e:
@@ -215,8 +222,9 @@ def retrieve_command(
         raise common.die(f"--retrieval {retrieval}: {e}") from None
     lock = common.lock_output(output)
     typer_of_units = _offline_classifier(classifier, criteria_pack)
-    cache = None if no_cache else Cache()
-    engine = Engine(_NoLLM(), concurrency=concurrency, cache=cache)  # type: ignore[arg-type]
+    # Search calls only: an engine without an LLM backend (its cache, its concurrency).
+    built = build_engine(EngineOptions(concurrency=concurrency, no_cache=no_cache), llm=False)
+    engine = built.engine
     retriever = Retriever(
         provider,
         engine,
@@ -246,27 +254,20 @@ def retrieve_command(
             "limit": limit,
         },
     )
-    state = RunState(state_path(output), fp, lock)
-    if state.restarted_because:
-        _say(f"previous progress discarded: {state.restarted_because}", fg="yellow")
-    elif state.resumed:
-        _say(f"resuming: {state.count()} records already done")
-    try:
-        asyncio.run(_process(args, criteria_pack, retriever, state, typer_of_units))
-    except FormatError as e:
-        state.close()
-        raise common.die(str(e)) from None
-    except (RunStopped, KeyboardInterrupt) as e:
-        saved = state.count()
-        state.close()
-        _say(
-            f"stopped: {e or 'interrupted'}; {saved} records are saved: rerun to resume",
-            fg="yellow",
-        )
-        raise typer.Exit(3) from None
-    finally:
-        if cache is not None:
-            cache.close()
+    job = open_job("retrieve", output, fp, _console(), lock=lock, engine=engine)
+    job.closers = built.closers
+    state = job.state
+
+    async def run(done: Callable[[Any], None]) -> None:
+        await _process(args, criteria_pack, retriever, state, typer_of_units, done)
+
+    def note() -> str:
+        st = retriever.stats
+        return f"searches {st.searches} · {engine.stats.cache_hits} cached · errors {st.errors}"
+
+    code = run_job(job, run, total=count_records(input), note=note)
+    if code is not None:
+        raise typer.Exit(code)
 
     summary = Summary()
     shown: list[str] = []  # the first errors, printed below the progress
@@ -300,8 +301,8 @@ def retrieve_command(
     )
     for msg, n in st.error_messages.most_common(3):
         _say(f"  {n}× {msg}")
-    for note, n in summary.notes.most_common():
-        _say(f"  no evidence for {n} unit(s): {note}")
+    for why, n in summary.notes.most_common():
+        _say(f"  no evidence for {n} unit(s): {why}")
     if summary.no_task_type_records and not all_types:
         _say(
             f"{summary.no_task_type_records} records have no task type: run `realign classify` "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from realign.cli import common
+from realign.cli import options
 
 RUN_HELP = """Realign a dataset: classify each instruction, rewrite responses to their task type's
 format criterion (grounded by evidence where the criterion says `retrieval: yes`), and keep the
@@ -43,13 +43,13 @@ FILTER_PRESET_HELP = (
 def register(app: typer.Typer) -> None:
     @app.command(help=RUN_HELP, no_args_is_help=True)
     def run(
-        input: Path = common.INPUT,
-        output: Path = common.OUTPUT,
-        model: str | None = common.MODEL,
-        base_url: str | None = common.BASE_URL,
-        backend: str | None = common.BACKEND,
-        criteria: Path | None = common.CRITERIA,
-        pack: str = common.PACK,
+        input: Path = options.INPUT,
+        output: Path = options.OUTPUT,
+        model: str | None = options.MODEL,
+        base_url: str | None = options.BASE_URL,
+        backend: str | None = options.BACKEND,
+        criteria: Path | None = options.CRITERIA,
+        pack: str = options.PACK,
         tasks: str | None = typer.Option(
             None, help="Only rewrite these task types (comma-separated); others pass through."
         ),
@@ -91,15 +91,13 @@ def register(app: typer.Typer) -> None:
         min_confidence: float = typer.Option(
             0.5, help="With --classifier embedding: below this, fall back to the LLM classifier."
         ),
-        retrieval: str | None = common.RETRIEVAL,
-        search_endpoint: str | None = common.SEARCH_ENDPOINT,
-        limit: int | None = typer.Option(None, min=1, help="Only the first N records."),
-        concurrency: int = common.CONCURRENCY,
-        rpm: int | None = common.RPM,
-        tpm: int | None = common.TPM,
-        max_cost: float | None = typer.Option(
-            None, help="Stop cleanly (resumable) before spending more than this many USD."
-        ),
+        retrieval: str | None = options.RETRIEVAL,
+        search_endpoint: str | None = options.SEARCH_ENDPOINT,
+        limit: int | None = options.LIMIT,
+        concurrency: int | None = options.CONCURRENCY,
+        rpm: int | None = options.RPM,
+        tpm: int | None = options.TPM,
+        max_cost: float | None = options.MAX_COST,
         dry_run: bool = typer.Option(
             False, help="Print requests, tokens and cost per stage; make no request."
         ),
@@ -109,11 +107,11 @@ def register(app: typer.Typer) -> None:
             "what the next stage needs; `realign batch collect` fetches the answers into the "
             "cache; rerun the same command to go on.",
         ),
-        no_cache: bool = common.NO_CACHE,
-        input_format: str | None = common.INPUT_FORMAT,
-        output_format: str | None = common.OUTPUT_FORMAT,
-        fields: str | None = common.FIELDS,
-        max_record_mb: float = common.MAX_RECORD_MB,
+        no_cache: bool = options.NO_CACHE,
+        input_format: str | None = options.INPUT_FORMAT,
+        output_format: str | None = options.OUTPUT_FORMAT,
+        fields: str | None = options.FIELDS,
+        max_record_mb: float = options.MAX_RECORD_MB,
         engine: str = typer.Option(
             "local", help="local (one process) | ray (Ray Data workers, one shared rate budget)."
         ),
@@ -124,15 +122,15 @@ def register(app: typer.Typer) -> None:
             None, min=1, help="With --engine ray: worker processes (default 2)."
         ),
     ) -> None:
-        options = dict(locals())
+        params = dict(locals())  # before the import adds names
         from realign.cli.run_impl import RunArgs, run_command
 
-        raise typer.Exit(run_command(RunArgs(**options)))
+        raise typer.Exit(run_command(RunArgs(**params)))
 
     @app.command(no_args_is_help=True)
     def classify(
-        input: Path = common.INPUT,
-        output: Path = common.OUTPUT,
+        input: Path = options.INPUT,
+        output: Path = options.OUTPUT,
         method: str = typer.Option("llm", help="llm (any backend) | embedding (offline, fast)."),
         min_confidence: float = typer.Option(
             0.5,
@@ -142,25 +140,25 @@ def register(app: typer.Typer) -> None:
         reclassify: bool = typer.Option(
             False, help="Classify even records whose input already gives a task type."
         ),
-        model: str | None = common.MODEL,
-        base_url: str | None = common.BASE_URL,
-        backend: str | None = common.BACKEND,
-        criteria: Path | None = common.CRITERIA,
-        pack: str = common.PACK,
-        limit: int | None = typer.Option(None, min=1, help="Only the first N records."),
-        concurrency: int = common.CONCURRENCY,
-        no_cache: bool = common.NO_CACHE,
-        input_format: str | None = common.INPUT_FORMAT,
-        output_format: str | None = common.OUTPUT_FORMAT,
-        fields: str | None = common.FIELDS,
-        max_record_mb: float = common.MAX_RECORD_MB,
+        model: str | None = options.MODEL,
+        base_url: str | None = options.BASE_URL,
+        backend: str | None = options.BACKEND,
+        criteria: Path | None = options.CRITERIA,
+        pack: str = options.PACK,
+        limit: int | None = options.LIMIT,
+        concurrency: int | None = options.CONCURRENCY,
+        no_cache: bool = options.NO_CACHE,
+        input_format: str | None = options.INPUT_FORMAT,
+        output_format: str | None = options.OUTPUT_FORMAT,
+        fields: str | None = options.FIELDS,
+        max_record_mb: float = options.MAX_RECORD_MB,
     ) -> None:
         """Add task types only (no rewriting). Each unit gets `task_type`, its source and reason.
 
         Example: `realign classify data.json -o typed.json --method embedding`
         """
-        options = {k: v for k, v in locals().items() if k != "method"}
+        params = {k: v for k, v in locals().items() if k != "method"}
         from realign.cli.run_impl import RunArgs, run_command
 
-        args = RunArgs(**options, classifier=method, classify_only=True)
+        args = RunArgs(**params, classifier=method, classify_only=True)
         raise typer.Exit(run_command(args))

@@ -1,36 +1,36 @@
-"""What `realign run` / `realign classify` do, kept out of the option declarations."""
+"""What `realign run` / `realign classify` do, kept out of the option declarations.
+
+The flags (`RunArgs`) become typed settings here, at the CLI's edge: `RunSettings` and
+`EngineOptions` for building the run (`pipeline/build.py`), `RunOptions` for its stages."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.table import Table
 
-from realign.cli.common import die, lock_output, split_csv
+from realign.cli.common import die, lock_output, split_csv, usage_errors
 from realign.cli.console import make_console
-from realign.cli.progress import make_progress
+from realign.cli.job import engine_rows, failed_note, open_job, run_job
+from realign.cli.options import EngineArgs
 from realign.criteria import CriteriaError, CriteriaPack, load_pack
-from realign.io.objects import DEFAULT_MAX_RECORD_BYTES
-from realign.io.read import RecordReader
-from realign.pipeline.runner import RunStopped, fingerprint
-from realign.pipeline.runtime import EngineArgs
-from realign.pipeline.state import RunState, state_path
-from realign.records import Failure, Record
-
-if TYPE_CHECKING:
-    from realign.pipeline.record import RunOptions
+from realign.llm.build import EngineOptions
+from realign.pipeline.build import RunSettings
+from realign.pipeline.inputs import DEFAULT_MAX_RECORD_MB, open_input, read_items
+from realign.pipeline.record import RunOptions
+from realign.pipeline.runner import fingerprint
+from realign.records import Failure
 
 err = make_console()
-DEFAULT_MAX_RECORD_MB = DEFAULT_MAX_RECORD_BYTES / 1_000_000
 
 
 @dataclass
 class RunArgs(EngineArgs):
+    """The flags of `realign run` / `realign classify`, as typer hands them over."""
+
     criteria: Path | None = None
     pack: str = "realign"
     tasks: str | None = None
@@ -54,46 +54,33 @@ class RunArgs(EngineArgs):
     address: str | None = None
     workers: int | None = None
 
+    def engine_options(self) -> EngineOptions:
+        return replace(super().engine_options(), batch=self.batch)
 
-def open_input(
-    path: Path,
-    input_format: str | None,
-    fields: str | None,
-    max_record_mb: float = DEFAULT_MAX_RECORD_MB,
-) -> RecordReader:
-    """The input's reader. What makes the whole input unusable (no such file, a folder, an
-    unknown file type or format, empty, UTF-16, not a JSON array) is one `error:` line and
-    exit 2 here, before any work or run state."""
-    from realign.io.formats import FormatError
-    from realign.io.read import read_records
-
-    fmt = input_format or ("fields" if fields else None)
-    try:
-        reader = read_records(
-            path, input_format=fmt, fields=fields, max_record_bytes=int(max_record_mb * 1_000_000)
+    def settings(self) -> RunSettings:
+        return RunSettings(
+            input=self.input,
+            output=self.output,
+            engine=self.engine_options(),
+            classifier=self.classifier,
+            classify_only=self.classify_only,
+            retrieval=self.retrieval,
+            search_endpoint=self.search_endpoint,
+            input_format=self.input_format,
+            output_format=self.output_format,
+            fields=self.fields,
+            max_record_mb=self.max_record_mb,
+            distributed=self.engine == "ray",
+            address=self.address,
+            workers=self.workers,
         )
-        _ = reader.format  # detect now: an unknown format fails before any work
-        problem = reader.file_error()
-    except FormatError as e:
-        raise die(str(e)) from None
-    if problem is not None:
-        raise die(str(problem))
-    return reader
 
 
-def read_items(args: Any, reader: RecordReader | None = None) -> Iterator[Record | Failure]:
-    """Records from the input (`reader`, else opened from `args`); unreadable ones become
-    `load` failures (never dropped)."""
-    if reader is None:
-        mb = getattr(args, "max_record_mb", DEFAULT_MAX_RECORD_MB)
-        reader = open_input(args.input, args.input_format, args.fields, mb)
-    for item in reader:
-        if isinstance(item, Record):
-            yield item
-        elif item.index is None:  # not a record's error: `open_input` stops on these first
-            raise die(str(item))
-        else:  # a read error: it names the file, line/record and field
-            yield item.as_failure("load")
+def run(input: str | Path, output: str | Path, **options: Any) -> int:
+    """`realign run INPUT -o OUTPUT` with the same options (as keyword arguments, underscores
+    for dashes). Returns the command's exit status (0 ok, 1 some records failed, 3 stopped).
+    `realign.run` is this: the Python API's whole-file run is the command itself."""
+    return run_command(RunArgs(input=Path(input), output=Path(output), **options))
 
 
 def load_criteria(args: RunArgs) -> CriteriaPack:
@@ -113,8 +100,6 @@ def load_criteria(args: RunArgs) -> CriteriaPack:
 def run_options(args: RunArgs, pack: CriteriaPack) -> RunOptions:
     """The run's options: the flags given, else the pack's `pack.yaml` defaults (realign-paper:
     ReAlign's prompt, 2 samples at 0.3, longest), else realign's own."""
-    from realign.pipeline.record import RunOptions
-
     given = {"samples": args.samples, "selection": args.selection, "temperature": args.temperature}
     return RunOptions(
         **{**pack.settings.run_defaults(), **{k: v for k, v in given.items() if v is not None}},
@@ -128,7 +113,7 @@ def run_options(args: RunArgs, pack: CriteriaPack) -> RunOptions:
     )
 
 
-def summary_table(summary: Any, stats: Any, seconds: float, command: str = "run") -> Table:
+def summary_table(summary: Any, engine: Any, seconds: float, command: str = "run") -> Table:
     t = Table(title=f"realign {command}", show_header=False, box=None)
     t.add_row("records read", str(summary.read))
     t.add_row("records written", str(summary.written))
@@ -144,34 +129,13 @@ def summary_table(summary: Any, stats: Any, seconds: float, command: str = "run"
     if summary.task_types:
         top = ", ".join(f"{k} {v}" for k, v in summary.task_types.most_common(8))
         t.add_row("task types", top)
-    if stats is not None:
-        t.add_row("requests", f"{stats.requests} ({stats.cache_hits} from cache)")
-        t.add_row("tokens in/out", f"{stats.prompt_tokens} / {stats.completion_tokens}")
-        if getattr(stats, "cost_usd", 0):
-            t.add_row("cost", f"${stats.cost_usd:.4f}")
-        if stats.retries or stats.rate_limited:
-            t.add_row("retries / 429s", f"{stats.retries} / {stats.rate_limited}")
+    engine_rows(t, engine)
     t.add_row("time", f"{seconds:.1f}s")
     if summary.output:
         t.add_row("output", str(summary.output))
     if summary.failures:
         t.add_row("failures", str(summary.failures))
     return t
-
-
-def failed_note(failed: int, unreadable: int, fails: Path, what: str = "record(s)") -> str:
-    """What to do about the failures: a rerun retries those of the stages, but a record that
-    could not be read from the input fails again until the input is fixed."""
-    note = f"[red]{failed} {what} failed[/]: see {fails}"
-    if unreadable == failed:
-        return f"{note}; they could not be read from the input: fix them there and rerun."
-    retry = "rerun the same command to retry them (answers already paid for come from the cache)."
-    if unreadable:
-        return (
-            f"{note}; {unreadable} could not be read from the input: fix them there; "
-            f"for the other {failed - unreadable}, {retry}"
-        )
-    return f"{note}; {retry}"
 
 
 def submit_deferred(runtime: Any, summary: Any, state: Any) -> int:
@@ -200,7 +164,16 @@ def submit_deferred(runtime: Any, summary: Any, state: Any) -> int:
     return 3
 
 
-def check_engine(args: RunArgs) -> None:
+def check_args(args: RunArgs) -> None:
+    """What the flags alone make impossible: `error:` and exit 2 before any work."""
+    if args.selection not in (None, "longest", "first"):
+        raise die(f"--selection {args.selection!r}: use longest or first")
+    from realign.stages.filter import PRESETS
+
+    if args.filter_preset not in PRESETS:
+        raise die(f"--filter-preset {args.filter_preset!r}: use {' | '.join(PRESETS)}")
+    if args.classifier not in ("llm", "embedding"):
+        raise die(f"--classifier {args.classifier!r}: use llm or embedding")
     if args.engine not in ("local", "ray"):
         raise die(f"--engine {args.engine!r}: use local or ray")
     if args.engine == "local":
@@ -219,46 +192,40 @@ def check_engine(args: RunArgs) -> None:
 
 
 def run_command(args: RunArgs) -> int:
+    with usage_errors():
+        return _run(args)
+
+
+def _run(args: RunArgs) -> int:
     from realign.pipeline import record as pipeline
-    from realign.pipeline.runtime import build_runtime, estimate_run
+    from realign.pipeline.build import build_runtime
+    from realign.pipeline.inputs import check_input, check_output
 
     pack = load_criteria(args)
-    if args.output.resolve() == args.input.resolve():
-        raise die("the output must not overwrite the input; choose another -o path")
-    if args.selection not in (None, "longest", "first"):
-        raise die(f"--selection {args.selection!r}: use longest or first")
-    from realign.stages.filter import PRESETS
-
-    if args.filter_preset not in PRESETS:
-        raise die(f"--filter-preset {args.filter_preset!r}: use {' | '.join(PRESETS)}")
-    if args.classifier not in ("llm", "embedding"):
-        raise die(f"--classifier {args.classifier!r}: use llm or embedding")
-    open_input(args.input, args.input_format, args.fields, args.max_record_mb)  # exit 2 if unusable
-    check_engine(args)
-
+    check_input(args.input)
+    check_output(args.output, args.input)
+    check_args(args)
+    settings = args.settings()
+    reader = open_input(settings.input, settings.input_format, settings.fields, args.max_record_mb)
     options = run_options(args, pack)
     if args.dry_run:
-        estimate_run(args, pack, options, read_items(args), err)
+        from realign.pipeline.estimate import estimate_run
+
+        estimate_run(settings, pack, options, read_items(reader), err)
         return 0
 
-    lock = lock_output(args.output)
-    runtime = build_runtime(args, pack, options, err)
+    lock = lock_output(args.output)  # before anything is paid for
+    runtime = build_runtime(settings, pack, options, err)
     stages = runtime.stages
     fp = fingerprint(
         "run", args.input, {**stages.fingerprint_data(), "output_format": args.output_format}
     )
-    state = RunState(state_path(args.output), fp, lock)
-    if state.restarted_because:
-        err.print(f"[yellow]previous progress discarded: {state.restarted_because}[/]")
-    elif state.resumed:
-        err.print(f"resuming: {state.count()} records already done")
-
+    job = open_job("realign", args.output, fp, err, lock=lock, engine=stages.engine)
+    job.closers.append(runtime.aclose)
+    state = job.state
     summary = pipeline.RunSummary()
-    total = runtime.total_records
-    started = time.monotonic()
-    progress = make_progress(err, total)
 
-    def counts() -> str:
+    def note() -> str:
         s = summary.statuses
         parts = [
             f"rw {s.get('rewritten', 0)}",
@@ -272,52 +239,34 @@ def run_command(args: RunArgs) -> int:
             parts.append(st.summary())  # spend, req/s, 429s, retries, cached
         return " · ".join(parts)
 
-    task = progress.add_task(
-        "realign" if not args.classify_only else "classify", total=total, note=counts()
-    )
+    async def local(done: Any) -> None:
+        await pipeline.run_records(
+            stages, read_items(reader), state, summary, window=runtime.window, on_done=done
+        )
 
-    def on_done(_: Record | Failure) -> None:
-        progress.update(task, advance=1, note=counts())
-
-    async def main() -> None:
-        try:
-            await pipeline.run_records(
-                stages, read_items(args), state, summary, window=runtime.window, on_done=on_done
-            )
-        finally:
-            await runtime.aclose()
-
-    def drive() -> None:
-        if args.engine == "local":
-            asyncio.run(main())
-            return
+    def ray(done: Any) -> None:
         from realign.distributed.run import run_records_ray
 
-        try:  # Ray's driver API blocks: it runs outside any event loop
-            run_records_ray(
-                args, stages, read_items(args), state, summary, run_id=fp[:16], on_done=on_done
-            )
-        finally:
-            asyncio.run(runtime.aclose())
-
-    stopped = ""
-    with progress:
-        progress.update(task, advance=state.count() if state.resumed else 0)
-        try:
-            drive()
-        except RunStopped as e:
-            stopped = str(e)
-        except KeyboardInterrupt:
-            stopped = "interrupted"
-    if stopped:
-        saved = state.count()
-        state.close()
-        err.print(
-            f"[yellow]stopped: {stopped}[/]\n{saved} records are saved; rerun the "
-            "same command to resume."
+        run_records_ray(
+            settings,
+            stages,
+            read_items(reader),
+            state,
+            summary,
+            run_id=fp[:16],
+            on_done=done,
+            make_console=make_console,
         )
-        return 3
 
+    code = run_job(
+        job,
+        ray if settings.distributed else local,
+        total=runtime.total_records,
+        note=note,
+        description="classify" if args.classify_only else "realign",
+    )
+    if code is not None:
+        return code
     if summary.pending:
         return submit_deferred(runtime, summary, state)
 
@@ -336,8 +285,8 @@ def run_command(args: RunArgs) -> int:
     err.print(
         summary_table(
             summary,
-            stages.engine.stats if stages.engine else None,
-            time.monotonic() - started,
+            stages.engine,
+            time.monotonic() - job.started,
             command="classify" if args.classify_only else "run",
         )
     )

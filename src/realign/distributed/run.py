@@ -19,11 +19,13 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-from realign.cli.console import make_console
+from rich.console import Console
+
 from realign.criteria import CriteriaPack
 from realign.distributed import NAMESPACE, require_ray
 from realign.distributed.budget import budget_actor, share_budget
 from realign.distributed.cache import RemoteCache, cache_actor
+from realign.pipeline.build import RunSettings
 from realign.pipeline.record import RunOptions, RunSummary, Stages, pretyped, process_record
 from realign.pipeline.runner import STOPS, RunStopped, _failure
 from realign.pipeline.state import RunState
@@ -82,14 +84,20 @@ class RecordWorker:
 
     def __init__(
         self,
-        args: Any,
+        settings: RunSettings,
         pack: CriteriaPack,
         options: RunOptions,
         budget_name: str,
         cache_name: str | None,
+        make_console: Callable[[], Console],
     ) -> None:
         # The offline classifier ran on the driver; the request cache is the shared actor.
-        self.args = dataclasses.replace(args, classifier="llm", no_cache=True)
+        self.settings = dataclasses.replace(
+            settings,
+            classifier="llm",
+            engine=dataclasses.replace(settings.engine, no_cache=True),
+        )
+        self.make_console = make_console  # the CLI's factory, pickled by reference
         self.pack = pack
         self.options = options
         self.budget_name = budget_name
@@ -102,17 +110,19 @@ class RecordWorker:
     async def _start(self) -> Stages:
         import ray
 
-        from realign.pipeline.runtime import build_runtime
+        from realign.pipeline.build import build_runtime
 
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self.stages is None:
-                runtime = build_runtime(self.args, self.pack, self.options, make_console())
+                runtime = build_runtime(self.settings, self.pack, self.options, self.make_console())
                 engine = runtime.stages.engine
                 if engine is not None:
                     budget = ray.get_actor(self.budget_name, namespace=NAMESPACE)
-                    share_budget(engine, budget, rpm=self.args.rpm, tpm=self.args.tpm)
+                    share_budget(
+                        engine, budget, rpm=self.settings.engine.rpm, tpm=self.settings.engine.tpm
+                    )
                     if self.cache_name is not None:
                         self.cache = RemoteCache(
                             ray.get_actor(self.cache_name, namespace=NAMESPACE)
@@ -158,7 +168,7 @@ class RecordWorker:
 
 
 def run_records_ray(
-    args: Any,
+    settings: RunSettings,
     stages: Stages,
     items: Iterable[Record | Failure],
     state: RunState,
@@ -166,10 +176,12 @@ def run_records_ray(
     *,
     run_id: str,
     on_done: Callable[[Record | Failure], None] | None = None,
+    make_console: Callable[[], Console],
 ) -> None:
-    """Like `pipeline.run_records`, with the records processed by Ray workers."""
-    workers = args.workers or 2
-    ray = init_ray(args.address, workers)
+    """Like `pipeline.run_records`, with the records processed by Ray workers (each prints
+    through a console from `make_console`)."""
+    workers = settings.workers or 2
+    ray = init_ray(settings.address, workers)
     from ray.data import ActorPoolStrategy, DataContext
 
     ctx = DataContext.get_current()
@@ -232,8 +244,12 @@ def run_records_ray(
     actors: list[Any] = []
     if engine is not None:
         budget_name = f"budget-{run_id}"
-        actors.append(budget_actor(budget_name, engine.limit.maximum, args.rpm, args.tpm))
-        if not args.no_cache:
+        actors.append(
+            budget_actor(
+                budget_name, engine.limit.maximum, settings.engine.rpm, settings.engine.tpm
+            )
+        )
+        if not settings.engine.no_cache:
             cache_name = f"cache-{run_id}"
             path = str(engine.cache.path) if engine.cache is not None else None
             actors.append(cache_actor(cache_name, path))
@@ -245,11 +261,12 @@ def run_records_ray(
     ds = ds.map_batches(
         RecordWorker,
         fn_constructor_kwargs={
-            "args": args,
+            "settings": settings,
             "pack": stages.pack,
             "options": opts,
             "budget_name": budget_name or "",
             "cache_name": cache_name,
+            "make_console": make_console,
         },
         batch_size=BLOCK,
         batch_format="numpy",

@@ -119,7 +119,7 @@ class EngineStats:
 class Engine:
     def __init__(
         self,
-        backend: Backend,
+        backend: Backend | None,
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         max_retries: int = 4,
@@ -139,7 +139,8 @@ class Engine:
         breaker_threshold: float = 0.5,
         defer_to: list[ChatRequest] | None = None,
     ) -> None:
-        self.backend = backend
+        # None: a search-only engine (`realign retrieve`): `call` works, LLM requests raise.
+        self._backend = backend
         self.cache = cache
         # Batch mode (`realign run --batch`): cache misses are appended here for
         # `realign.llm.batch.submit_batch` and raise Deferred instead of being sent.
@@ -156,10 +157,11 @@ class Engine:
         self.limit = AdaptiveLimit(concurrency)
         self.pacer = Pacer(rpm=rpm, tpm=tpm)
         self.breaker = CircuitBreaker(window=breaker_window, threshold=breaker_threshold)
-        self.price: Price | None = (prices or load_prices()).lookup(backend.model)
+        model = backend.model if backend is not None else ""
+        self.price: Price | None = (prices or load_prices()).lookup(model) if model else None
         if max_cost is not None and self.price is None:
             raise ValueError(
-                f"--max-cost needs a price for model {backend.model!r}: add it to "
+                f"--max-cost needs a price for model {model!r}: add it to "
                 "$REALIGN_HOME/prices.yaml or pass --prices FILE"
             )
         self.stats = EngineStats(concurrency_limit=self.limit.limit)
@@ -167,6 +169,16 @@ class Engine:
         self._budget_hit: str | None = None
         self._stage_cost: dict[str, tuple[int, float]] = {}  # stage -> (answers, dollars)
         self._pending: dict[str, asyncio.Future[ChatResponse]] = {}
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            raise BackendError("this engine has no LLM backend (a search-only run)")
+        return self._backend
+
+    @property
+    def has_backend(self) -> bool:
+        return self._backend is not None
 
     # ------------------------------------------------------------------ LLM calls
 
@@ -400,7 +412,8 @@ class Engine:
         return self.cache.get(key)  # type: ignore[no-any-return, union-attr]
 
     async def aclose(self) -> None:
-        await self.backend.aclose()
+        if self._backend is not None:
+            await self._backend.aclose()
 
 
 def _as_backend_error(exc: BaseException, timeout: float) -> BackendError:

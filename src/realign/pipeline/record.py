@@ -123,6 +123,28 @@ def _skip(unit: UnitMeta, reason: str) -> None:
     unit.status, unit.reason = "skipped", reason
 
 
+def skip_reason(
+    pack: CriteriaPack, opts: RunOptions, task: str | None, instruction: str, original: str
+) -> str | None:
+    """Why a unit of this task type is not rewritten, None when it is; the `--dry-run`
+    estimate asks the same question. `task` None: not classified yet (only the rules that
+    need no task type apply)."""
+    if task is not None and opts.tasks is not None and task not in opts.tasks:
+        return f"task type '{task}' not selected by --tasks"
+    if not instruction.strip():
+        return "empty instruction"
+    if not original.strip():
+        return "empty response"
+    if task is not None and not pack[task].rewrite:
+        # Even with --force: such a criterion describes good responses but prescribes no
+        # format, so there is nothing to rewrite towards.
+        return f"criterion '{task}' says rewrite: no"
+    n_tokens = tokens.count(original)
+    if n_tokens > opts.max_response_tokens:
+        return f"response has {n_tokens} tokens, over the {opts.max_response_tokens} limit"
+    return None
+
+
 async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
     opts, pack = stages.options, stages.pack
     instruction = record.instruction_for(unit.turn)
@@ -142,21 +164,9 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
         if task not in pack:
             return _skip(unit, f"criteria pack '{pack.name}' has neither '{task}' nor default")
     crit = pack[task]
-    if opts.tasks is not None and task not in opts.tasks:
-        return _skip(unit, f"task type '{task}' not selected by --tasks")
-    if not instruction.strip():
-        return _skip(unit, "empty instruction")
-    if not original.strip():
-        return _skip(unit, "empty response")
-    if not crit.rewrite:
-        # Even with --force: such a criterion describes good responses but prescribes no
-        # format, so there is nothing to rewrite towards.
-        return _skip(unit, f"criterion '{task}' says rewrite: no")
-    n_tokens = tokens.count(original)
-    if n_tokens > opts.max_response_tokens:
-        return _skip(
-            unit, f"response has {n_tokens} tokens, over the {opts.max_response_tokens} limit"
-        )
+    reason = skip_reason(pack, opts, task, instruction, original)
+    if reason is not None:
+        return _skip(unit, reason)
     if stages.engine is None:
         return _skip(unit, "no LLM configured")
 

@@ -23,7 +23,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 def state_path(output: Path) -> Path:
@@ -140,15 +140,19 @@ class RunState:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS done (idx INTEGER PRIMARY KEY, ok INTEGER, payload TEXT)"
         )
+        # Answers by request key, for jobs whose unit of work is a request (`realign judge`):
+        # see `AnswerJournal`.
+        self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT)")
         row = self._db.execute("SELECT value FROM meta WHERE key='fingerprint'").fetchone()
         if row is not None and row[0] != fingerprint:
             # A different job wrote this state: start over (the request cache keeps paid answers).
             self._db.execute("DELETE FROM done")
+            self._db.execute("DELETE FROM answers")
             self.restarted_because = "the input, options, criteria or model changed"
         elif row is not None:
             # Failures are not final: a rerun retries them (successes come from the state).
             self._db.execute("DELETE FROM done WHERE ok=0")
-            self.resumed = self.count() > 0
+            self.resumed = self.count() > 0 or self.count_answers() > 0
         self._db.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('fingerprint', ?)", (fingerprint,)
         )
@@ -175,6 +179,19 @@ class RunState:
             for (payload,) in rows:
                 yield payload
 
+    def answer(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM answers WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def keep_answer(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO answers (key, value) VALUES (?, ?)", (key, value))
+
+    def forget_answer(self, key: str) -> None:
+        self._db.execute("DELETE FROM answers WHERE key=?", (key,))
+
+    def count_answers(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
     def close(self, remove: bool = False) -> None:
         """Close (and with `remove`, delete) the state, then release the run's lock."""
         self._db.close()
@@ -182,3 +199,29 @@ class RunState:
             for suffix in ("", "-wal", "-shm"):
                 Path(str(self.path) + suffix).unlink(missing_ok=True)
         self._lock.release(remove=remove)
+
+
+class AnswerJournal:
+    """The engine's cache for a job whose units are requests (`realign judge`): every answer
+    is kept in the run state as it arrives, so a stopped run resumes without paying again for
+    what it already received, with or without the request cache (`inner`, consulted next)."""
+
+    def __init__(self, state: RunState, inner: Any | None) -> None:
+        self.state = state
+        self.inner = inner
+
+    def get(self, key: str) -> str | None:
+        hit = self.state.answer(key)
+        if hit is None and self.inner is not None:
+            hit = self.inner.get(key)
+        return hit
+
+    def set(self, key: str, value: str, stage: str = "") -> None:
+        self.state.keep_answer(key, value)
+        if self.inner is not None:
+            self.inner.set(key, value, stage=stage)
+
+    def delete(self, key: str) -> None:  # an answer that did not validate is asked again
+        self.state.forget_answer(key)
+        if self.inner is not None:
+            self.inner.delete(key)

@@ -1,0 +1,144 @@
+"""Builds what a run needs from its typed settings: engine, retriever, classifier, writer.
+I/O and configuration live here so the stage modules stay pure. The CLI converts its flags
+into `RunSettings` at its edge; the Python API and the Ray workers build from the same."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from realign.criteria import CriteriaPack
+from realign.errors import UsageError
+from realign.llm.build import EngineOptions, build_engine, close_all, llm_configured
+from realign.llm.engine import Engine
+from realign.pipeline.inputs import DEFAULT_MAX_RECORD_MB
+from realign.pipeline.record import RunOptions, Stages
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Where a `run` / `classify` reads and writes, and what it builds its stages from."""
+
+    input: Path
+    output: Path
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    classifier: str = "llm"  # llm | embedding
+    classify_only: bool = False
+    retrieval: str | None = None  # None: google when its keys are set, else none
+    search_endpoint: str | None = None
+    input_format: str | None = None
+    output_format: str | None = None
+    fields: str | None = None
+    max_record_mb: float = DEFAULT_MAX_RECORD_MB
+    distributed: bool = False  # --engine ray
+    address: str | None = None
+    workers: int | None = None
+
+
+@dataclass
+class Runtime:
+    stages: Stages
+    window: int
+    total_records: int | None
+    open_writer: Callable[[Path], Any]
+    closers: list[Callable[[], Any]]
+
+    async def aclose(self) -> None:
+        await close_all(self.closers)
+
+
+def count_records(path: Path) -> int | None:
+    """Cheap total for the progress bar: lines of a JSONL file, rows of a Parquet file."""
+    try:
+        if path.suffix == ".jsonl":
+            with path.open("rb") as f:
+                return sum(1 for line in f if line.strip())
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+    except OSError:
+        return None
+    return None
+
+
+def needs_llm(settings: RunSettings) -> bool:
+    """`classify --method embedding` without any configured LLM runs with no backend at all."""
+    if not settings.classify_only or settings.classifier == "llm":
+        return True
+    return llm_configured(settings.engine)
+
+
+def make_retriever(settings: RunSettings, engine: Engine | None, err: Console) -> Any:
+    if settings.classify_only:
+        return None
+    from realign.search.base import SearchError
+    from realign.search.registry import default_retrieval_spec, make_provider
+    from realign.stages.retrieve import Retriever
+
+    spec = settings.retrieval
+    if spec is None:
+        spec, message = default_retrieval_spec(os.environ)
+        if message:
+            err.print(message)
+    try:
+        provider = make_provider(
+            spec,
+            settings.search_endpoint,
+            google_api_key=os.environ.get("GOOGLE_API_KEY"),
+            google_cse_id=os.environ.get("GOOGLE_CSE_ID"),
+            serper_api_key=os.environ.get("SERPER_API_KEY"),
+        )
+    except SearchError as e:
+        raise UsageError(str(e)) from e
+    if provider is None:
+        return None
+    return Retriever(provider, engine, on_message=lambda m: err.print(f"[yellow]{m}[/]"))
+
+
+def make_embedding(classifier: str, pack: CriteriaPack, err: Console) -> Any:
+    if classifier != "embedding":
+        return None
+    from realign.stages.embedding import ClassifierUnavailable, EmbeddingClassifier
+
+    try:
+        return EmbeddingClassifier.for_pack(pack, on_train=err.print)
+    except ClassifierUnavailable as e:
+        raise UsageError(f"{e}\ninstall the extra: pip install 'realign[classifier]'") from e
+
+
+def build_runtime(
+    settings: RunSettings, pack: CriteriaPack, options: RunOptions, err: Console
+) -> Runtime:
+    from realign.io.write import RecordWriter
+
+    engine: Engine | None = None
+    closers: list[Callable[[], Any]] = []
+    if needs_llm(settings):
+        built = build_engine(settings.engine, stderr=err.file)
+        engine, closers = built.engine, built.closers
+    retriever = make_retriever(settings, engine, err)
+    backend = engine.backend if engine is not None else None
+    stages = Stages(
+        pack=pack,
+        engine=engine,
+        options=options,
+        embedding=make_embedding(settings.classifier, pack, err),
+        retriever=retriever,
+        model=getattr(backend, "model", None),
+        backend=getattr(backend, "name", None),
+    )
+    window = max(4 * (engine.limit.maximum if engine is not None else 1), 16)
+
+    def open_writer(path: Path) -> RecordWriter:
+        # Flat records go back out through the same mapping they came in with.
+        return RecordWriter(
+            path, settings.output_format, fields=settings.fields, source_fields=settings.fields
+        )
+
+    return Runtime(stages, window, count_records(settings.input), open_writer, closers)
