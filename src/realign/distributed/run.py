@@ -189,14 +189,7 @@ def run_records_ray(
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
     def done(out: Record | Failure) -> None:
-        if isinstance(out, Record):
-            summary.statuses[out.meta.status] += 1
-            summary.task_types[out.meta.task_type or "?"] += 1
-            for u in out.meta.units:
-                if u.filter is not None:
-                    summary.filter_rules[u.filter.rule] += 1
-        else:
-            summary.failed += 1
+        summary.count(out)
         if on_done is not None:
             on_done(out)
 

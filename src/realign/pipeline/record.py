@@ -103,6 +103,17 @@ class RunSummary:
     output: Path | None = None
     failures: Path | None = None
 
+    def count(self, out: Record | Failure) -> None:
+        """Tally one finished record (local and `--engine ray` runs alike)."""
+        if isinstance(out, Record):
+            self.statuses[out.meta.status] += 1
+            self.task_types[out.meta.task_type or "?"] += 1
+            for u in out.meta.units:
+                if u.filter is not None:
+                    self.filter_rules[u.filter.rule] += 1
+        else:
+            self.failed += 1
+
 
 # ---------------------------------------------------------------- one record
 
@@ -313,14 +324,7 @@ async def run_records(
     """Process `items` (records, or read failures) into `state`, at most `window` at a time."""
 
     def done(out: Any) -> None:
-        if isinstance(out, Record):
-            summary.statuses[out.meta.status] += 1
-            summary.task_types[out.meta.task_type or "?"] += 1
-            for u in out.meta.units:
-                if u.filter is not None:
-                    summary.filter_rules[u.filter.rule] += 1
-        else:
-            summary.failed += 1
+        summary.count(out)
         if on_done is not None:
             on_done(out)
 
