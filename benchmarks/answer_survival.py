@@ -19,6 +19,7 @@ the `open-platypus` and `default` presets: every changed letter must be rejected
     .venv/bin/python benchmarks/answer_survival.py --limit 40
     .venv/bin/python benchmarks/answer_survival.py --limit 40 -- --model gpt-4o-mini
     .venv/bin/python benchmarks/answer_survival.py --skip-gsm8k
+    .venv/bin/python benchmarks/answer_survival.py --limit 1319 --work runs/gsm8k  # resumable
 
 The embedded model's server is started on `REALIGN_LOCAL_PORT` (default here: 8771).
 """
@@ -26,6 +27,7 @@ The embedded model's server is started on `REALIGN_LOCAL_PORT` (default here: 87
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -88,8 +90,13 @@ def gsm8k(args: argparse.Namespace) -> int:
             if not args.classify:
                 row["category"] = "math_puzzles"
             rows.append(row)
-    with tempfile.TemporaryDirectory() as tmp:
+    # --work DIR keeps the run's files: the same command again resumes where it stopped (the
+    # whole test set takes hours with the embedded model on 2 cores).
+    where = contextlib.nullcontext(str(args.work)) if args.work else tempfile.TemporaryDirectory()
+    with where as tmp:
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         src, out = Path(tmp) / "gsm8k.jsonl", Path(tmp) / "out.jsonl"
+        before = len(out.read_text(encoding="utf-8").splitlines()) if out.exists() else 0
         src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         run_args = args.run_args or ["--backend", "local"]
         cmd = [str(REALIGN), "run", str(src), "-o", str(out)]
@@ -132,8 +139,10 @@ def gsm8k(args: argparse.Namespace) -> int:
             if r["realign"]["status"] == "kept" and kept_by(r) == rule
         )
         print(f"    e.g. {rule}: {why}")
+    now = max(1, len(written) - before)
     print(
-        f"  time                                  {elapsed:.1f} s, {elapsed / len(rows):.1f} s/record"
+        f"  time                                  {elapsed:.1f} s for {len(written) - before} "
+        f"records done now ({before} resumed), {elapsed / now:.1f} s/record"
     )
     return 0 if intact_rw == len(rewritten) else 2
 
@@ -218,6 +227,9 @@ def main() -> int:
     ap.add_argument("--classify", action="store_true", help="let the model type each record")
     ap.add_argument("--skip-gsm8k", action="store_true", help="only the multiple-choice part")
     ap.add_argument("--keep-output", type=Path, help="also write the run's output here")
+    ap.add_argument(
+        "--work", type=Path, help="keep the run's files here; the same command again resumes"
+    )
     ap.add_argument("run_args", nargs="*", help="after --: passed to `realign run`")
     args = ap.parse_args()
     code = 0 if args.skip_gsm8k else gsm8k(args)
