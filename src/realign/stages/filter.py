@@ -249,8 +249,8 @@ def rule_final_answer(
         if last is not None and not (said is not None and same_number(last, said)):
             # A closing line such as "That gives 7 in total." still states the answer.
             tail = rewrite.strip().split("\n")[-1]
-            if not any(same_number(want, x) for x in NUMBER.findall(tail)):
-                return f"the original's last number {want} is not the rewrite's final answer"
+            if not any(same_number(last, x) for x in NUMBER.findall(tail)):
+                return f"the original's last number {last} is not the rewrite's final answer"
     return None
 
 
