@@ -91,6 +91,7 @@ def test_ray_run_writes_what_the_local_engine_writes_and_shares_one_cache(
         out = tmp_path / f"{name}.jsonl"
         res = runner.invoke(app, ["run", str(src), "-o", str(out), *common, *extra])
         assert res.exit_code == 1, res.output  # the unreadable line, in both
+        assert out.exists(), f"{name}: no output file\n{res.output}\n{res.exception!r}"
         outs[name] = (
             without_time(out.read_text()),
             (tmp_path / f"{name}.failures.jsonl").read_text(),
