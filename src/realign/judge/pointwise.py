@@ -138,7 +138,7 @@ async def judge_pointwise(
         summary[aspect] = AspectScores(
             overall=score_stats([(k, sc) for k, sc, _ in items], resamples=resamples, seed=seed),
             by_task_type={
-                tt: score_stats(g, resamples=resamples, seed=seed)  # type: ignore[arg-type]
+                tt: score_stats(g, resamples=resamples, seed=seed)
                 for tt, g in groups.items()
             },
         )
