@@ -122,7 +122,7 @@ class Comparison(BaseModel):
     judge_warnings: list[str] = Field(default_factory=list)
 
 
-def _pair_units(
+def pair_units(
     pairs: Sequence[RecordPair], info: MatchingInfo
 ) -> list[tuple[RecordPair, Unit, Unit]]:
     out: list[tuple[RecordPair, Unit, Unit]] = []
@@ -158,7 +158,7 @@ async def judge_pairwise(
     seed: int = 0,
 ) -> Comparison:
     pairs, info = match_records(records_a, records_b)
-    units = _pair_units(pairs, info)
+    units = pair_units(pairs, info)
     results: list[PairResult] = []
     for p, ua, ub in units:
         task_type = ub.task_type or ua.task_type
