@@ -99,7 +99,9 @@ def test_bradley_terry_recovers_known_strengths() -> None:
     for r in ratings:
         assert r.low <= r.rating <= r.high
     assert by["w"].high < by["x"].low  # a real gap shows in the intervals
-    assert math.isclose(sum(math.log10(10 ** ((r.rating - 1000) / 400)) for r in ratings), 0, abs_tol=1e-6)
+    assert math.isclose(
+        sum(math.log10(10 ** ((r.rating - 1000) / 400)) for r in ratings), 0, abs_tol=1e-6
+    )
 
 
 def test_bradley_terry_with_a_baseline_only_and_a_clean_sweep() -> None:
@@ -178,10 +180,9 @@ def test_judge_three_datasets_rates_each(
     # --baseline: each against the first only (no cache, so the calls can be counted)
     fake.calls.clear()
     out2 = tmp_path / "base.json"
+    base = ["--baseline", str(three[0]), "--resamples", "100", "--no-cache"]
     res = CliRunner().invoke(
-        app,
-        ["judge", *map(str, three), "-o", str(out2), "--aspects", "readability"]
-        + ["--baseline", str(three[0]), "--resamples", "100", "--no-cache"],
+        app, ["judge", *map(str, three), "-o", str(out2), "--aspects", "readability", *base]
     )
     assert res.exit_code == 0, res.output
     data = json.loads(out2.read_text(encoding="utf-8"))
