@@ -262,12 +262,15 @@ def _summary(result: Any) -> Any:
             t.add_row(name, *cells)
         return t
     if isinstance(result, Comparison):
-        t = Table(title=f"B ({result.b}) against A ({result.a})")
+        t = Table(
+            title=f"B ({result.b}) against A ({result.a})",
+            caption="At equal length: the length-controlled win rate (README, Judging).   ",
+        )
         for h in (
             "aspect",
             "n",
             "B better [95% CI]",
-            "length-controlled",
+            "B better at equal length",
             "tie",
             "A better [95% CI]",
             "consistent",
