@@ -386,3 +386,11 @@ def test_batch_run_verifies_in_a_round_of_its_own(
     got = units(tmp_path)
     assert got["paris"]["status"] == "rewritten"
     assert got["everest"]["status"] == "kept" and got["everest"]["filter"]["rule"] == "verify"
+
+
+def test_criteria_validate_shows_a_packs_verify_setting(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["criteria", "validate", str(pack_with_verify(tmp_path))])
+    assert res.exit_code == 0, res.output
+    assert "pack.yaml is valid:" in res.output and "verify yes" in res.output
+    res = runner.invoke(app, ["criteria", "validate", str(write_pack(tmp_path / "plain"))])
+    assert res.exit_code == 0 and "verify" not in res.output  # off is not worth a word
