@@ -64,7 +64,7 @@ MAX_RECORD_MB = typer.Option(
 
 
 MAX_COST = typer.Option(
-    None, help="Stop cleanly (resumable) before spending more than this many USD."
+    None, min=0.0, help="Stop cleanly (resumable) before spending more than this many USD."
 )
 DRY_RUN = typer.Option(False, help="Print requests, tokens and cost; make no request.")
 LIMIT = typer.Option(None, min=1, help="Only the first N records.")

@@ -89,7 +89,10 @@ def register(app: typer.Typer) -> None:
         ),
         classifier: str = typer.Option("llm", help="Task classifier: llm | embedding (offline)."),
         min_confidence: float = typer.Option(
-            0.5, help="With --classifier embedding: below this, fall back to the LLM classifier."
+            0.5,
+            min=0.0,
+            max=1.0,
+            help="With --classifier embedding: below this, fall back to the LLM classifier.",
         ),
         retrieval: str | None = options.RETRIEVAL,
         search_endpoint: str | None = options.SEARCH_ENDPOINT,
@@ -134,6 +137,8 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option("llm", help="llm (any backend) | embedding (offline, fast)."),
         min_confidence: float = typer.Option(
             0.5,
+            min=0.0,
+            max=1.0,
             help="With --method embedding: below this, ask the LLM when one is configured "
             "(--backend/--base-url/OPENAI_API_KEY), else use `default` with the reason.",
         ),
