@@ -386,3 +386,155 @@ def test_judge_writes_one_json_document(tmp_path: Path, endpoint: Endpoint) -> N
     res = invoke("judge", tmp_path / "in.json", "-o", tmp_path / "s.jsonl", "--backend", "fake")
     assert_one_error(res, "unknown output type '.jsonl'; use .json")
     assert endpoint.requests == 0
+
+
+# ---------------------------------------------------------------- one error style
+
+
+@pytest.mark.parametrize(
+    "command, option, value",
+    [
+        ("run", "--workers", "0"),
+        ("run", "--concurrency", "-3"),
+        ("run", "--limit", "0"),
+        ("run", "--max-cost", "-5"),
+        ("run", "--min-confidence", "2"),
+        ("classify", "--limit", "0"),
+        ("filter", "--max-cost", "-5"),
+        ("filter", "--min-score", "11"),
+        ("rephrase", "--concurrency", "0"),
+        ("generate", "--per-chunk", "0"),
+        ("judge", "--resamples", "5"),
+        ("retrieve", "--k", "0"),
+    ],
+)
+@pytest.mark.block_network(allowed_hosts=["127.0.0.1"])
+def test_an_option_out_of_range_is_one_error_line(
+    tmp_path: Path, endpoint: Endpoint, command: str, option: str, value: str
+) -> None:
+    make_inputs(tmp_path)
+    cmd = BY_NAME[command]
+    before = snapshot(tmp_path)
+    res = invoke(
+        *cmd.argv(tmp_path / cmd.source, tmp_path / f"out{cmd.ext}", endpoint), option, value
+    )
+    assert_one_error(res, f"Invalid value for '{option}'")
+    assert f"realign {command} --help" in res.stderr or f"{command} --help" in res.stderr
+    assert endpoint.requests == 0 and snapshot(tmp_path) == before
+
+
+def test_a_missing_option_and_an_unknown_one_are_one_error_line(tmp_path: Path) -> None:
+    make_inputs(tmp_path)
+    assert_one_error(invoke("run", tmp_path / "in.jsonl"), "Missing option '-o'")
+    assert_one_error(
+        invoke("run", tmp_path / "in.jsonl", "-o", tmp_path / "o.jsonl", "--bogus"),
+        "No such option: --bogus",
+    )
+    assert_one_error(invoke("nosuchcommand"), "No such command 'nosuchcommand'")
+    res = invoke("run")  # no arguments at all: the help, as before
+    assert "Usage" in res.output and not error_lines(res)
+
+
+# ---------------------------------------------------------------- dry run tells the truth
+
+
+def _unreadable_lines(n: int) -> str:
+    return "".join(f'{{"id": "b{i}", "instruction": "q", "output": \n' for i in range(n))
+
+
+def test_dry_run_reads_every_record_and_says_the_run_would_fail_them(
+    tmp_path: Path, endpoint: Endpoint
+) -> None:
+    make_inputs(tmp_path)
+    src = tmp_path / "bad.jsonl"
+    src.write_text(_unreadable_lines(30))
+    argv = BY_NAME["run"].argv(src, tmp_path / "out.jsonl", endpoint)
+    res = invoke(*argv, "--dry-run")
+    said = " ".join(res.stderr.split())
+    assert res.exit_code == 1, res.output  # the run's own exit status
+    assert "30 of 30 records cannot be read" in said and "exit with status 1" in said
+    assert said.count("malformed JSON") == 5 and "… and 25 more" in said
+    assert f"{src}:1:" in said  # each named by file and line
+    assert endpoint.requests == 0 and not (tmp_path / "out.jsonl").exists()
+    # The run agrees: every record is a load failure, exit 1.
+    res = invoke(*argv)
+    assert res.exit_code == 1
+    fails = (tmp_path / "out.failures.jsonl").read_text().splitlines()
+    assert len(fails) == 30 and all(json.loads(f)["stage"] == "load" for f in fails)
+
+
+def test_dry_run_of_a_clean_input_exits_0_and_counts_every_record(
+    tmp_path: Path, endpoint: Endpoint
+) -> None:
+    make_inputs(tmp_path)
+    src = tmp_path / "in.jsonl"
+    res = invoke(*BY_NAME["run"].argv(src, tmp_path / "out.jsonl", endpoint), "--dry-run")
+    assert res.exit_code == 0, res.output
+    assert "all 3 records can be read" in " ".join(res.stderr.split())
+    assert endpoint.requests == 0
+
+
+@pytest.mark.parametrize("command", ["filter", "run"])
+def test_dry_run_of_mixed_records_names_the_unreadable_ones(
+    tmp_path: Path, endpoint: Endpoint, command: str
+) -> None:
+    make_inputs(tmp_path)
+    src = tmp_path / "mixed.jsonl"
+    src.write_text((tmp_path / "in.jsonl").read_text() + _unreadable_lines(1))
+    cmd = BY_NAME[command]
+    res = invoke(*cmd.argv(src, tmp_path / "out.jsonl", endpoint), "--dry-run")
+    said = " ".join(res.stderr.split())
+    assert res.exit_code == 1, res.output
+    assert "1 of 4 records cannot be read" in said and f"{src}:4:" in said
+    assert endpoint.requests == 0
+
+
+def test_dry_run_of_documents_names_the_unusable_ones(tmp_path: Path, endpoint: Endpoint) -> None:
+    make_inputs(tmp_path)
+    src = tmp_path / "docs.jsonl"
+    src.write_text(src.read_text() + '{"id": "empty", "text": 7}\n')
+    res = invoke(*BY_NAME["rephrase"].argv(src, tmp_path / "o.jsonl", endpoint), "--dry-run")
+    said = " ".join(res.stderr.split())
+    assert res.exit_code == 1, res.output
+    assert "1 document(s) cannot be read" in said and "(id empty)" in said
+    assert endpoint.requests == 0
+
+
+# ---------------------------------------------------------------- exit statuses and advice
+
+
+def test_convert_exits_1_when_a_record_is_rejected_like_run(tmp_path: Path) -> None:
+    make_inputs(tmp_path)
+    src = tmp_path / "mixed.jsonl"
+    src.write_text((tmp_path / "in.jsonl").read_text() + _unreadable_lines(1))
+    res = invoke("convert", src, tmp_path / "o.json")
+    assert res.exit_code == 1, res.output
+    assert [r["id"] for r in json.loads((tmp_path / "o.json").read_text())] == ["g0", "g1", "g2"]
+    assert len((tmp_path / "o.rejected.jsonl").read_text().splitlines()) == 1
+    res = invoke("convert", tmp_path / "in.jsonl", tmp_path / "o2.json")
+    assert res.exit_code == 0 and not (tmp_path / "o2.rejected.jsonl").exists()
+
+
+def test_judge_says_unreadable_records_need_fixing_not_a_rerun(
+    tmp_path: Path, endpoint: Endpoint
+) -> None:
+    make_inputs(tmp_path)
+    src = tmp_path / "mixed.jsonl"
+    src.write_text((tmp_path / "in.jsonl").read_text() + _unreadable_lines(1))
+    res = invoke(*BY_NAME["judge"].argv(src, tmp_path / "s.json", endpoint))
+    said = " ".join(res.stderr.split())
+    assert res.exit_code == 1, res.output
+    assert "1 record(s) could not be read" in said and "fix them in the input" in said
+    assert "retry" not in said
+    assert json.loads((tmp_path / "s.json").read_text())["read_errors"]
+
+
+def test_run_leaves_no_empty_failures_file(tmp_path: Path, endpoint: Endpoint) -> None:
+    make_inputs(tmp_path)
+    out = tmp_path / "out.jsonl"
+    fails = tmp_path / "out.failures.jsonl"
+    fails.write_text('{"stale": "from an earlier run"}\n')
+    res = invoke(*BY_NAME["run"].argv(tmp_path / "in.jsonl", out, endpoint))
+    assert res.exit_code == 0, res.output
+    assert len(out.read_text().splitlines()) == 3 and not fails.exists()
+    assert "failures" not in res.stderr  # the summary names no failures file
