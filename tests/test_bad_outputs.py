@@ -206,6 +206,10 @@ def _unknown_type(tmp: Path, cmd: Command) -> tuple[Path, list[str]]:
     return tmp / "out.csv", []
 
 
+def _no_extension(tmp: Path, cmd: Command) -> tuple[Path, list[str]]:
+    return tmp / "out", []
+
+
 def _parent_is_a_file(tmp: Path, cmd: Command) -> tuple[Path, list[str]]:
     (tmp / "file.txt").write_text("not a folder\n")
     return tmp / "file.txt" / f"out{cmd.ext}", []
@@ -281,6 +285,7 @@ WITH_FORMAT = tuple(c.name for c in COMMANDS if c.output_format)
 WITH_FIELDS_FORMAT = ("run", "classify", "filter", "convert")  # generate offers no `fields`
 BAD_OUTPUTS = [
     BadOutput("unknown_type", _unknown_type, "unknown output type '.csv'"),
+    BadOutput("no_extension", _no_extension, "no file type (extension)"),
     BadOutput("parent_is_a_file", _parent_is_a_file, "file.txt is a file, not a folder"),
     BadOutput("grandparent_is_a_file", _grandparent_is_a_file, "file.txt is a file, not a folder"),
     BadOutput("output_is_a_folder", _output_is_a_folder, "is a folder; name a file in it"),
@@ -379,6 +384,23 @@ def test_dry_run_checks_the_output_too(
     argv = command.argv(tmp_path / command.source, tmp_path / "out.csv", endpoint)
     res = invoke(*argv, "--dry-run")
     assert_one_error(res, "unknown output type '.csv'")
+
+
+@pytest.mark.parametrize("command", ["retrieve", "run"])
+def test_the_output_must_not_overwrite_the_local_search_corpus(
+    tmp_path: Path, endpoint: Endpoint, command: str
+) -> None:
+    make_inputs(tmp_path)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"id": "c1", "text": "Book 1 was written by A1."}) + "\n")
+    before = snapshot(tmp_path)
+    args: list[object] = [command, tmp_path / "in.jsonl", "-o", corpus]
+    args += ["--retrieval", f"local:{corpus}"]
+    if command == "run":
+        args += ["--backend", "fake", "--pack", tmp_path / "pack"]
+    res = invoke(*args)
+    assert_one_error(res, f"would overwrite the input {corpus}")
+    assert endpoint.requests == 0 and snapshot(tmp_path) == before
 
 
 def test_judge_writes_one_json_document(tmp_path: Path, endpoint: Endpoint) -> None:

@@ -200,14 +200,15 @@ def _run(args: RunArgs) -> int:
     from realign.pipeline import record as pipeline
     from realign.pipeline.build import build_runtime
     from realign.pipeline.inputs import check_input
-    from realign.pipeline.outputs import check_outputs, job_output
+    from realign.pipeline.outputs import check_outputs, corpus_of, job_output
 
     pack = load_criteria(args)
     check_input(args.input)
     check_args(args)
     # Before the input is read and anything is paid for: a run must be able to save its work.
     output = job_output(args.output, args.output_format, args.fields)
-    check_outputs([output], [args.input], store=True, cache=not args.no_cache)
+    inputs = [args.input, corpus_of(args.retrieval)]
+    check_outputs([output], inputs, store=True, cache=not args.no_cache)
     settings = args.settings()
     reader = open_input(settings.input, settings.input_format, settings.fields, args.max_record_mb)
     options = run_options(args, pack)

@@ -41,9 +41,9 @@ def check_writable(
     if isinstance(fields, str):
         FieldMap.parse(fields)  # a bad mapping says what is wrong with it
     if output_type(path) is None:
-        raise FormatError(
-            f"{path}: unknown output type '{path.suffix.lower()}'; use {', '.join(WRITE_EXTENSIONS)}"
-        )
+        ext = path.suffix.lower()
+        what = f"unknown output type '{ext}'" if ext else "no file type (extension)"
+        raise FormatError(f"{path}: {what}; use {', '.join(WRITE_EXTENSIONS)}")
 
 
 class _TextSink:

@@ -65,6 +65,14 @@ def job_output(
     return Output(path, types, "-o", sides, True, output_format, fields)
 
 
+def corpus_of(retrieval: str | None) -> Path | None:
+    """The corpus `--retrieval local:PATH` reads (an input no output may overwrite)."""
+    from realign.search.registry import parse_spec
+
+    name, arg = parse_spec(retrieval) if retrieval else ("", "")
+    return Path(arg) if name == "local" and arg else None
+
+
 def check_outputs(
     outputs: Sequence[Output],
     inputs: Iterable[Path | str | None] = (),
@@ -141,9 +149,8 @@ def _check_type(out: Output) -> None:
         return
     ext = out.path.suffix.lower()
     if ext not in out.types:
-        raise UsageError(
-            f"{out.flag} {out.path}: unknown output type '{ext}'; use {', '.join(out.types)}"
-        )
+        what = f"unknown output type '{ext}'" if ext else "no file type (extension)"
+        raise UsageError(f"{out.flag} {out.path}: {what}; use {', '.join(out.types)}")
 
 
 def _check_file(path: Path, label: str, *, resumable: bool) -> None:
