@@ -75,7 +75,7 @@ def test_every_record_is_accounted_for_and_a_rerun_retries_failures(tmp_path: Pa
         first = _run(src, out, pack, url, home)
         assert first.returncode in (0, 1), first.stderr
         ok = [json.loads(x)["id"] for x in out.read_text().splitlines()]
-        failed = [json.loads(x) for x in (tmp_path / "out.failures.jsonl").read_text().splitlines()]
+        failed = [json.loads(x) for x in _lines(tmp_path / "out.failures.jsonl")]
         assert sorted(ok + [f["id"] for f in failed]) == sorted(f"r{i}" for i in range(n))
         assert len(set(ok)) == len(ok)
         for f in failed:  # each failure says where and why, with its input record

@@ -102,7 +102,9 @@ def register(app: typer.Typer) -> None:
         tpm: int | None = options.TPM,
         max_cost: float | None = options.MAX_COST,
         dry_run: bool = typer.Option(
-            False, help="Print requests, tokens and cost per stage; make no request."
+            False,
+            help="Print requests, tokens and cost per stage, and the records the run could not "
+            "read; make no request. Exits as the run would: 1 when a record cannot be read.",
         ),
         batch: bool = typer.Option(
             False,
