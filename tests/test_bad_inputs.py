@@ -345,7 +345,7 @@ def test_bad_record_is_a_named_failure_and_the_others_go_on(tmp_path: Path, case
     # convert: the same record is rejected, the others converted
     conv = tmp_path / f"conv{case.ext}"
     res = invoke("convert", src, conv, *case.args)
-    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output  # as `run`
     assert output_ids(conv) == ["g0", "g1", "g2"]
     (rejected,) = read_lines(tmp_path / "conv.rejected.jsonl")
     assert rejected["index"] == 2 and ("record" in rejected or "text" in rejected)

@@ -127,7 +127,7 @@ def test_convert_reports_and_saves_rejects(tmp_path: Path) -> None:
     )
     out = tmp_path / "out.jsonl"
     res = run("convert", src, out)
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # as `realign run`: 1 when any record failed
     assert f"{src}:2: malformed JSON" in res.output
     assert f"{src}:3 (id q): items[0].value: expected a string, got int" in res.output
     assert "read 2 records" in res.output and "wrote 2" in res.output and "rejected 2" in res.output
@@ -158,7 +158,7 @@ def test_convert_write_rejects_are_reported(tmp_path: Path) -> None:
         "--output-fields",
         "instruction=q,response=a",
     )
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # a record was rejected
     assert "(id 9)" in res.output and "one instruction and one response" in res.output
     assert "rejected 1 (0 unreadable, 1 unwritable)" in res.output
 
@@ -198,7 +198,7 @@ def test_convert_bad_output_type(tmp_path: Path) -> None:
     res = run("convert", src, tmp_path / "o.csv")
     assert res.exit_code == 2 and "unknown output type '.csv'" in res.output
     res = run("convert", src, src)
-    assert res.exit_code == 2 and "must differ" in res.output
+    assert res.exit_code == 2 and "would overwrite the input" in res.output
 
 
 def test_stats_json(tmp_path: Path) -> None:

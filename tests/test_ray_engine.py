@@ -171,7 +171,7 @@ def test_sigkill_then_rerun_finishes_without_duplicates(ray_session: Any, tmp_pa
     ref_ids = [json.loads(x)["id"] for x in ref.read_text().splitlines()]
     out_ids = [json.loads(x)["id"] for x in out.read_text().splitlines()]
     assert out_ids == ref_ids == [f"r{i}" for i in range(n)]
-    assert (tmp_path / "out.failures.jsonl").read_text() == ""
+    assert not (tmp_path / "out.failures.jsonl").exists()  # no record failed
     # Re-paid: at most the requests in flight at the kill (one budget of 4 for all workers).
     assert total_requests <= ref_requests + 4
 

@@ -164,7 +164,7 @@ def test_sigkill_then_rerun_gives_exactly_once_output(tmp_path: Path) -> None:
     ref_ids = [json.loads(x)["id"] for x in ref.read_text().splitlines()]
     out_ids = [json.loads(x)["id"] for x in out.read_text().splitlines()]
     assert out_ids == ref_ids == [f"r{i}" for i in range(n)]
-    assert (tmp_path / "out.failures.jsonl").read_text() == ""
+    assert not (tmp_path / "out.failures.jsonl").exists()  # no record failed
     # Nothing paid twice: at most the requests in flight at the kill (concurrency 4) repeat.
     assert total_requests <= ref_requests + 4
     # The API key never lands in the outputs, the state or the cache.

@@ -21,6 +21,7 @@ from realign.augment import quality_filter as qf
 from realign.augment import rephrase as rp
 from realign.criteria import CriteriaPack
 from realign.errors import UsageError
+from realign.pipeline.estimate import LoadFailures
 from realign.pipeline.runner import results
 from realign.pipeline.state import RunState
 from realign.records import Failure, Provenance, Record
@@ -74,18 +75,21 @@ def chunk_record(item: Any) -> dict[str, Any]:
 
 @dataclass
 class Estimate:
-    """Requests and tokens a dry run counted, and how many inputs it read."""
+    """Requests and tokens a dry run counted, how many usable inputs it read, and the
+    inputs the run could not use (each would be a `load` failure)."""
 
     requests: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
     inputs: int = 0
+    unreadable: LoadFailures = field(default_factory=LoadFailures)
 
 
 def estimate_rephrase(source: ChunkSource, pack: CriteriaPack, styles: Sequence[str]) -> Estimate:
     est = Estimate()
     for c in source.chunks():
         if isinstance(c, docs_mod.DocumentError):
+            est.unreadable.add(str(c))
             continue
         est.inputs += 1
         for s in styles:
@@ -102,6 +106,7 @@ def estimate_generate(source: ChunkSource, n: int, pack: CriteriaPack | None) ->
     schema_tokens = tokens.count(json.dumps(schema.model_json_schema()))
     for c in source.chunks():
         if isinstance(c, docs_mod.DocumentError):
+            est.unreadable.add(str(c))
             continue
         est.inputs += 1
         r = gen.build_request(c, n, pack)
@@ -119,9 +124,10 @@ def estimate_filter(
     est = Estimate()
     schema_tokens = tokens.count(json.dumps(judge.PointwiseOutput.model_json_schema()))
     for rec in items:
-        est.inputs += 1
         if isinstance(rec, Failure):
+            est.unreadable.add(rec.error)
             continue
+        est.inputs += 1
         for u in judge.units_of(rec):
             for a in aspects:
                 r = judge.pointwise_request(u, a, pack=pack, reference=None)
@@ -244,8 +250,8 @@ def write_filtered(
     out = Written()
     try:
         with (
-            RecordWriter(output, output_format, source_fields=fields) as kept_w,
-            RecordWriter(dropped_path, output_format, source_fields=fields) as drop_w,
+            RecordWriter(output, output_format, fields, source_fields=fields) as kept_w,
+            RecordWriter(dropped_path, output_format, fields, source_fields=fields) as drop_w,
         ):
             for f in results(state, qf.Filtered):
                 writer = kept_w if f.verdict.kept else drop_w

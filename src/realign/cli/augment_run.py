@@ -20,7 +20,7 @@ from realign.cli.console import make_console
 from realign.cli.job import Job, open_job
 from realign.cli.options import EngineArgs
 from realign.llm.build import build_engine, pricing_model
-from realign.pipeline.inputs import check_output
+from realign.pipeline.outputs import JSONL_TYPES, Output, check_outputs, job_output
 from realign.pipeline.runner import fingerprint
 from realign.records import Failure
 
@@ -58,7 +58,11 @@ class GenerateArgs(DocArgs):
     dedup_threshold: float = 0.8
 
 
-def print_estimate(args: EngineArgs, stage: str, est: Estimate, what: str) -> None:
+def print_estimate(
+    args: EngineArgs, stage: str, est: Estimate, what: str, records: bool = False
+) -> int:
+    """The dry run's cost table and what the run could not use; the run's exit status.
+    `records`: the inputs are records (each usable or not), not documents cut into chunks."""
     from realign.llm.pricing import StageEstimate, estimate, render_table
 
     report = estimate(
@@ -74,11 +78,19 @@ def print_estimate(args: EngineArgs, stage: str, est: Estimate, what: str) -> No
     )
     err.print(f"dry run: {what}; no request was sent.")
     err.print(render_table(report))
+    if records:
+        return est.unreadable.report(err, est.inputs + est.unreadable.count, "records")
+    return est.unreadable.report(err, None, "document(s)")
+
+
+def check_job_outputs(args: EngineArgs, *outputs: Output, inputs: tuple[Path, ...] = ()) -> None:
+    """Everything the job will write, and the store, before it reads its input in full or
+    pays for anything (`pipeline/outputs.py`)."""
+    check_outputs(outputs, [args.input, *inputs], store=True, cache=not args.no_cache)
 
 
 def open_augment_job(name: str, args: EngineArgs, settings: dict[str, Any]) -> Job:
     """Engine + run state (resumed when the same job ran before and stopped)."""
-    check_output(args.output, args.input)
     lock = lock_output(args.output)  # before anything is paid for
     built = build_engine(args.engine_options(), stderr=err.file)
     backend = built.engine.backend
@@ -164,8 +176,7 @@ def rephrase_command(args: RephraseArgs) -> int:
 
     source = args.source()
     source.check()
-    if args.output.suffix.lower() != ".jsonl":
-        raise die(f"{args.output}: rephrase writes JSON Lines; name the output *.jsonl")
+    check_job_outputs(args, job_output(args.output, types=JSONL_TYPES))  # JSON Lines only
     pack = load_pack_or_die(args.pack, args.criteria)
     styles = split_csv(args.styles)
     unknown = [s for s in styles if s not in pack]
@@ -183,8 +194,7 @@ def rephrase_command(args: RephraseArgs) -> int:
     if args.dry_run:
         est = estimate_rephrase(source, pack, styles)
         what = f"{est.inputs} chunks × {len(styles)} styles from {args.input}"
-        print_estimate(args, "rephrase", est, what)
-        return 0
+        return print_estimate(args, "rephrase", est, what)
 
     n_chunks, n_bad = source.count(lambda d: err.print(f"[red]not usable:[/] {d}"))
     settings = {
@@ -257,14 +267,15 @@ def generate_command(args: GenerateArgs) -> int:
         )
     if not 0.0 < args.dedup_threshold <= 1.0:
         raise die(f"--dedup-threshold {args.dedup_threshold}: use a number in (0, 1]")
+    dup_path = args.output.with_name(f"{args.output.stem}.duplicates.jsonl")
+    check_job_outputs(args, job_output(args.output, args.output_format, side_files=[dup_path]))
     pack = load_pack_or_die(args.pack, args.criteria) if args.typed else None
     n = args.per_chunk
 
     if args.dry_run:
         est = estimate_generate(source, n, pack)
         what = f"{est.inputs} chunks × {n} pairs from {args.input}"
-        print_estimate(args, "generate", est, what)
-        return 0
+        return print_estimate(args, "generate", est, what)
 
     n_chunks, n_bad = source.count(lambda d: err.print(f"[red]not usable:[/] {d}"))
     settings = {
@@ -299,7 +310,6 @@ def generate_command(args: GenerateArgs) -> int:
         return code
 
     prov = gen.provenance(engine.backend.model, engine.backend.name, pack)
-    dup_path = args.output.with_name(f"{args.output.stem}.duplicates.jsonl")
     out = write_generated(
         job.state, args.output, dup_path, args.output_format, args.dedup_threshold, prov
     )

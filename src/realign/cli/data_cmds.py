@@ -71,6 +71,20 @@ def _open_reader(
         raise typer.Exit(2) from None
 
 
+def _check_output(
+    console: Console, output: Path, fmt: str | None, fields: str | None, rejected: Path, input: str
+) -> None:
+    """The one output check every command shares (`pipeline/outputs.py`), before any work."""
+    from realign.errors import UsageError
+    from realign.pipeline.outputs import Output, check_outputs
+
+    try:
+        check_outputs([Output(output, None, "output", (rejected,), False, fmt, fields)], [input])
+    except UsageError as e:
+        _say(console, f"error: {e}", "red")
+        raise typer.Exit(2) from None
+
+
 @contextmanager
 def _progress(console: Console, reader: RecordReader) -> Iterator[Any]:
     """A progress bar on a terminal (by bytes or rows); a no-op elsewhere."""
@@ -168,8 +182,9 @@ def convert(
 
         realign convert gsm8k.jsonl gsm8k.json --fields instruction=question,response=answer -t alpaca
 
-    Exit code 0 when done (rejects included), 2 on an unusable input or output path, 1 with
-    --strict at the first bad record or when no record could be converted.
+    Exit code (as `realign run`'s): 0 when every record was converted, 1 when any was rejected
+    (the others are still written) or with --strict at the first bad record, 2 on an unusable
+    input, output path or option (nothing is written).
     """
     from realign.io.errors import RecordWriteError
     from realign.io.formats import FormatError
@@ -177,11 +192,9 @@ def convert(
     from realign.records import Record
 
     console = _console()
-    if Path(input).resolve() == output.resolve():
-        _say(console, f"error: {output}: the output must differ from the input", "red")
-        raise typer.Exit(2)
     reader = _open_reader(console, input, input_format, fields, max_record_mb)
     rejected_path = output.with_name(f"{output.stem}.rejected.jsonl")
+    _check_output(console, output, output_format, output_fields or fields, rejected_path, input)
     rejected_path.unlink(missing_ok=True)  # a stale file from an earlier run would mislead
     rejects = _Rejects(console)
     read = 0
@@ -236,7 +249,7 @@ def convert(
             + f"all rejects with reasons: {rejected_path}",
             "yellow",
         )
-    if writer.written == 0 and rejects.total:
+    if rejects.total:
         raise typer.Exit(1)
 
 

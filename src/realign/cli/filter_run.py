@@ -13,6 +13,7 @@ from rich.table import Table
 
 from realign.cli.augment_run import (
     EngineArgs,
+    check_job_outputs,
     err,
     items_job,
     load_pack_or_die,
@@ -23,6 +24,7 @@ from realign.cli.common import die
 from realign.cli.job import finish
 from realign.errors import UsageError
 from realign.pipeline.inputs import open_input, read_items
+from realign.pipeline.outputs import job_output
 from realign.records import Failure, Record
 
 
@@ -45,6 +47,9 @@ def filter_command(args: FilterArgs) -> int:
     from realign.pipeline.build import count_records
 
     reader = open_input(args.input, args.input_format, args.fields)
+    dropped_path = args.output.with_name(f"{args.output.stem}.dropped.jsonl")
+    kept = job_output(args.output, args.output_format, args.fields, side_files=[dropped_path])
+    check_job_outputs(args, kept, inputs=(args.reference,) if args.reference else ())
     try:
         aspects = judge.parse_aspects(args.aspect)
     except ValueError as e:
@@ -59,8 +64,7 @@ def filter_command(args: FilterArgs) -> int:
     if args.dry_run:
         est = estimate_filter(islice(read_items(reader), args.limit), aspects, pack)
         what = f"{est.inputs} records × {len(aspects)} aspect(s) from {args.input}"
-        print_estimate(args, "judge", est, what)
-        return 0
+        return print_estimate(args, "judge", est, what, records=True)
 
     total = count_records(args.input)
     if total is not None and args.limit:
@@ -101,7 +105,6 @@ def filter_command(args: FilterArgs) -> int:
     if code is not None:
         return code
 
-    dropped_path = args.output.with_name(f"{args.output.stem}.dropped.jsonl")
     out = write_filtered(job.state, args.output, dropped_path, args.output_format, args.fields)
     table = Table(title=f"realign filter: {', '.join(aspects)} ≥ {args.min_score}")
     table.add_column("task type")

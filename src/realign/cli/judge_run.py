@@ -14,7 +14,8 @@ from realign.cli.common import die, lock_output
 from realign.cli.console import make_console
 from realign.cli.job import Tick, open_job, run_job
 from realign.judge import ReferenceIndex
-from realign.pipeline.inputs import check_output, read_dataset
+from realign.pipeline.inputs import check_input, open_input, read_all, read_dataset
+from realign.pipeline.outputs import HTML_TYPES, JSON_TYPES, Output, check_outputs
 
 
 def _references(path: Path | None, con: Console) -> ReferenceIndex | None:
@@ -69,18 +70,23 @@ def judge_command(
     if not inputs:
         raise die("give one input (scores), two (A B comparison) or more (ratings)")
     base = _baseline_index(inputs, baseline)
-    check_output(output, *inputs)
     try:
         wanted = judge.parse_aspects(aspects)
     except ValueError as e:
         raise die(f"--aspects: {e}") from e
+    readers = [open_input(p, input_format, fields) for p in inputs]
     crit_pack = None
     if "alignment" in wanted:
         try:
             crit_pack = load_pack(pack, criteria)
         except CriteriaError as e:
             raise die(f"criteria: {e}") from e
-    datasets = [read_dataset(p, input_format, fields, limit) for p in inputs]
+    # Before the inputs are read in full and anything is paid for.
+    outputs = [Output(output, JSON_TYPES, resumable=True)]
+    if html is not None:
+        outputs.append(Output(html, HTML_TYPES, "--html"))
+    check_outputs(outputs, [*inputs, reference], store=True, cache=not no_cache)
+    datasets = [read_all(reader, limit) for reader in readers]
     read_errors = [
         f"{p}: {err}" if str(p) not in err else err
         for p, (_, errs) in zip(inputs, datasets, strict=True)
@@ -192,14 +198,18 @@ def _report_judged(
     if html is not None:
         _write_html(result, html, con)
     failed = len(result.failures)
-    if failed or read_errors:
+    if failed:
         con.print(
-            f"[red]{failed} judge call(s) failed and {len(read_errors)} record(s) could not be "
-            f"read[/]: they are listed in {output} (`failures`, `read_errors`); rerun to retry "
-            "(answers already received come from the cache)."
+            f"[red]{failed} judge call(s) failed[/]: they are listed in {output} (`failures`); "
+            "rerun the same command to retry them (answers already received come from the cache)."
         )
-        return 1
-    return 0
+    if read_errors:
+        # A rerun reads the same input: these need the input fixed, not a retry.
+        con.print(
+            f"[red]{len(read_errors)} record(s) could not be read[/]: they are listed in "
+            f"{output} (`read_errors`); fix them in the input and rerun."
+        )
+    return 1 if failed or read_errors else 0
 
 
 def _baseline_index(inputs: list[Path], baseline: Path | None) -> int | None:
@@ -365,6 +375,8 @@ def report_command(
     from realign import report
 
     con = make_console()
+    check_input(input)
+    check_outputs([Output(html, HTML_TYPES, "--html")], [input, reference])
     judged = _judge_output(input)
     if judged is not None:
         from realign.judge import (

@@ -5,13 +5,47 @@ Heavy imports (LLM clients, torch, pyarrow) happen inside the commands, so `--he
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from collections.abc import Iterator
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from realign import __version__
 
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """A command-line error of the CLI library (an option out of its range, a missing or
+    unknown option) as realign's own: one `error:` line, exit 2, instead of a boxed block."""
+    try:
+        yield
+    except TyperException as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # no arguments: the help, as asked
+            raise
+        from realign.cli.common import die
+
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        message = " ".join(e.format_message().split())
+        raise die(message + hint, code=getattr(e, "exit_code", 2) or 2) from None
+
+
+class _Group(TyperGroup):
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _one_line_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="realign",
     help=(
         "Make SFT data better without new data.\n\n"

@@ -64,9 +64,13 @@ MAX_RECORD_MB = typer.Option(
 
 
 MAX_COST = typer.Option(
-    None, help="Stop cleanly (resumable) before spending more than this many USD."
+    None, min=0.0, help="Stop cleanly (resumable) before spending more than this many USD."
 )
-DRY_RUN = typer.Option(False, help="Print requests, tokens and cost; make no request.")
+DRY_RUN = typer.Option(
+    False,
+    help="Print requests, tokens and cost, and what the run could not read; make no request. "
+    "Exits as the run would: 1 when an input cannot be read.",
+)
 LIMIT = typer.Option(None, min=1, help="Only the first N records.")
 
 

@@ -195,7 +195,8 @@ def _retrieve(
     from realign.io.write import RecordWriter
     from realign.llm.build import EngineOptions, build_engine
     from realign.pipeline.build import count_records
-    from realign.pipeline.inputs import check_output, open_input
+    from realign.pipeline.inputs import open_input
+    from realign.pipeline.outputs import check_outputs, corpus_of, job_output
     from realign.pipeline.record import write_outputs
     from realign.pipeline.runner import fingerprint
     from realign.search.base import SearchError
@@ -203,7 +204,8 @@ def _retrieve(
     from realign.stages.retrieve import Retriever
 
     reader = open_input(input, input_format, None)  # an unusable input stops here, exit 2
-    check_output(output, input)
+    inputs = [input, corpus_of(retrieval)]
+    check_outputs([job_output(output)], inputs, store=True, cache=not no_cache)
     try:
         criteria_pack = load_pack(pack, criteria)
     except CriteriaError as e:

@@ -100,7 +100,10 @@ def register(app: typer.Typer) -> None:
         ),
         classifier: str = typer.Option("llm", help="Task classifier: llm | embedding (offline)."),
         min_confidence: float = typer.Option(
-            0.5, help="With --classifier embedding: below this, fall back to the LLM classifier."
+            0.5,
+            min=0.0,
+            max=1.0,
+            help="With --classifier embedding: below this, fall back to the LLM classifier.",
         ),
         retrieval: str | None = options.RETRIEVAL,
         search_endpoint: str | None = options.SEARCH_ENDPOINT,
@@ -110,7 +113,9 @@ def register(app: typer.Typer) -> None:
         tpm: int | None = options.TPM,
         max_cost: float | None = options.MAX_COST,
         dry_run: bool = typer.Option(
-            False, help="Print requests, tokens and cost per stage; make no request."
+            False,
+            help="Print requests, tokens and cost per stage, and the records the run could not "
+            "read; make no request. Exits as the run would: 1 when a record cannot be read.",
         ),
         batch: bool = typer.Option(
             False,
@@ -145,6 +150,8 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option("llm", help="llm (any backend) | embedding (offline, fast)."),
         min_confidence: float = typer.Option(
             0.5,
+            min=0.0,
+            max=1.0,
             help="With --method embedding: below this, ask the LLM when one is configured "
             "(--backend/--base-url/OPENAI_API_KEY), else use `default` with the reason.",
         ),

@@ -243,20 +243,23 @@ def run_command(args: RunArgs) -> int:
 def _run(args: RunArgs) -> int:
     from realign.pipeline import record as pipeline
     from realign.pipeline.build import build_runtime
-    from realign.pipeline.inputs import check_input, check_output
+    from realign.pipeline.inputs import check_input
+    from realign.pipeline.outputs import check_outputs, corpus_of, job_output
 
     pack = load_criteria(args)
     check_input(args.input)
-    check_output(args.output, args.input)
     check_args(args)
+    # Before the input is read and anything is paid for: a run must be able to save its work.
+    output = job_output(args.output, args.output_format, args.fields)
+    inputs = [args.input, corpus_of(args.retrieval)]
+    check_outputs([output], inputs, store=True, cache=not args.no_cache)
     settings = args.settings()
     reader = open_input(settings.input, settings.input_format, settings.fields, args.max_record_mb)
     options = run_options(args, pack)
     if args.dry_run:
         from realign.pipeline.estimate import estimate_run
 
-        estimate_run(settings, pack, options, read_items(reader), err)
-        return 0
+        return estimate_run(settings, pack, options, read_items(reader), err)
 
     lock = lock_output(args.output)  # before anything is paid for
     runtime = build_runtime(settings, pack, options, err)
@@ -324,7 +327,7 @@ def _run(args: RunArgs) -> int:
         state, args.output, runtime.open_writer, on_failed=on_failed
     )
     state.close(remove=True)
-    summary.output, summary.failures = args.output, fails
+    summary.output, summary.failures = args.output, fails if failed else None
     summary.written, summary.failed = written, failed
     err.print(
         summary_table(

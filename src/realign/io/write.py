@@ -19,6 +19,33 @@ from realign.records import Record
 WRITE_EXTENSIONS = (".json", ".jsonl", ".ndjson", ".parquet")
 
 
+def output_type(path: Path) -> str | None:
+    """The type an output path is written as; None when realign cannot write it."""
+    ext = path.suffix.lower()
+    return ext if ext in WRITE_EXTENSIONS else None
+
+
+def check_writable(
+    path: Path, output_format: str | None = None, fields: FieldMap | str | None = None
+) -> None:
+    """`FormatError` unless a `RecordWriter(path, output_format, fields)` could be made: what a
+    command checks before it starts, so a run never pays for results it cannot write."""
+    if output_format is not None and output_format not in FORMAT_NAMES:
+        raise FormatError(
+            f"unknown --output-format '{output_format}'; use one of {', '.join(FORMAT_NAMES)}"
+        )
+    if output_format == "fields" and not fields:
+        raise FormatError(
+            "--output-format fields needs --output-fields instruction=KEY,response=KEY"
+        )
+    if isinstance(fields, str):
+        FieldMap.parse(fields)  # a bad mapping says what is wrong with it
+    if output_type(path) is None:
+        ext = path.suffix.lower()
+        what = f"unknown output type '{ext}'" if ext else "no file type (extension)"
+        raise FormatError(f"{path}: {what}; use {', '.join(WRITE_EXTENSIONS)}")
+
+
 class _TextSink:
     def __init__(self, tmp: Path, array: bool) -> None:
         self.f = tmp.open("w", encoding="utf-8", newline="\n")
@@ -66,24 +93,13 @@ class RecordWriter:
         parquet_batch_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.path = Path(path)
-        if output_format is not None and output_format not in FORMAT_NAMES:
-            raise FormatError(
-                f"unknown --output-format '{output_format}'; use one of {', '.join(FORMAT_NAMES)}"
-            )
+        check_writable(self.path, output_format, fields)
         self.output_format = output_format
         self.fields = FieldMap.parse(fields) if isinstance(fields, str) else fields
         self.source_fields = (
             FieldMap.parse(source_fields) if isinstance(source_fields, str) else source_fields
         )
-        if output_format == "fields" and self.fields is None:
-            raise FormatError(
-                "--output-format fields needs --output-fields instruction=KEY,response=KEY"
-            )
         ext = self.path.suffix.lower()
-        if ext not in WRITE_EXTENSIONS:
-            raise FormatError(
-                f"{path}: unknown output type '{ext}'; use {', '.join(WRITE_EXTENSIONS)}"
-            )
         self._tmp = self.path.with_name(f".{self.path.name}.partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._sink: _TextSink | ParquetSink = (

@@ -142,6 +142,30 @@ class CacheError(RuntimeError):
     """The cache file cannot be used; the message names the file."""
 
 
+def check_cache(path: Path) -> None:
+    """Raise `CacheError` unless `path` is missing (it is created on first use) or a realign
+    cache of a supported version; reads only (a command checks this before it starts)."""
+    if not path.exists():
+        return
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise CacheError(f"{path}: cannot open the cache: {e}") from e
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version:
+            conn.execute("SELECT 1 FROM entries LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as e:
+        raise CacheError(f"{path}: not a realign cache: {e}") from e
+    finally:
+        conn.close()
+    if version not in (0, _SCHEMA_VERSION):
+        raise CacheError(
+            f"{path}: cache schema version {version} is not supported (expected "
+            f"{_SCHEMA_VERSION}); use another cache (REALIGN_CACHE) or `realign cache clear`"
+        )
+
+
 def cache_info(path: Path, *, db: sqlite3.Connection | None = None) -> CacheInfo:
     """What is in the cache at `path`, without creating it when it does not exist."""
     if db is None and not path.exists():

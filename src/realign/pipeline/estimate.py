@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from rich.console import Console
 
@@ -23,6 +24,40 @@ from realign.stages.verify import VerifyOutput
 CLASSIFY_OUTPUT_TOKENS = 40
 REASONING_TOKENS = 60
 VERIFY_ESTIMATE_TOKENS = 60  # two booleans and a sentence
+SHOWN_LOAD_FAILURES = 5
+
+
+@dataclass
+class LoadFailures:
+    """What a dry run found unusable in the input, as the run reads it: the run would make
+    each one a `load` failure, and so exit with status 1."""
+
+    count: int = 0
+    first: list[str] = field(default_factory=list)  # the first few errors, with reasons
+
+    def add(self, error: str) -> None:
+        self.count += 1
+        if len(self.first) < SHOWN_LOAD_FAILURES:
+            self.first.append(error)
+
+    def report(self, err: Console, read: int | None, what: str = "records") -> int:
+        """Say what the run would fail and how it would end; that exit status (0 or 1).
+        `read`: how many `what` were read in all, when they are what fails."""
+        if not self.count:
+            if read is not None:
+                err.print(f"all {read} {what} can be read.")
+            return 0
+        count = f"{self.count} of {read}" if read is not None else str(self.count)
+        err.print(
+            f"[red]{count} {what} cannot be read[/]: the run would name each as a failure "
+            "(stage load) and exit with status 1. Fix them in the input first:",
+            highlight=False,
+        )
+        for line in self.first:
+            err.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+        if self.count > len(self.first):
+            err.print(f"  … and {self.count - len(self.first)} more")
+        return 1
 
 
 def estimate_run(
@@ -31,8 +66,10 @@ def estimate_run(
     options: RunOptions,
     items: Iterable[Record | Failure],
     err: Console,
-) -> None:
-    """Requests and tokens per stage, priced for the chosen model. Sends nothing.
+) -> int:
+    """Requests and tokens per stage, priced for the chosen model, and the records the run
+    could not read (every record is read, as the run reads it). Sends nothing. Returns the exit
+    status the run would have: 1 when a record cannot be read, else 0.
 
     Units whose task type is unknown before classification are counted as rewritten (an upper
     bound), and said so.
@@ -44,6 +81,7 @@ def estimate_run(
     tout: Counter[str] = Counter()
     unknown_types = 0
     records = 0
+    unreadable = LoadFailures()
     schema = classification_schema(pack)
     crit_list = [pack[n] for n in pack.names()]
     classify_fixed = sum(
@@ -60,6 +98,7 @@ def estimate_run(
             break
         records += 1
         if isinstance(item, Failure):
+            unreadable.add(item.error)
             continue
         for turn in item.assistant_turns():
             label = input_task_type(item, turn)
@@ -143,3 +182,4 @@ def estimate_run(
             f"{unknown_types} unit(s) have no task type yet: counted as classified and "
             "rewritten (an upper bound; `rewrite: no` types will cost less)."
         )
+    return unreadable.report(err, records)

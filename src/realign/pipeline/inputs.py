@@ -24,13 +24,6 @@ def check_input(path: Path) -> None:
         raise UsageError(f"{path}: no such file")
 
 
-def check_output(output: Path, *inputs: Path) -> None:
-    """The output must not overwrite an input (a Hugging Face source is never a file here)."""
-    if any(p.exists() and output.resolve() == p.resolve() for p in inputs):
-        what = "the input" if len(inputs) == 1 else "an input"
-        raise UsageError(f"the output must not overwrite {what}; choose another -o path")
-
-
 def open_input(
     path: Path,
     input_format: str | None,
@@ -77,9 +70,14 @@ def read_dataset(
 ) -> tuple[list[Record], list[str]]:
     """All records of a dataset (the first `limit`) and the read errors, each naming file,
     record and field (`judge`, `report`: they need the whole dataset in memory)."""
+    return read_all(open_input(path, input_format, fields), limit)
+
+
+def read_all(reader: RecordReader, limit: int | None = None) -> tuple[list[Record], list[str]]:
+    """`read_dataset` of an input already opened (and so checked)."""
     records: list[Record] = []
     errors: list[str] = []
-    for item in read_items(open_input(path, input_format, fields)):
+    for item in read_items(reader):
         if isinstance(item, Record):
             records.append(item)
             if limit is not None and len(records) >= limit:

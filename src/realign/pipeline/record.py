@@ -387,7 +387,8 @@ def write_outputs(
     """Write the output (records in input order) and the failures file from the run state.
 
     Both files are written atomically (renamed into place when complete), the output first: a
-    kill leaves the previous files and the run state, and the rerun writes both again. A record
+    kill leaves the previous files and the run state, and the rerun writes both again. The
+    failures file is removed when no record failed (a stale one never lingers). A record
     the output format cannot hold is not dropped: it goes to the failures file with stage
     `write`. `on_written` sees each record the writer accepted (e.g. to total what the output
     holds), `on_failed` each line of the failures file, in file order (e.g. to show the first
@@ -429,4 +430,6 @@ def write_outputs(
         rejected(late)
         for payload in state.iter_payloads(ok=False):
             fail(Failure.model_validate_json(payload))
+    if not failed:
+        fails.unlink(missing_ok=True)
     return written, failed, fails

@@ -54,10 +54,7 @@ class RunLock:
             except BlockingIOError:
                 holder = _holder(f)
                 f.close()
-                raise RunLocked(
-                    f"another realign run is writing {what} ({holder}); wait for it to "
-                    "finish or stop it, or choose another -o path"
-                ) from None
+                raise _locked(what, holder) from None
             # The holder may have removed the file between our open and its release: a lock
             # on an unlinked file guards nothing, so lock the file now at `path` instead.
             try:
@@ -84,6 +81,32 @@ class RunLock:
             self.path.unlink(missing_ok=True)
         self._file.close()  # closing the last descriptor releases the flock
         self._file = None
+
+
+def _locked(what: str, holder: str) -> RunLocked:
+    return RunLocked(
+        f"another realign run is writing {what} ({holder}); wait for it to finish or stop it, "
+        "or choose another -o path"
+    )
+
+
+def probe_lock(output: Path) -> None:
+    """Raise `RunLocked` when another process holds the run lock on `output`, without taking
+    it or creating any file (the check a command makes before it starts; it takes the lock
+    itself with `lock_run` later, before it pays for anything)."""
+    path = lock_path(state_path(output))
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # no lock file: nobody holds it
+    except OSError as e:
+        raise RunLocked(f"cannot open the run lock {path}: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _locked(str(output), _holder(f)) from None
+        # Closing the probe's descriptor releases what it just took; a holder's lock is its own.
 
 
 def _holder(f: IO[bytes]) -> str:
