@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "realign.cli.judge_cmds",  # judge, report
     "realign.cli.cache_cmds",  # cache info|clear, batch status|collect
     "realign.cli.augment_cmds",  # rephrase, generate, filter
+    "realign.cli.push_cmds",  # push
 ]
 
 

@@ -43,6 +43,7 @@ FILTER_PRESET_HELP = (
 def register(app: typer.Typer) -> None:
     @app.command(help=RUN_HELP, no_args_is_help=True)
     def run(
+        ctx: typer.Context,
         input: Path = options.INPUT,
         output: Path = options.OUTPUT,
         model: str | None = options.MODEL,
@@ -123,12 +124,15 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         params = dict(locals())  # before the import adds names
+        from realign.cli.common import invoked_command
         from realign.cli.run_impl import RunArgs, run_command
 
-        raise typer.Exit(run_command(RunArgs(**params)))
+        ctx = params.pop("ctx")
+        raise typer.Exit(run_command(RunArgs(**params, command=invoked_command(ctx))))
 
     @app.command(no_args_is_help=True)
     def classify(
+        ctx: typer.Context,
         input: Path = options.INPUT,
         output: Path = options.OUTPUT,
         method: str = typer.Option("llm", help="llm (any backend) | embedding (offline, fast)."),
@@ -157,8 +161,10 @@ def register(app: typer.Typer) -> None:
 
         Example: `realign classify data.json -o typed.json --method embedding`
         """
-        params = {k: v for k, v in locals().items() if k != "method"}
+        params = {k: v for k, v in locals().items() if k not in ("method", "ctx")}
+        from realign.cli.common import invoked_command
         from realign.cli.run_impl import RunArgs, run_command
 
-        args = RunArgs(**params, classifier=method, classify_only=True)
+        command = invoked_command(ctx)
+        args = RunArgs(**params, classifier=method, classify_only=True, command=command)
         raise typer.Exit(run_command(args))

@@ -53,6 +53,7 @@ class RunArgs(EngineArgs):
     engine: str = "local"  # local | ray (realign.distributed)
     address: str | None = None
     workers: int | None = None
+    command: str | None = None  # the command line as given (provenance)
 
     def engine_options(self) -> EngineOptions:
         return replace(super().engine_options(), batch=self.batch)
@@ -73,6 +74,7 @@ class RunArgs(EngineArgs):
             distributed=self.engine == "ray",
             address=self.address,
             workers=self.workers,
+            command=self.command,
         )
 
 

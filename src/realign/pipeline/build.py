@@ -38,6 +38,7 @@ class RunSettings:
     distributed: bool = False  # --engine ray
     address: str | None = None
     workers: int | None = None
+    command: str | None = None  # the command line, for provenance
 
 
 @dataclass
@@ -132,6 +133,7 @@ def build_runtime(
         retriever=retriever,
         model=getattr(backend, "model", None),
         backend=getattr(backend, "name", None),
+        command=settings.command,
     )
     window = max(4 * (engine.limit.maximum if engine is not None else 1), 16)
 
