@@ -166,7 +166,8 @@ def convert(
 
         realign convert data.jsonl data.parquet --output-format sharegpt
 
-        realign convert gsm8k.jsonl gsm8k.json --fields instruction=question,response=answer -t alpaca
+        realign convert gsm8k.jsonl gsm8k.json -t alpaca \\
+            --fields instruction=question,response=answer
 
     Exit code 0 when done (rejects included), 2 on an unusable input or output path, 1 with
     --strict at the first bad record or when no record could be converted.

@@ -10,6 +10,9 @@ import importlib
 import typer
 
 from realign import __version__
+from realign.cli import help_layout
+
+help_layout.install()  # options stay whole in 80-column terminals and pipes
 
 app = typer.Typer(
     name="realign",

@@ -19,13 +19,14 @@ after a crash to resume.
 
 Examples:
 
-    realign run data.json -o out.json                       # embedded model, offline
-    realign run data.json -o out.json --model gpt-4o-mini   # OpenAI (OPENAI_API_KEY)
-    realign run data.jsonl -o out.jsonl --base-url http://127.0.0.1:8000/v1 --model my-model
-    realign run gsm8k.jsonl -o out.jsonl --fields instruction=question,response=answer \
-        --force --filter-preset gsm8k
-    realign run data.json -o out.json --dry-run             # cost estimate, no request
-    realign run realign.json -o out.json --pack realign-paper   # ReAlign's formats and settings
+    realign run data.json -o out.json               # embedded model, offline
+    realign run data.json -o out.json --dry-run     # cost estimate, no request
+    realign run data.json -o out.json --model gpt-4o-mini    # OPENAI_API_KEY
+    realign run data.jsonl -o out.jsonl --model my-model \\
+        --base-url http://127.0.0.1:8000/v1
+    realign run gsm8k.jsonl -o out.jsonl --force --filter-preset gsm8k \\
+        --fields instruction=question,response=answer
+    realign run realign.json -o out.json --pack realign-paper  # as in the paper
 """
 
 FILTER_PRESET_HELP = (
