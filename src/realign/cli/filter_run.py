@@ -42,7 +42,7 @@ def filter_command(args: FilterArgs) -> int:
     from realign import judge
     from realign.augment import quality_filter as qf
     from realign.augment.jobs import estimate_filter, write_filtered
-    from realign.pipeline.build import count_records
+    from realign.pipeline.build import count_json_records, count_records
 
     reader = open_input(args.input, args.input_format, args.fields)
     try:
@@ -62,9 +62,10 @@ def filter_command(args: FilterArgs) -> int:
         print_estimate(args, "judge", est, what)
         return 0
 
-    total = count_records(args.input)
-    if total is not None and args.limit:
-        total = min(total, args.limit)
+    def capped(n: int | None) -> int | None:
+        return n if n is None or not args.limit else min(n, args.limit)
+
+    total = capped(count_records(args.input))
     settings = {
         "aspects": aspects,
         "min_score": args.min_score,
@@ -97,6 +98,7 @@ def filter_command(args: FilterArgs) -> int:
         total=total,
         limit=args.limit,
         on_result=tally,
+        late_total=lambda: capped(count_json_records(args.input)),
     )
     if code is not None:
         return code

@@ -200,7 +200,7 @@ def run_command(args: RunArgs) -> int:
 
 def _run(args: RunArgs) -> int:
     from realign.pipeline import record as pipeline
-    from realign.pipeline.build import build_runtime
+    from realign.pipeline.build import build_runtime, count_json_records
     from realign.pipeline.inputs import check_input, check_output
 
     pack = load_criteria(args)
@@ -260,10 +260,14 @@ def _run(args: RunArgs) -> int:
             make_console=make_console,
         )
 
+    def capped(n: int | None) -> int | None:
+        return n if n is None or args.limit is None else min(n, args.limit)
+
     code = run_job(
         job,
         ray if settings.distributed else local,
-        total=runtime.total_records,
+        total=capped(runtime.total_records),
+        late_total=lambda: capped(count_json_records(settings.input)),
         note=note,
         description="classify" if args.classify_only else "realign",
     )

@@ -68,6 +68,19 @@ def count_records(path: Path) -> int | None:
     return None
 
 
+def count_json_records(path: Path) -> int | None:
+    """The records of a .json array, by reading it through (C-speed decoding, but a whole pass
+    over the file): meant for a thread while the run starts (`run_job(late_total=…)`)."""
+    from realign.io.read import read_objects
+
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return None
+    try:
+        return sum(1 for _ in read_objects(path))
+    except Exception:  # the run itself reports an unreadable input; the total is a nicety
+        return None
+
+
 def needs_llm(settings: RunSettings) -> bool:
     """`classify --method embedding` without any configured LLM runs with no backend at all."""
     if not settings.classify_only or settings.classifier == "llm":
