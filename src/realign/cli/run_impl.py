@@ -115,8 +115,26 @@ def run_options(args: RunArgs, pack: CriteriaPack) -> RunOptions:
     )
 
 
+TASK_TYPES_SHOWN = 8
+
+
+def top_counts(counts: Any, shown: int) -> str:
+    """`a 5, b 3, … +N more (M records)`: the most common, and what was left out."""
+    parts = [f"{k} {v}" for k, v in counts.most_common(shown)]
+    rest = counts.most_common()[shown:]
+    if rest:
+        parts.append(f"+{len(rest)} more ({sum(v for _, v in rest)})")
+    return ", ".join(parts)
+
+
 def summary_table(summary: Any, engine: Any, seconds: float, command: str = "run") -> Table:
-    t = Table(title=f"realign {command}", show_header=False, box=None)
+    t = Table(
+        title=f"realign {command}",
+        caption="Counts are records; `realign report` also counts responses (assistant turns).",
+        caption_justify="left",
+        show_header=False,
+        box=None,
+    )
     t.add_row("records read", str(summary.read))
     t.add_row("records written", str(summary.written))
     if summary.resumed:
@@ -127,10 +145,9 @@ def summary_table(summary: Any, engine: Any, seconds: float, command: str = "run
     t.add_row("  failed", str(summary.failed))
     if summary.filter_rules:
         rules = ", ".join(f"{k} {v}" for k, v in summary.filter_rules.most_common())
-        t.add_row("filter decisions", rules)
+        t.add_row("filter decisions (responses)", rules)
     if summary.task_types:
-        top = ", ".join(f"{k} {v}" for k, v in summary.task_types.most_common(8))
-        t.add_row("task types", top)
+        t.add_row("task types (records)", top_counts(summary.task_types, TASK_TYPES_SHOWN))
     engine_rows(t, engine)
     t.add_row("time", f"{seconds:.1f}s")
     if summary.output:
