@@ -146,8 +146,7 @@ def yaml_header(*, license: str, records: int, splits: dict[str, list[str]], pre
         "license": license,
         "pretty_name": pretty,
         "task_categories": ["text-generation"],
-        "language": ["en"],
-        "tags": ["realign", "sft", "synthetic"],
+        "tags": ["realign", "sft"],
         "size_categories": [size_category(records)],
         "configs": [
             {
