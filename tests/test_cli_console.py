@@ -7,8 +7,10 @@ import ast
 import io
 import json
 import re
+import time
 from pathlib import Path
 
+import pytest
 from packs import write_pack
 from rich.console import Console
 from typer.testing import CliRunner
@@ -91,6 +93,7 @@ def plain(total: int | None, steps: list[tuple[float, int]], **kw: object) -> li
     out = io.StringIO()
     con = Console(file=out, width=80)  # a file: not a terminal
     clock = Clock()
+    kw.setdefault("heartbeat", None)  # lines only when the test reports: no real-time thread
     with make_progress(con, total, get_time=clock, **kw) as progress:  # type: ignore[arg-type]
         task = progress.add_task("realign", total=total, note="rw 1")
         for seconds, records in steps:
@@ -109,10 +112,35 @@ def test_without_a_terminal_a_line_every_twentieth_of_the_total() -> None:
 def test_without_a_terminal_a_line_every_interval_while_slow() -> None:
     lines = plain(10_000, [(20.0, 1)] * 6, seconds=30.0)
     assert [x.split(" · ")[0] for x in lines] == [
-        "realign: 2/10000 (0%)",  # 40 s: the interval passed
-        "realign: 4/10000 (0%)",
-        "realign: 6/10000 (0%)",
+        "realign: 1/10000 (0%)",  # 20 s: past the first line's 10 s
+        "realign: 3/10000 (0%)",  # 60 s: 30 s after the last line
+        "realign: 5/10000 (0%)",
+        "realign: 6/10000 (0%)",  # the last count, at the end
     ]
+
+
+def test_without_a_terminal_the_first_line_comes_before_any_record() -> None:
+    """A slow first record (the embedded model, a cold cache) must not look like a hang: the
+    heartbeat prints the first line within `first` seconds, and later ones every `seconds`,
+    with no record done."""
+    out = io.StringIO()
+    con = Console(file=out, width=80)
+    progress = make_progress(con, 5, first=0.2, seconds=0.4, heartbeat=0.02)
+    with progress:
+        progress.add_task("realign", total=5, note="")
+        deadline = time.monotonic() + 10
+        while out.getvalue().count("\n") < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 2 and lines[0].startswith("realign: 0/5 (0%) · elapsed 0:00:00")
+
+
+def test_first_line_within_ten_seconds_then_every_thirty_by_default() -> None:
+    from realign.cli import progress as progress_module
+
+    assert progress_module.FIRST_LINE_SECONDS <= 10 and progress_module.LINE_SECONDS == 30
+    lines = plain(1000, [(11.0, 0), (10.0, 0), (20.0, 0)])  # nothing done for 41 s
+    assert [x.split(" · ")[1] for x in lines] == ["elapsed 0:00:11", "elapsed 0:00:41"]
 
 
 def test_without_a_terminal_the_last_count_is_printed_at_the_end() -> None:
@@ -140,6 +168,29 @@ def test_run_prints_progress_lines_when_piped(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert "classify: 3/3 (100%) · elapsed" in res.output
+
+
+@pytest.mark.parametrize("suffix,limit", [(".json", None), (".json", 2), (".jsonl", 2)])
+def test_progress_has_a_total_for_json_and_with_limit(
+    tmp_path: Path, suffix: str, limit: int | None
+) -> None:
+    """A .json array has no cheap line count: it is counted while the run starts, so its
+    progress shows N/total like .jsonl. `--limit` caps the total."""
+    rows = [
+        {"instruction": f"Who wrote book {i}?", "input": "", "output": f"A{i}."} for i in range(3)
+    ]
+    src = tmp_path / f"in{suffix}"
+    src.write_text(
+        json.dumps(rows) if suffix == ".json" else "".join(json.dumps(r) + "\n" for r in rows)
+    )
+    args = ["classify", str(src), "-o", str(tmp_path / f"o{suffix}"), "--backend", "fake"]
+    args += ["--pack", str(write_pack(tmp_path / "pack"))]
+    res = runner.invoke(
+        app, [*args, *(["--limit", str(limit)] if limit else [])], env={"COLUMNS": "200"}
+    )
+    assert res.exit_code == 0, res.output
+    n = limit or 3
+    assert f"classify: {n}/{n} (100%) · elapsed" in res.output, res.output
 
 
 def criteria_rows(env: dict[str, str]) -> list[str]:

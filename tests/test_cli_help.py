@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -92,12 +96,9 @@ def test_help_keeps_each_example_on_its_own_line(path: list[str], cmd: Any) -> N
     assert not missing, f"re-flowed or wrapped in `realign {' '.join(path)} --help`: {missing}"
 
 
-# `run`, `convert` and `stats` keep their examples' text for now (their modules are being
-# changed in parallel); the line-break test above covers them.
-FIT_80 = [(p, c) for p, c in WITH_EXAMPLES if p not in (["run"], ["convert"], ["stats"])]
-
-
-@pytest.mark.parametrize("path,cmd", FIT_80, ids=[" ".join(p) for p, _ in FIT_80])
+@pytest.mark.parametrize(
+    "path,cmd", WITH_EXAMPLES, ids=[" ".join(p) or "realign" for p, _ in WITH_EXAMPLES]
+)
 def test_examples_fit_an_80_column_terminal(path: list[str], cmd: Any) -> None:
     """A long example wraps mid-command at 80 columns; they use `\\` continuations instead."""
     shown = {" ".join(line.split()) for line in help_of(path, 80).splitlines()}
@@ -108,3 +109,54 @@ def test_examples_fit_an_80_column_terminal(path: list[str], cmd: Any) -> None:
 def test_example_lines_reads_indented_and_fenced_blocks() -> None:
     text = "Intro.\n\nExamples:\n\n    realign a  --x\n\n```\nrealign b\n```\n"
     assert example_lines(text) == ["realign a --x", "realign b"]
+
+
+def _flat(text: str) -> str:
+    """Help text as words: the panel borders and the line breaks gone, markdown marks too."""
+    text = re.sub(r"[│╭╮╰╯─]", " ", text)
+    return " ".join(text.replace("`", "").replace("**", "").split())
+
+
+def _long_words(help_text: str) -> list[str]:
+    """The words of a help text that rich would cut rather than wrap: examples such as
+    `instruction=question,response=answer`, URLs, comma lists (12 characters or more)."""
+    words = [w.replace("`", "").replace("**", "").strip("*,.;:()'\"") for w in help_text.split()]
+    return [w for w in words if len(w) >= 12 and "…" not in w]
+
+
+@pytest.mark.parametrize("path,cmd", COMMANDS, ids=[" ".join(p) or "realign" for p, _ in COMMANDS])
+def test_help_at_80_columns_cuts_no_option_default_or_example(path: list[str], cmd: Any) -> None:
+    """`--help` in an 80-column terminal or a pipe (CliRunner is one) showed `--min-confiden…`
+    and `instruction=que…`: every option name, default and long word must be whole."""
+    shown = help_of(path, 80)
+    assert max(len(line) for line in shown.splitlines()) <= 80
+    flat = _flat(shown)
+    sources = [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+    # Any `…` shown is one the help texts themselves contain, never rich's cut.
+    assert flat.count("…") <= sum(t.count("…") for t in sources), shown
+    for param in cmd.params:
+        for name in [*param.opts, *param.secondary_opts]:
+            if name.startswith("-"):
+                assert re.search(rf"(^|[\s,/]){re.escape(name)}([\s,]|$)", flat), (name, shown)
+        for word in _long_words(getattr(param, "help", None) or ""):
+            assert word in flat, (param.name, word, shown)
+        if param.show_default and param.default not in (None, False, True) and not param.required:
+            default = str(param.default.value if hasattr(param.default, "value") else param.default)
+            assert f"[default: {default}]" in flat or default in flat, (param.name, shown)
+    for word in _long_words(cmd.help or ""):
+        assert word in flat, (word, shown)
+
+
+def test_piped_help_uses_80_columns_and_cuts_nothing() -> None:
+    """A real pipe, no COLUMNS: rich falls back to 80 columns."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    res = subprocess.run(
+        [sys.executable, "-m", "realign.cli.main", "run", "--help"],
+        capture_output=True, text=True, env=env, timeout=120, check=True,
+    )  # fmt: skip
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    flat = _flat(res.stdout)
+    for name in ("--min-confidence", "--search-endpoint", "--max-record-mb", "--fields"):
+        assert name in flat
+    assert "instruction=question,response=answer" in flat

@@ -160,7 +160,8 @@ def run_output_records() -> list[Record]:
 def test_run_view_counts_statuses_and_diffs() -> None:
     view = report.run_view(run_output_records(), source="out.json")
     page = report.render_html(view)
-    assert dict(view.cards)["rewritten"] == "1 (50%)" and dict(view.cards)["kept"] == "1 (50%)"
+    cards = dict(view.cards)
+    assert cards["rewritten responses"] == "1 (50%)" and cards["kept responses"] == "1 (50%)"
     assert "<ins>**</ins>" in view.rows[0].right_html  # bold markers added
     assert not view.rows[1].changed
     assert "filter kept the original (rule length_ratio: 3x longer)" in page

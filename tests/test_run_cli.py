@@ -77,6 +77,8 @@ def test_classify_summary_names_the_command_and_shows_no_rewrite_counts(tmp_path
     )
     assert res.exit_code == 0, res.output
     assert "realign classify" in res.output and "task types" in res.output
+    # The summary counts records and says so (the report counts responses).
+    assert "task types (records)" in res.output and "Counts are records" in res.output
     assert "rewritten" not in res.output and "skipped" not in res.output
     assert all(json.loads(x)["realign"]["task_type"] for x in out.read_text().splitlines())
 

@@ -95,6 +95,10 @@ class Provenance(BaseModel):
     criteria_pack: str | None = None
     criteria_name: str | None = None
     criteria_hash: str | None = None
+    pack_hash: str | None = None  # the whole criteria pack's content hash
+    # The command line that ran (flags given explicitly, in order), for a dataset card's
+    # "how to reproduce"; None when run from the Python API.
+    command: str | None = None
     realign_version: str | None = None
     time: datetime = Field(default_factory=lambda: datetime.now(UTC))
 

@@ -142,9 +142,10 @@ def items_job(
     total: int | None,
     limit: int | None = None,
     on_result: Callable[[BaseModel | Failure], None] | None = None,
+    late_total: Callable[[], int | None] | None = None,
 ) -> int | None:
     """Every item through `work` under the job runner; None when all are done, else the exit
-    code of a clean stop."""
+    code of a clean stop. `late_total`: see `run_job`."""
     from realign.cli.job import run_job
     from realign.pipeline.runner import process_items
 
@@ -163,7 +164,9 @@ def items_job(
             on_done=done,
         )
 
-    return run_job(job, run, total=total, note=note_of(job), on_done=on_result)
+    return run_job(
+        job, run, total=total, note=note_of(job), on_done=on_result, late_total=late_total
+    )
 
 
 # ---------------------------------------------------------------- rephrase

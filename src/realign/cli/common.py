@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -17,6 +17,33 @@ if TYPE_CHECKING:
 
 def split_csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def invoked_command(ctx: typer.Context) -> str:
+    """The running command as a shell line: `realign`, the command's words, then its arguments
+    and the options given on the command line (defaults left out), shell-quoted."""
+    import shlex
+
+    names: list[str] = []
+    c: Any = ctx
+    while c.parent is not None:  # the root's name is however Python was started
+        names.insert(0, c.info_name or "")
+        c = c.parent
+    words = ["realign", *names]
+    for param in ctx.command.params:
+        name = param.name or ""
+        if getattr(ctx.get_parameter_source(name), "name", "") != "COMMANDLINE":
+            continue
+        value = ctx.params.get(name)
+        values = value if isinstance(value, list | tuple) else [value]
+        if param.param_type_name == "argument":
+            words += [str(v) for v in values]
+        elif getattr(param, "is_flag", False):
+            words.append(param.opts[0] if value else (param.secondary_opts or param.opts)[0])
+        else:
+            for v in values:
+                words += [max(param.opts, key=len), str(v)]
+    return shlex.join(words)
 
 
 def die(message: str, code: int = 2) -> typer.Exit:

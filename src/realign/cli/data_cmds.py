@@ -180,7 +180,8 @@ def convert(
 
         realign convert data.jsonl data.parquet --output-format sharegpt
 
-        realign convert gsm8k.jsonl gsm8k.json --fields instruction=question,response=answer -t alpaca
+        realign convert gsm8k.jsonl gsm8k.json -t alpaca \\
+            --fields instruction=question,response=answer
 
     Exit code (as `realign run`'s): 0 when every record was converted, 1 when any was rejected
     (the others are still written) or with --strict at the first bad record, 2 on an unusable

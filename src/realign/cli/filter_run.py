@@ -44,7 +44,7 @@ def filter_command(args: FilterArgs) -> int:
     from realign import judge
     from realign.augment import quality_filter as qf
     from realign.augment.jobs import estimate_filter, write_filtered
-    from realign.pipeline.build import count_records
+    from realign.pipeline.build import count_json_records, count_records
 
     reader = open_input(args.input, args.input_format, args.fields)
     dropped_path = args.output.with_name(f"{args.output.stem}.dropped.jsonl")
@@ -66,9 +66,10 @@ def filter_command(args: FilterArgs) -> int:
         what = f"{est.inputs} records × {len(aspects)} aspect(s) from {args.input}"
         return print_estimate(args, "judge", est, what, records=True)
 
-    total = count_records(args.input)
-    if total is not None and args.limit:
-        total = min(total, args.limit)
+    def capped(n: int | None) -> int | None:
+        return n if n is None or not args.limit else min(n, args.limit)
+
+    total = capped(count_records(args.input))
     settings = {
         "aspects": aspects,
         "min_score": args.min_score,
@@ -101,6 +102,7 @@ def filter_command(args: FilterArgs) -> int:
         total=total,
         limit=args.limit,
         on_result=tally,
+        late_total=lambda: capped(count_json_records(args.input)),
     )
     if code is not None:
         return code

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -100,11 +101,13 @@ def run_job(
     description: str | None = None,
     on_done: Done | None = None,
     done_before: int | None = None,
+    late_total: Callable[[], int | None] | None = None,
 ) -> int | None:
     """Run `work(tick)` (a coroutine function, or a blocking one such as Ray's driver) under
     a progress display, then close the job's engine. None when the work finished; else the
     exit code 3 of a clean stop (budget, circuit breaker, Ctrl-C), after saying how to resume
-    (the state stays)."""
+    (the state stays). With `total` None, `late_total` (e.g. counting a .json array) runs in a
+    thread while the work starts, and the display gets its total (N/total, ETA) when known."""
     progress = make_progress(job.console, total)
     task = progress.add_task(description or job.name, total=total, note=note())
 
@@ -115,6 +118,16 @@ def run_job(
         progress.update(task, advance=1, note=note())
 
     tick = Tick(progress, task, done)
+    counting: threading.Thread | None = None
+    if total is None and late_total is not None:
+        count = late_total
+
+        def set_total() -> None:
+            if (n := count()) is not None:
+                tick.set_total(n)
+
+        counting = threading.Thread(target=set_total, name="count-records", daemon=True)
+        counting.start()
 
     stopped = ""
     with progress:
@@ -122,6 +135,8 @@ def run_job(
         progress.update(task, advance=before if done_before is None else done_before)
         try:
             _drive(job, work, tick)
+            if counting is not None:  # the work read the whole input: the count is as quick
+                counting.join()
         except (RunStopped, *STOPS) as e:
             stopped = str(e)
         except KeyboardInterrupt:

@@ -15,6 +15,9 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from realign import __version__
+from realign.cli import help_layout
+
+help_layout.install()  # options stay whole in 80-column terminals and pipes
 
 
 @contextlib.contextmanager
@@ -66,6 +69,7 @@ COMMAND_MODULES = [
     "realign.cli.judge_cmds",  # judge, report
     "realign.cli.cache_cmds",  # cache info|clear, batch status|collect
     "realign.cli.augment_cmds",  # rephrase, generate, filter
+    "realign.cli.push_cmds",  # push
 ]
 
 

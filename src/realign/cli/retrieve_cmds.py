@@ -194,7 +194,7 @@ def _retrieve(
     from realign.criteria import CriteriaError, load_pack
     from realign.io.write import RecordWriter
     from realign.llm.build import EngineOptions, build_engine
-    from realign.pipeline.build import count_records
+    from realign.pipeline.build import count_json_records, count_records
     from realign.pipeline.inputs import open_input
     from realign.pipeline.outputs import check_outputs, corpus_of, job_output
     from realign.pipeline.record import write_outputs
@@ -267,7 +267,13 @@ def _retrieve(
         st = retriever.stats
         return f"searches {st.searches} · {engine.stats.cache_hits} cached · errors {st.errors}"
 
-    code = run_job(job, run, total=count_records(input), note=note)
+    code = run_job(
+        job,
+        run,
+        total=count_records(input),
+        note=note,
+        late_total=lambda: count_json_records(input),
+    )
     if code is not None:
         raise typer.Exit(code)
 

@@ -19,14 +19,15 @@ after a crash to resume.
 
 Examples:
 
-    realign run data.json -o out.json                       # embedded model, offline
-    realign run data.json -o out.json --model gpt-4o-mini   # OpenAI (OPENAI_API_KEY)
-    realign run data.jsonl -o out.jsonl --base-url http://127.0.0.1:8000/v1 --model my-model
-    realign run gsm8k.jsonl -o out.jsonl --fields instruction=question,response=answer \
-        --force --filter-preset gsm8k
-    realign run data.json -o out.json --dry-run             # cost estimate, no request
-    realign run realign.json -o out.json --pack realign-paper   # ReAlign's formats and settings
-    realign run data.json -o out.json --model gpt-4o-mini --verify   # the model checks rewrites
+    realign run data.json -o out.json               # embedded model, offline
+    realign run data.json -o out.json --dry-run     # cost estimate, no request
+    realign run data.json -o out.json --model gpt-4o-mini    # OPENAI_API_KEY
+    realign run data.jsonl -o out.jsonl --model my-model \\
+        --base-url http://127.0.0.1:8000/v1
+    realign run gsm8k.jsonl -o out.jsonl --force --filter-preset gsm8k \\
+        --fields instruction=question,response=answer
+    realign run realign.json -o out.json --pack realign-paper  # as in the paper
+    realign run data.json -o out.json --model gpt-4o-mini --verify
 """
 
 VERIFY_HELP = (
@@ -53,6 +54,7 @@ FILTER_PRESET_HELP = (
 def register(app: typer.Typer) -> None:
     @app.command(help=RUN_HELP, no_args_is_help=True)
     def run(
+        ctx: typer.Context,
         input: Path = options.INPUT,
         output: Path = options.OUTPUT,
         model: str | None = options.MODEL,
@@ -139,12 +141,15 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         params = dict(locals())  # before the import adds names
+        from realign.cli.common import invoked_command
         from realign.cli.run_impl import RunArgs, run_command
 
-        raise typer.Exit(run_command(RunArgs(**params)))
+        ctx = params.pop("ctx")
+        raise typer.Exit(run_command(RunArgs(**params, command=invoked_command(ctx))))
 
     @app.command(no_args_is_help=True)
     def classify(
+        ctx: typer.Context,
         input: Path = options.INPUT,
         output: Path = options.OUTPUT,
         method: str = typer.Option("llm", help="llm (any backend) | embedding (offline, fast)."),
@@ -175,8 +180,10 @@ def register(app: typer.Typer) -> None:
 
         Example: `realign classify data.json -o typed.json --method embedding`
         """
-        params = {k: v for k, v in locals().items() if k != "method"}
+        params = {k: v for k, v in locals().items() if k not in ("method", "ctx")}
+        from realign.cli.common import invoked_command
         from realign.cli.run_impl import RunArgs, run_command
 
-        args = RunArgs(**params, classifier=method, classify_only=True)
+        command = invoked_command(ctx)
+        args = RunArgs(**params, classifier=method, classify_only=True, command=command)
         raise typer.Exit(run_command(args))

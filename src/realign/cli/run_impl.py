@@ -54,6 +54,7 @@ class RunArgs(EngineArgs):
     engine: str = "local"  # local | ray (realign.distributed)
     address: str | None = None
     workers: int | None = None
+    command: str | None = None  # the command line as given (provenance)
 
     def engine_options(self) -> EngineOptions:
         return replace(super().engine_options(), batch=self.batch)
@@ -74,6 +75,7 @@ class RunArgs(EngineArgs):
             distributed=self.engine == "ray",
             address=self.address,
             workers=self.workers,
+            command=self.command,
         )
 
 
@@ -153,8 +155,26 @@ def acceptance_line(summary: Any, model: str = "the model") -> str:
     return f"0 rewrites accepted: {'; '.join(why)}"
 
 
+TASK_TYPES_SHOWN = 8
+
+
+def top_counts(counts: Any, shown: int) -> str:
+    """`a 5, b 3, … +N more (M records)`: the most common, and what was left out."""
+    parts = [f"{k} {v}" for k, v in counts.most_common(shown)]
+    rest = counts.most_common()[shown:]
+    if rest:
+        parts.append(f"+{len(rest)} more ({sum(v for _, v in rest)})")
+    return ", ".join(parts)
+
+
 def summary_table(summary: Any, engine: Any, seconds: float, command: str = "run") -> Table:
-    t = Table(title=f"realign {command}", show_header=False, box=None)
+    t = Table(
+        title=f"realign {command}",
+        caption="Counts are records; `realign report` also counts responses (assistant turns).",
+        caption_justify="left",
+        show_header=False,
+        box=None,
+    )
     t.add_row("records read", str(summary.read))
     t.add_row("records written", str(summary.written))
     if summary.resumed:
@@ -169,10 +189,9 @@ def summary_table(summary: Any, engine: Any, seconds: float, command: str = "run
         t.add_row("rewrites", acceptance_line(summary, model))
     if summary.filter_rules:
         rules = ", ".join(f"{k} {v}" for k, v in summary.filter_rules.most_common())
-        t.add_row("filter decisions", rules)
+        t.add_row("filter decisions (responses)", rules)
     if summary.task_types:
-        top = ", ".join(f"{k} {v}" for k, v in summary.task_types.most_common(8))
-        t.add_row("task types", top)
+        t.add_row("task types (records)", top_counts(summary.task_types, TASK_TYPES_SHOWN))
     engine_rows(t, engine)
     t.add_row("time", f"{seconds:.1f}s")
     if summary.output:
@@ -242,7 +261,7 @@ def run_command(args: RunArgs) -> int:
 
 def _run(args: RunArgs) -> int:
     from realign.pipeline import record as pipeline
-    from realign.pipeline.build import build_runtime
+    from realign.pipeline.build import build_runtime, count_json_records
     from realign.pipeline.inputs import check_input
     from realign.pipeline.outputs import check_outputs, corpus_of, job_output
 
@@ -305,10 +324,14 @@ def _run(args: RunArgs) -> int:
             make_console=make_console,
         )
 
+    def capped(n: int | None) -> int | None:
+        return n if n is None or args.limit is None else min(n, args.limit)
+
     code = run_job(
         job,
         ray if settings.distributed else local,
-        total=runtime.total_records,
+        total=capped(runtime.total_records),
+        late_total=lambda: capped(count_json_records(settings.input)),
         note=note,
         description="classify" if args.classify_only else "realign",
     )

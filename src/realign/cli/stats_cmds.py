@@ -202,7 +202,8 @@ def stats(
 
         realign stats examples/realign_items.json
 
-        realign stats gsm8k.jsonl --fields instruction=question,response=answer --json
+        realign stats gsm8k.jsonl --json \\
+            --fields instruction=question,response=answer
     """
     from realign.records import Record
 

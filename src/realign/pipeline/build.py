@@ -38,6 +38,7 @@ class RunSettings:
     distributed: bool = False  # --engine ray
     address: str | None = None
     workers: int | None = None
+    command: str | None = None  # the command line, for provenance
 
 
 @dataclass
@@ -65,6 +66,19 @@ def count_records(path: Path) -> int | None:
     except OSError:
         return None
     return None
+
+
+def count_json_records(path: Path) -> int | None:
+    """The records of a .json array, by reading it through (C-speed decoding, but a whole pass
+    over the file): meant for a thread while the run starts (`run_job(late_total=…)`)."""
+    from realign.io.read import read_objects
+
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return None
+    try:
+        return sum(1 for _ in read_objects(path))
+    except Exception:  # the run itself reports an unreadable input; the total is a nicety
+        return None
 
 
 def needs_llm(settings: RunSettings) -> bool:
@@ -132,6 +146,7 @@ def build_runtime(
         retriever=retriever,
         model=getattr(backend, "model", None),
         backend=getattr(backend, "name", None),
+        command=settings.command,
     )
     window = max(4 * (engine.limit.maximum if engine is not None else 1), 16)
 

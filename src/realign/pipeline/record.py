@@ -80,9 +80,11 @@ class Stages:
     retriever: Any | None = None  # realign.stages.retrieve.Retriever
     model: str | None = None
     backend: str | None = None
+    command: str | None = None  # recorded in provenance; not part of the fingerprint
     # Criterion name -> content hash for provenance: hashing dumps the criterion as YAML
     # (~1.5 ms), the same few criteria for every record.
     criteria_hashes: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    pack_digest: str | None = field(default=None, init=False, repr=False)
 
     def fingerprint_data(self) -> dict[str, Any]:
         """What identifies a run's work apart from its input (`runner.fingerprint("run", …)`)."""
@@ -92,6 +94,12 @@ class Stages:
             "model": self.model,
             "backend": self.backend,
         }
+
+    @property
+    def pack_hash(self) -> str:
+        if self.pack_digest is None:  # once: hashing the pack dumps every criterion
+            self.pack_digest = self.pack.content_hash
+        return self.pack_digest
 
     def criteria_hash(self, name: str) -> str:
         if name not in self.criteria_hashes:
@@ -298,6 +306,8 @@ async def process_record(stages: Stages, record: Record) -> Record:
         criteria_pack=stages.pack.name,
         criteria_name=crit.name if crit else None,
         criteria_hash=stages.criteria_hash(meta.task_type or "") if crit else None,
+        pack_hash=stages.pack_hash,
+        command=stages.command,
         realign_version=__version__,
     )
     return record

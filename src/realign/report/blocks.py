@@ -19,16 +19,24 @@ def metrics_table(columns: Sequence[tuple[str, metrics.MetricsSummary]], caption
     def row(name: str, fn: object) -> list[str]:
         return [name, *(fn(m) for _, m in columns)]  # type: ignore[operator]
 
-    rows = [
-        row("responses", lambda m: str(m.n)),
-        row(
-            "contains a gold answer",
-            lambda m: f"{_opt_pct(m.containment_rate)} of {m.with_reference}",
-        ),
-        row(
-            "math final answer matches",
-            lambda m: f"{_opt_pct(m.answer_match_rate)} of {m.math_items}",
-        ),
+    rows = [row("responses", lambda m: str(m.n))]
+    # Rows that apply to none of the columns (no reference given, no math in the data) are
+    # left out rather than shown as "— of 0".
+    if any(m.with_reference for _, m in columns):
+        rows.append(
+            row(
+                "contains a gold answer",
+                lambda m: f"{_opt_pct(m.containment_rate)} of {m.with_reference}",
+            )
+        )
+    if any(m.math_items for _, m in columns):
+        rows.append(
+            row(
+                "math final answer matches",
+                lambda m: f"{_opt_pct(m.answer_match_rate)} of {m.math_items}",
+            )
+        )
+    rows += [
         row("mean tokens", lambda m: f"{m.mean_tokens:.0f}"),
         row("median tokens", lambda m: f"{m.median_tokens:.0f}"),
         row("with a list", lambda m: pct(m.share_with_list)),
@@ -41,9 +49,13 @@ def metrics_table(columns: Sequence[tuple[str, metrics.MetricsSummary]], caption
         caption=caption,
         header=["metric", *(n for n, _ in columns)],
         rows=rows,
-        note="Containment: a normalised gold answer (lowercase, no punctuation or articles) "
-        "occurs in the response, every line of it when the reference is a list answer; '—' "
-        "when no reference was given.",
+        note=(
+            "Containment: a normalised gold answer (lowercase, no punctuation or articles) "
+            "occurs in the response, every line of it when the reference is a list answer; '—' "
+            "when no reference was given."
+        )
+        if any(m.with_reference for _, m in columns)
+        else "",
     )
 
 

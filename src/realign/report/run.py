@@ -39,7 +39,11 @@ def run_view(
     scores: dict[str, list[int]] = defaultdict(list)
     rows: list[RowView] = []
     total = 0
+    # `realign run`'s summary counts records (by their first response's type and the
+    # record's status); this report counts responses (one per assistant turn): both are shown.
+    record_statuses: Counter[str] = Counter()
     for rec in records:
+        record_statuses[rec.meta.status if rec.meta.status != "pending" else "not realigned"] += 1
         for a, s in rec.meta.scores.items():
             scores[a].append(s.score)
         for u in units_of(rec):
@@ -86,19 +90,20 @@ def run_view(
                 )
             )
     sum_o, sum_f = metrics.summarize(orig_m), metrics.summarize(final_m)
-    cards = [("responses", str(total))]
+    n_records = record_statuses.total()
+    cards = [("records", str(n_records)), ("responses (assistant turns)", str(total))]
     for name in ("rewritten", "kept", "skipped", "failed"):
         if statuses.get(name):
-            cards.append((name, f"{statuses[name]} ({pct(statuses[name] / total)})"))
+            cards.append((f"{name} responses", f"{statuses[name]} ({pct(statuses[name] / total)})"))
     if sum_o.containment_rate is not None and sum_f.containment_rate is not None:
         cards.append(("original contains gold answer", pct(sum_o.containment_rate)))
         cards.append(("final contains gold answer", pct(sum_f.containment_rate)))
     cards.append(
         ("mean tokens original → final", f"{sum_o.mean_tokens:.0f} → {sum_f.mean_tokens:.0f}")
     )
-    status_names = sorted(statuses, key=lambda s: -statuses[s])
+    status_names = sorted(statuses | record_statuses, key=lambda s: -statuses[s])
     type_table = TableView(
-        caption="Status by task type",
+        caption="Responses by task type and status",
         header=["task type", "n", *status_names],
         rows=[
             [tt, str(sum(c.values())), *(str(c.get(s, 0)) for s in status_names)]
@@ -111,8 +116,13 @@ def run_view(
         tables=[
             TableView(
                 caption="Status",
-                header=["status", "responses"],
-                rows=[[s, str(statuses[s])] for s in status_names],
+                header=["status", "records", "responses"],
+                rows=[
+                    [s, str(record_statuses[s]), str(statuses[s])] for s in status_names
+                ],
+                note="A record is counted once, with its status (rewritten when any of its "
+                "responses was), as `realign run` counts them; a response is one assistant "
+                "turn.",
             ),
             type_table,
         ],
@@ -137,7 +147,7 @@ def run_view(
         summary.tables.append(
             TableView(
                 caption="Filter decisions",
-                header=["rule", "units"],
+                header=["rule", "responses"],
                 rows=[[r, str(n)] for r, n in rules.most_common()],
             )
         )
@@ -181,7 +191,11 @@ def run_view(
     return ReportView(
         title="realign run report",
         subtitle=source,
-        meta=[("records' responses", str(total)), ("reference", "given" if references else "none")],
+        meta=[
+            ("records", str(n_records)),
+            ("responses", str(total)),
+            ("reference", "given" if references else "none"),
+        ],
         cards=cards,
         sections=sections,
         rows=rows,

@@ -43,6 +43,7 @@ def scores_view(rep: ScoresReport, max_rows: int = MAX_ROWS) -> ReportView:
                 [str(k) for k in range(1, 11)],
                 [(a, rep.summary[a].overall.histogram)],
                 f"{a} scores",
+                x_title="score (1–10)",
             ),
         )
         for a in rep.aspects

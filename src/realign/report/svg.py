@@ -29,9 +29,10 @@ def _svg(width: int, height: int, body: list[str], label: str) -> str:
 
 
 def svg_outcome_bars(rows: Sequence[tuple[str, OutcomeStats]], label: str) -> str:
-    """Horizontal 100% bars: B wins | ties | A wins, with the 95% interval of B's win rate."""
-    lw, bw, rh = _label_width(f"{name} (n={st.n})" for name, st in rows), 420, 26
-    width, height = lw + bw + 20, 30 + rh * len(rows) + 10
+    """Horizontal 100% bars: B wins | ties | A wins, with the 95% interval of B's win rate
+    drawn under its bar (through the bar it hid the percentages written on it)."""
+    lw, bw, rh, bar = _label_width(f"{name} (n={st.n})" for name, st in rows), 420, 34, 20
+    width, height = lw + bw + 20, 30 + rh * len(rows) + 6
     body = [
         f'<text x="{lw}" y="14" fill="{WIN}">■ B better</text>',
         f'<text x="{lw + 90}" y="14" fill="{TIE}">■ tie</text>',
@@ -52,53 +53,101 @@ def svg_outcome_bars(rows: Sequence[tuple[str, OutcomeStats]], label: str) -> st
             w = bw * rate
             if w > 0:
                 body.append(
-                    f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{rh - 6}" fill="{colour}">'
+                    f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar}" fill="{colour}">'
                     f"<title>{html.escape(name)}: {what} {pct(rate)}</title></rect>"
                 )
                 if w > 28:
                     body.append(
-                        f'<text x="{x + w / 2:.1f}" y="{y + 14}" text-anchor="middle" fill="#fff">{pct(rate)}</text>'
+                        f'<text class="share" x="{x + w / 2:.1f}" y="{y + 14}" '
+                        f'text-anchor="middle" fill="#fff">{pct(rate)}</text>'
                     )
             x += w
         lo, hi = lw + bw * st.win.low, lw + bw * st.win.high
-        cy = y + (rh - 6) / 2
+        cy = y + bar + 5  # in the gap under the bar
         body.append(
-            f'<path d="M{lo:.1f},{cy - 6:.1f}v12M{lo:.1f},{cy:.1f}H{hi:.1f}M{hi:.1f},{cy - 6:.1f}v12" '
-            'stroke="#000" stroke-width="1.5" fill="none"/>'
+            f'<path class="interval" d="M{lo:.1f},{cy - 3:.1f}v6M{lo:.1f},{cy:.1f}H{hi:.1f}'
+            f'M{hi:.1f},{cy - 3:.1f}v6" stroke="#000" stroke-width="1.5" fill="none">'
+            f"<title>{html.escape(name)}: B better {pct(st.win.rate)}, 95% interval "
+            f"{pct(st.win.low)}–{pct(st.win.high)}</title></path>"
         )
     return _svg(width, height, body, label)
 
 
+def _ticks(peak: int) -> list[int]:
+    """Up to five round values from 0 to at least `peak` for a count axis."""
+    step = 1
+    while peak / step > 4:
+        for m in (2, 5, 10):
+            if peak / (step * m) <= 4:
+                step *= m
+                break
+        else:
+            step *= 10
+    return list(range(0, peak + step, step)) if peak else [0, 1]
+
+
 def svg_histogram(
-    labels: Sequence[str], series: Sequence[tuple[str, Sequence[int]]], label: str
+    labels: Sequence[str],
+    series: Sequence[tuple[str, Sequence[int]]],
+    label: str,
+    *,
+    x_title: str = "tokens per response",
+    y_title: str = "responses",
 ) -> str:
-    """Grouped vertical bars: one group per label, one bar per series (≤ 2 series)."""
+    """Grouped vertical bars: one group per label, one bar per series (≤ 2 series), with both
+    axes titled and ticked."""
     n, s = len(labels), max(1, len(series))
     gw = max(18, min(48, 560 // max(n, 1)))
     bw = (gw - 4) / s
-    ch, top, left = 150, 24, 36
-    width, height = left + gw * n + 10, top + ch + 36
-    peak = max([max(v, default=0) for _, v in series] + [1])
-    body = [f'<line x1="{left}" y1="{top + ch}" x2="{width - 6}" y2="{top + ch}" stroke="#999"/>']
+    ch, top, left = 150, 24, 52
+    # Tick labels wider than their group are turned (about 5.5 px a character at 10 px).
+    longest = max((len(x) for x in labels), default=0)
+    turn = longest * 5.5 > gw - 2
+    drop = int(longest * 4.2) + 8 if turn else 14  # room the tick labels take under the axis
+    width, height = left + gw * n + 10, top + ch + drop + 30
+    ticks = _ticks(max([max(v, default=0) for _, v in series] + [0]))
+    peak = ticks[-1]
+    base = top + ch
+    body = [
+        f'<line x1="{left}" y1="{base}" x2="{width - 6}" y2="{base}" stroke="#999"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{base}" stroke="#999"/>',
+    ]
     for si, (name, _) in enumerate(series):
         body.append(
             f'<text x="{left + si * 130}" y="14" fill="{SERIES[si % 2]}">■ {html.escape(name)}</text>'
         )
-    body.append(f'<text x="{left - 4}" y="{top + 4}" text-anchor="end" fill="#666">{peak}</text>')
+    for t in ticks:
+        ty = base - ch * t / peak
+        body.append(f'<line x1="{left - 4}" y1="{ty:.1f}" x2="{left}" y2="{ty:.1f}" stroke="#999"/>')
+        body.append(
+            f'<text class="tick" x="{left - 6}" y="{ty + 4:.1f}" text-anchor="end" '
+            f'font-size="10" fill="#666">{t}</text>'
+        )
     for i, lab in enumerate(labels):
         gx = left + i * gw + 2
         for si, (name, values) in enumerate(series):
             v = values[i] if i < len(values) else 0
             h = ch * v / peak
             body.append(
-                f'<rect x="{gx + si * bw:.1f}" y="{top + ch - h:.1f}" width="{bw - 1:.1f}" '
+                f'<rect x="{gx + si * bw:.1f}" y="{base - h:.1f}" width="{bw - 1:.1f}" '
                 f'height="{h:.1f}" fill="{SERIES[si % 2]}"><title>{html.escape(name)}, '
                 f"{html.escape(lab)}: {v}</title></rect>"
             )
+        cx = gx + gw / 2 - 2
+        body.append(f'<line x1="{cx:.1f}" y1="{base}" x2="{cx:.1f}" y2="{base + 4}" stroke="#999"/>')
+        turned = f' transform="rotate(-40 {cx:.1f} {base + 12})"' if turn else ""
         body.append(
-            f'<text x="{gx + gw / 2 - 2:.1f}" y="{top + ch + 14}" text-anchor="middle" '
-            f'font-size="10">{html.escape(lab)}</text>'
+            f'<text class="tick" x="{cx:.1f}" y="{base + 15}" font-size="10" '
+            f'text-anchor="{"end" if turn else "middle"}"{turned}>{html.escape(lab)}</text>'
         )
+    body.append(
+        f'<text class="axis-title" x="{left + gw * n / 2:.1f}" y="{height - 6}" '
+        f'text-anchor="middle" fill="#444">{html.escape(x_title)}</text>'
+    )
+    body.append(
+        f'<text class="axis-title" x="0" y="0" transform="translate(12 {base - ch / 2:.1f}) '
+        f'rotate(-90)" text-anchor="middle" fill="#444">{html.escape(y_title)}</text>'
+    )
     return _svg(width, height, body, label)
 
 
@@ -145,7 +194,11 @@ def token_bins(
     allv = [v for vs in values_by_series for v in vs] or [0]
     hi = max(allv) + 1
     step = max(1, -(-hi // bins))
-    labels = [f"{k * step}–" for k in range(-(-hi // step))]
+    # Each bin's range, so a tick reads without the chart's caption: "0–49", "50–99".
+    labels = [
+        f"{k * step}" if step == 1 else f"{k * step}–{(k + 1) * step - 1}"
+        for k in range(-(-hi // step))
+    ]
     counts = []
     for vs in values_by_series:
         c = [0] * len(labels)
