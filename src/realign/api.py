@@ -28,6 +28,13 @@ from realign.pipeline.runner import StageError
 from realign.records import Failure, Record
 
 
+def pack_defaults(pack: CriteriaPack) -> dict[str, Any]:
+    """The `RunOptions` a pack's `pack.yaml` sets (the keyword arguments override them)."""
+    s = pack.settings
+    extra = {"filter_preset": s.filter_preset, "retrieve_k": s.retrieve_k}
+    return {**s.run_defaults(), **{k: v for k, v in extra.items() if v is not None}}
+
+
 async def arealign_records(
     records: Iterable[Record | ReadError],
     *,
@@ -59,7 +66,7 @@ async def arealign_records(
     stages = Stages(
         pack=crit,
         engine=engine,
-        options=RunOptions(**{**crit.settings.run_defaults(), **options}),
+        options=RunOptions(**{**pack_defaults(crit), **options}),
         retriever=retriever,
         model=backend.model,
         backend=backend.name,

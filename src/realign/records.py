@@ -93,6 +93,8 @@ class Provenance(BaseModel):
     model: str | None = None
     backend: str | None = None
     criteria_pack: str | None = None
+    criteria_folder: str | None = None  # the --criteria folder, when one was given
+    pack_hash: str | None = None  # the whole method: criteria, pack.yaml, templates
     criteria_name: str | None = None
     criteria_hash: str | None = None
     realign_version: str | None = None

@@ -408,4 +408,7 @@ def register(app: typer.Typer) -> None:
     group.command("show", help=SHOW_HELP)(show_cmd)
     group.command("validate", help=VALIDATE_HELP)(validate_cmd)
     group.command("new", help=NEW_HELP)(new_cmd)
+    from realign.cli.import_cmds import IMPORT_HELP, import_realign_cmd
+
+    group.command("import-realign", help=IMPORT_HELP)(import_realign_cmd)
     app.add_typer(group, name="criteria")

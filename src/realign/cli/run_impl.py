@@ -38,7 +38,7 @@ class RunArgs(EngineArgs):
     selection: str | None = None
     temperature: float | None = None
     force: bool = False
-    filter_preset: str = "default"
+    filter_preset: str | None = None  # None: the pack's setting (`pack.yaml`), else default
     reclassify: bool = False
     classifier: str = "llm"
     min_confidence: float = 0.5
@@ -53,6 +53,17 @@ class RunArgs(EngineArgs):
     engine: str = "local"  # local | ray (realign.distributed)
     address: str | None = None
     workers: int | None = None
+    show_prompt: str | None = None  # a record id: print its messages, send nothing
+
+    def with_pack(self, pack: CriteriaPack) -> RunArgs:
+        """These flags with the pack's `pack.yaml` filling the ones not given (flags win)."""
+        s = pack.settings
+        return replace(
+            self,
+            model=self.model if self.model is not None else s.model,
+            retrieval=self.retrieval if self.retrieval is not None else s.retrieval,
+            filter_preset=self.filter_preset or s.filter_preset or "default",
+        )
 
     def engine_options(self) -> EngineOptions:
         return replace(super().engine_options(), batch=self.batch)
@@ -74,6 +85,10 @@ class RunArgs(EngineArgs):
             address=self.address,
             workers=self.workers,
         )
+
+    def run_settings(self, pack: CriteriaPack) -> RunSettings:
+        """`settings()` with the pack's search parameters (country, language, style)."""
+        return replace(self.settings(), search_options=pack.settings.search_options())
 
 
 def run(input: str | Path, output: str | Path, **options: Any) -> int:
@@ -105,11 +120,12 @@ def run_options(args: RunArgs, pack: CriteriaPack) -> RunOptions:
         **{**pack.settings.run_defaults(), **{k: v for k, v in given.items() if v is not None}},
         tasks=frozenset(split_csv(args.tasks)) or None,
         force=args.force,
-        filter_preset=args.filter_preset,
+        filter_preset=args.filter_preset or pack.settings.filter_preset or "default",
         reclassify=args.reclassify,
         limit=args.limit,
         min_confidence=args.min_confidence,
         classify_only=args.classify_only,
+        **({"retrieve_k": pack.settings.retrieve_k} if pack.settings.retrieve_k else {}),
     )
 
 
@@ -170,7 +186,7 @@ def check_args(args: RunArgs) -> None:
         raise die(f"--selection {args.selection!r}: use longest or first")
     from realign.stages.filter import PRESETS
 
-    if args.filter_preset not in PRESETS:
+    if args.filter_preset is not None and args.filter_preset not in PRESETS:
         raise die(f"--filter-preset {args.filter_preset!r}: use {' | '.join(PRESETS)}")
     if args.classifier not in ("llm", "embedding"):
         raise die(f"--classifier {args.classifier!r}: use llm or embedding")
@@ -202,12 +218,18 @@ def _run(args: RunArgs) -> int:
     from realign.pipeline.inputs import check_input, check_output
 
     pack = load_criteria(args)
+    args = args.with_pack(pack)
     check_input(args.input)
-    check_output(args.output, args.input)
+    if args.show_prompt is None:
+        check_output(args.output, args.input)
     check_args(args)
-    settings = args.settings()
+    settings = args.run_settings(pack)
     reader = open_input(settings.input, settings.input_format, settings.fields, args.max_record_mb)
     options = run_options(args, pack)
+    if args.show_prompt is not None:
+        from realign.cli.show_prompt import show_prompt
+
+        return show_prompt(settings, pack, options, read_items(reader), args.show_prompt)
     if args.dry_run:
         from realign.pipeline.estimate import estimate_run
 

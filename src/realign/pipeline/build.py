@@ -31,6 +31,8 @@ class RunSettings:
     classify_only: bool = False
     retrieval: str | None = None  # None: google when its keys are set, else none
     search_endpoint: str | None = None
+    # the pack's search parameters (`PackSettings.search_options`: country, language, style)
+    search_options: dict[str, Any] = field(default_factory=dict)
     input_format: str | None = None
     output_format: str | None = None
     fields: str | None = None
@@ -93,6 +95,7 @@ def make_retriever(settings: RunSettings, engine: Engine | None, err: Console) -
             google_api_key=os.environ.get("GOOGLE_API_KEY"),
             google_cse_id=os.environ.get("GOOGLE_CSE_ID"),
             serper_api_key=os.environ.get("SERPER_API_KEY"),
+            options=settings.search_options,
         )
     except SearchError as e:
         raise UsageError(str(e)) from e
