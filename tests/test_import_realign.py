@@ -102,7 +102,10 @@ def test_fstring_of_names_becomes_a_format_template(tmp_path: Path) -> None:
     [
         ({"rename": {"REWRITE_TASK": "REWRITE_TASKS"}}, "REWRITE_TASK"),
         ({"rename": {"NON_ADAPTIVITTY_REWRITING_SYSTEM_PROMPT": "X"}}, "NON_ADAPTIVITTY_REWRITING"),
-        ({"prompts": {**rc.PROMPTS, "REWRITING_USER_PROMPT": "{question} {response}"}}, "{structure}"),
+        (
+            {"prompts": {**rc.PROMPTS, "REWRITING_USER_PROMPT": "{question} {response}"}},
+            "{structure}",
+        ),
     ],
 )
 def test_a_changed_name_is_a_clear_error(
@@ -115,7 +118,9 @@ def test_a_changed_name_is_a_clear_error(
 
 
 def test_not_a_checkout_names_what_is_missing(tmp_path: Path) -> None:
-    res = runner.invoke(app, ["criteria", "import-realign", str(tmp_path), "-o", str(tmp_path / "o")])
+    res = runner.invoke(
+        app, ["criteria", "import-realign", str(tmp_path), "-o", str(tmp_path / "o")]
+    )
     assert res.exit_code == 2 and "code/constant.py not found" in res.output
     root = rc.write_checkout(tmp_path / "R", reformat="x = 1\n")
     with pytest.raises(ImportProblem, match="--top_k"):
@@ -176,16 +181,28 @@ def test_run_sends_the_imported_texts_and_reads_the_text_answer(
     p = rc.PROMPTS
     assert [m.role for m in qa.messages] == ["system", "user"]
     assert qa.messages[0].content == p["REWRITING_RETRIEVAL_SYSTEM_PROMPT"].strip()
-    assert qa.messages[1].content == p["REWRITING_RETRIEVAL_USER_PROMPT"].format(
-        question="Who built it?",
-        response="Masons.",
-        structure=rc.STRUCTURES["open_qa"].strip(),
-        evidence="1. Snippet one.\n\n2. Snippet two.",
-    ).strip()
+    assert (
+        qa.messages[1].content
+        == p["REWRITING_RETRIEVAL_USER_PROMPT"]
+        .format(
+            question="Who built it?",
+            response="Masons.",
+            structure=rc.STRUCTURES["open_qa"].strip(),
+            evidence="1. Snippet one.\n\n2. Snippet two.",
+        )
+        .strip()
+    )
     assert math.messages[0].content == p["REWRITING_SYSTEM_PROMPT"].strip()
-    assert math.messages[1].content == p["REWRITING_USER_PROMPT"].format(
-        question="What is 6 times 7?", response="42", structure=rc.STRUCTURES["math_puzzles"].strip()
-    ).strip()
+    assert (
+        math.messages[1].content
+        == p["REWRITING_USER_PROMPT"]
+        .format(
+            question="What is 6 times 7?",
+            response="42",
+            structure=rc.STRUCTURES["math_puzzles"].strip(),
+        )
+        .strip()
+    )
     assert (qa.n, qa.temperature, qa.max_tokens, qa.json_schema) == (2, 0.3, 2048, None)
     assert len(recording.calls) == 2  # story_generation is not in REWRITE_TASK
     out = json.loads((tmp_path / "out.json").read_text())

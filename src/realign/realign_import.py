@@ -238,8 +238,16 @@ def read_checkout(root: Path) -> Imported:
             f"constant.py defines; renamed, or not a ReAlign checkout?)"
         )
     tasks, structure = consts["TASK_DESCRIPTION"], consts["STRUCTURE"]
-    rewrite, rag, groups = set(consts["REWRITE_TASK"]), set(consts["RAG_TASKS"]), consts["task_group"]
-    if not isinstance(tasks, dict) or not isinstance(structure, dict) or not isinstance(groups, dict):
+    rewrite, rag, groups = (
+        set(consts["REWRITE_TASK"]),
+        set(consts["RAG_TASKS"]),
+        consts["task_group"],
+    )
+    if (
+        not isinstance(tasks, dict)
+        or not isinstance(structure, dict)
+        or not isinstance(groups, dict)
+    ):
         raise ImportProblem(f"{constant}: TASK_DESCRIPTION, STRUCTURE and task_group must be dicts")
     unknown = sorted((rewrite | rag | set(structure)) - set(tasks))
     if unknown:
@@ -249,7 +257,9 @@ def read_checkout(root: Path) -> Imported:
     crits: list[Criterion] = []
     for name, description in tasks.items():
         if name in rewrite and not str(structure.get(name, "")).strip():
-            raise ImportProblem(f"{constant}: STRUCTURE has no format for '{name}' (in REWRITE_TASK)")
+            raise ImportProblem(
+                f"{constant}: STRUCTURE has no format for '{name}' (in REWRITE_TASK)"
+            )
         examples, warning = _examples(name)
         if warning:
             warnings.append(warning)

@@ -21,14 +21,15 @@ Examples:
     git clone https://github.com/GAIR-NLP/ReAlign ~/ReAlign
     realign criteria import-realign ~/ReAlign -o realign-exact
     realign run data.json -o out.json --criteria realign-exact --show-prompt 0
-    realign run data.json -o out.json --criteria realign-exact --model gpt-3.5-turbo-1106
+    realign run data.json -o out.json --criteria realign-exact --model gpt-4o
 """
 
 
-def import_realign_cmd(
-    path: Path = typer.Argument(..., help="A ReAlign checkout (the folder holding code/)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Folder to write the pack into."),
-) -> None:
+CHECKOUT = typer.Argument(..., help="A ReAlign checkout (the folder holding code/).")
+OUT_DIR = typer.Option(..., "-o", "--output", help="Folder to write the pack into.")
+
+
+def import_realign_cmd(path: Path = CHECKOUT, output: Path = OUT_DIR) -> None:
     from realign.criteria import CriteriaError, load_pack
     from realign.realign_import import read_checkout, write_pack
 

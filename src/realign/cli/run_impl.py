@@ -125,7 +125,7 @@ def run_options(args: RunArgs, pack: CriteriaPack) -> RunOptions:
         limit=args.limit,
         min_confidence=args.min_confidence,
         classify_only=args.classify_only,
-        **({"retrieve_k": pack.settings.retrieve_k} if pack.settings.retrieve_k else {}),
+        retrieve_k=pack.settings.retrieve_k or RunOptions.retrieve_k,
     )
 
 

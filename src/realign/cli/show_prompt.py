@@ -8,6 +8,7 @@ shown, since the rewrite prompt depends on its answer. Evidence is what the inpu
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 import typer
@@ -19,6 +20,7 @@ from realign.llm.base import ChatRequest
 from realign.pipeline.build import RunSettings, make_embedding
 from realign.pipeline.record import RunOptions, skip_reason
 from realign.records import Failure, Record, UnitMeta, ensure_units, input_task_type
+from realign.search.registry import default_retrieval_spec
 from realign.stages.classify import classify_request, pretype_offline
 from realign.stages.retrieve_query import build_query, request_context
 from realign.stages.rewrite import build_request
@@ -43,7 +45,9 @@ def print_request(request: ChatRequest) -> None:
     typer.echo("----- end -----")
 
 
-def show_unit(pack: CriteriaPack, options: RunOptions, record: Record, unit: UnitMeta) -> None:
+def show_unit(
+    pack: CriteriaPack, options: RunOptions, record: Record, unit: UnitMeta, retrieval: str
+) -> None:
     typer.echo(f"=== record {record.id}, assistant turn {unit.turn} ===")
     label = input_task_type(record, unit.turn)
     if unit.task_type is None and label is not None and label in pack and not options.reclassify:
@@ -69,10 +73,12 @@ def show_unit(pack: CriteriaPack, options: RunOptions, record: Record, unit: Uni
     evidence = unit.evidence or input_evidence(record, unit.turn)
     if evidence:
         typer.echo(f"evidence: {len(evidence)} item(s) given in the input or attached earlier")
+    elif crit.retrieval and retrieval == "none":
+        typer.echo("evidence: none (retrieval is off)")
     elif crit.retrieval:
         query = build_query(instruction, request_context(record, unit.turn))
         typer.echo(
-            f"evidence: a run would search for {query!r} (not sent now); the prompt below "
+            f"evidence: a run would search {retrieval} for {query!r} (not sent now); the prompt below "
             "is the one without evidence"
         )
     else:
@@ -111,14 +117,17 @@ def show_prompt(
         typer.echo(f"error: --show-prompt {wanted}: no record with that id or position", err=True)
         return 2
     if isinstance(found, Failure):
-        typer.echo(f"error: --show-prompt {wanted}: the record cannot be read: {found.error}", err=True)
+        typer.echo(
+            f"error: --show-prompt {wanted}: the record cannot be read: {found.error}", err=True
+        )
         return 2
     ensure_units(found)
     embedding = make_embedding(settings.classifier, pack, make_console(stderr=True))
     if embedding is not None:
         pretype_offline([found], pack, embedding, min_confidence=0.0, reclassify=options.reclassify)
+    retrieval = settings.retrieval or default_retrieval_spec(os.environ)[0]
     for unit in found.meta.units:
-        show_unit(pack, options, found, unit)
+        show_unit(pack, options, found, unit, retrieval.split(":")[0])
     if not found.meta.units:
         typer.echo(f"record {found.id} has no assistant turn: nothing would be sent")
     return 0

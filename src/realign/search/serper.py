@@ -70,11 +70,12 @@ class SerperSearch:
         try:
             async with httpx.AsyncClient(timeout=self.timeout, transport=self._transport) as client:
                 if self.style == "realign":  # query parameters, 10 results: as ReAlign asks
-                    params = {"q": query, **self.locale, "num": REALIGN_RESULTS}
+                    params: dict[str, str | int] = {"q": query, **self.locale}
+                    params["num"] = REALIGN_RESULTS
                     resp = await client.post(url, params=params, headers=headers)
                 else:
-                    body = {"q": query, "num": k, **self.locale}
-                    resp = await client.post(url, json=body, headers=headers)
+                    payload: dict[str, str | int] = {"q": query, "num": k, **self.locale}
+                    resp = await client.post(url, json=payload, headers=headers)
         except httpx.HTTPError as e:
             raise SearchError(
                 "other", self.name, redact(f"network error: {e}", self.api_key)
