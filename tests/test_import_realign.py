@@ -256,3 +256,57 @@ def test_pack_yaml_of_an_imported_pack_validates(tmp_path: Path) -> None:
     assert data["answer_style"] == "realign-text"
     res = runner.invoke(app, ["criteria", "validate", str(out)])
     assert res.exit_code == 0, res.output
+
+
+# ---------------------------------------------------------------- the judge prompts
+
+
+def judge_data(tmp_path: Path, name: str, answers: list[str]) -> Path:
+    rows = [
+        {"id": i, "items": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}
+        for i, (q, a) in enumerate(zip(["Capital of France?", "Largest planet?"], answers))
+    ]
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def test_judge_sends_the_imported_judge_prompts_and_reads_their_verdicts(tmp_path: Path) -> None:
+    pack = imported(tmp_path)
+
+    def judge(request: ChatRequest) -> str:
+        user = request.messages[-1].content
+        if request.messages[0].content.startswith("PH-JUDGE-READ"):  # the better one is "rich"
+            b_part = user.split("\nB ", 1)[1]
+            better = "B" if "rich" in b_part else "A"
+            return f"One is clearer than the other.\n[[{better}]]"
+        return "Matches the reference. Rating: [[8]]"
+
+    backend = FakeBackend(judge)
+    register_backend("test-import-judge", lambda s: backend, replace=True)
+    a = judge_data(tmp_path, "a", ["Paris", "Jupiter"])
+    b = judge_data(tmp_path, "b", ["A rich answer: Paris.", "A rich answer: Jupiter."])
+    out = tmp_path / "cmp.json"
+    argv = ["judge", str(a), str(b), "-o", str(out), "--aspects", "readability"]
+    res = runner.invoke(app, [*argv, "--backend", "test-import-judge", "--criteria", str(pack)])
+    assert res.exit_code == 0, res.output
+    first = backend.calls[0]
+    assert first.messages[0].content == rc.PROMPTS["READABILITY_EVALUATION_SYSTEM_PROMPT"]
+    assert first.json_schema is None and len(backend.calls) == 4  # 2 pairs, both orders
+    cmp = json.loads(out.read_text())
+    assert cmp["summary"]["readability"]["overall"]["counts"] == {"win": 2, "tie": 0, "lose": 0}
+    assert cmp["pairs"][0]["verdicts"]["readability"]["a_first"]["rationale"] == (
+        "One is clearer than the other."
+    )
+
+    gold = judge_data(tmp_path, "gold", ["Paris", "Jupiter"])
+    scores = tmp_path / "scores.json"
+    argv = ["judge", str(b), "-o", str(scores), "--aspects", "factuality", "--reference", str(gold)]
+    res = runner.invoke(app, [*argv, "--backend", "test-import-judge", "--criteria", str(pack)])
+    assert res.exit_code == 0, res.output
+    fact = [c for c in backend.calls if c.messages[0].content.startswith("PH-JUDGE-FACT")]
+    assert fact[0].messages[1].content == rc.PROMPTS["FACTUALITY_EVALUATION_USER_PROMPT"].format(
+        question="Capital of France?", ref_answer="Paris", answer="A rich answer: Paris."
+    )
+    rep = json.loads(scores.read_text())
+    assert [u["scores"]["factuality"]["score"] for u in rep["units"]] == [8, 8]

@@ -71,7 +71,7 @@ def judge_command(
     except ValueError as e:
         raise die(f"--aspects: {e}") from e
     crit_pack = None
-    if "alignment" in wanted:
+    if "alignment" in wanted or criteria is not None:  # a --criteria pack may bring judge prompts
         try:
             crit_pack = load_pack(pack, criteria)
         except CriteriaError as e:
@@ -103,7 +103,7 @@ def judge_command(
         "inputs": [_stamp(p) for p in inputs],
         "reference": _stamp(reference),
         "aspects": wanted,
-        "pack": crit_pack.content_hash if crit_pack else None,
+        "pack": crit_pack.pack_hash if crit_pack else None,
         "limit": limit,
         "input_format": input_format,
         "fields": fields,
