@@ -213,3 +213,18 @@ def test_show_prompt_with_the_json_style_shows_the_rendered_template(tmp_path: P
     )
     assert "evidence: none (retrieval is off)" in res.output
     assert "----- system -----" in res.output and backend.calls == []
+
+
+def test_force_with_a_text_pack_lacking_its_force_templates_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    root = rc.write_checkout(tmp_path / "ReAlign")
+    pack = tmp_path / "pack"
+    assert runner.invoke(app, ["criteria", "import-realign", str(root), "-o", str(pack)]).exit_code == 0
+    (pack / "templates" / "rewrite_force_system.txt").unlink()
+    src = data_file(tmp_path, [rec("What is 6 times 7?", "42", "math_puzzles")])
+    argv = ["run", str(src), "-o", str(tmp_path / "o.json"), "--criteria", str(pack), "--force"]
+    res = runner.invoke(app, [*argv, "--backend", "fake", "--dry-run"])
+    assert res.exit_code == 2 and "templates/rewrite_force_system.txt" in res.output
+    res = runner.invoke(app, [*argv[:-1], "--backend", "fake", "--dry-run"])
+    assert res.exit_code == 0, res.output  # without --force the pack is complete

@@ -128,8 +128,10 @@ def _print_errors(message: str) -> None:
 
 
 def _settings_text(settings: PackSettings) -> str:
-    """`prompt rewrite_paper, samples 2, ...`; an unset temperature reads as realign's rule."""
-    parts = [f"{k} {v}" for k, v in settings.run_defaults().items() if v is not None]
+    """`prompt rewrite_paper, samples 2, ...`: every setting the file gives (unset ones keep
+    realign's rules); where an imported pack came from is left out."""
+    given = settings.model_dump(exclude_unset=True, exclude={"source"})
+    parts = [f"{k} {v}" for k, v in {**settings.run_defaults(), **given}.items() if v is not None]
     return ", ".join(parts)
 
 

@@ -207,6 +207,19 @@ def check_args(args: RunArgs) -> None:
         raise die(str(e)) from e
 
 
+def check_templates(pack: CriteriaPack, options: RunOptions) -> None:
+    """A `realign-text` pack run with --force needs its non-adaptive templates."""
+    if options.answer_style != "realign-text" or not options.force:
+        return
+    wanted = ("rewrite_force_system", "rewrite_force_retrieval_system")
+    missing = [k for k in wanted if k not in pack.templates]
+    if missing:
+        raise die(
+            f"--force with a realign-text pack needs the templates "
+            f"{', '.join(f'templates/{k}.txt' for k in missing)} (ReAlign's non-adaptive prompts)"
+        )
+
+
 def run_command(args: RunArgs) -> int:
     with usage_errors():
         return _run(args)
@@ -226,6 +239,7 @@ def _run(args: RunArgs) -> int:
     settings = args.run_settings(pack)
     reader = open_input(settings.input, settings.input_format, settings.fields, args.max_record_mb)
     options = run_options(args, pack)
+    check_templates(pack, options)
     if args.show_prompt is not None:
         from realign.cli.show_prompt import show_prompt
 

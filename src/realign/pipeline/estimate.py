@@ -92,6 +92,8 @@ def estimate_run(
                 samples=options.samples,
                 prompt=options.prompt,
                 temperature=options.temperature,
+                templates=pack.templates if options.answer_style == "realign-text" else None,
+                max_tokens=options.max_tokens,
             )
             n_in = sum(tokens.count(m.content) for m in request.messages) + 200  # schema
             if searched:
@@ -102,7 +104,7 @@ def estimate_run(
             original = item.turns[turn].content
             tout["rewrite"] += (
                 min(
-                    output_budget(original, crit),
+                    request.max_tokens or output_budget(original, crit),
                     int(1.5 * tokens.count(original)) + REASONING_TOKENS,
                 )
                 * options.samples
