@@ -264,7 +264,9 @@ def test_pack_yaml_of_an_imported_pack_validates(tmp_path: Path) -> None:
 def judge_data(tmp_path: Path, name: str, answers: list[str]) -> Path:
     rows = [
         {"id": i, "items": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}
-        for i, (q, a) in enumerate(zip(["Capital of France?", "Largest planet?"], answers))
+        for i, (q, a) in enumerate(
+            zip(["Capital of France?", "Largest planet?"], answers, strict=True)
+        )
     ]
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(rows))

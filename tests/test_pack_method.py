@@ -220,7 +220,10 @@ def test_force_with_a_text_pack_lacking_its_force_templates_is_a_usage_error(
 ) -> None:
     root = rc.write_checkout(tmp_path / "ReAlign")
     pack = tmp_path / "pack"
-    assert runner.invoke(app, ["criteria", "import-realign", str(root), "-o", str(pack)]).exit_code == 0
+    assert (
+        runner.invoke(app, ["criteria", "import-realign", str(root), "-o", str(pack)]).exit_code
+        == 0
+    )
     (pack / "templates" / "rewrite_force_system.txt").unlink()
     src = data_file(tmp_path, [rec("What is 6 times 7?", "42", "math_puzzles")])
     argv = ["run", str(src), "-o", str(tmp_path / "o.json"), "--criteria", str(pack), "--force"]
@@ -228,3 +231,27 @@ def test_force_with_a_text_pack_lacking_its_force_templates_is_a_usage_error(
     assert res.exit_code == 2 and "templates/rewrite_force_system.txt" in res.output
     res = runner.invoke(app, [*argv[:-1], "--backend", "fake", "--dry-run"])
     assert res.exit_code == 0, res.output  # without --force the pack is complete
+
+
+def test_realign_search_style_searches_the_whole_instruction() -> None:
+    import asyncio
+
+    from realign.records import Evidence
+    from realign.stages.retrieve import Retriever
+
+    asked: list[str] = []
+
+    class Provider:
+        name = "stub"
+        provider_id = "stub"
+
+        async def search(self, query: str, k: int) -> list[Evidence]:
+            asked.append(query)
+            return [Evidence(snippet="An answer with several words in it.", provider="stub")]
+
+    long = "Please read the following and answer: " + " ".join(f"word{i}" for i in range(50))
+    long += " Who was the first emperor of Rome?"
+    asyncio.run(Retriever(Provider(), whole_instruction=True).evidence_for(long))
+    asyncio.run(Retriever(Provider()).evidence_for(long))
+    assert asked[0] == long  # as ReAlign's retrieval.py asks
+    assert asked[1] != long and len(asked[1].split()) <= 32  # realign's own query

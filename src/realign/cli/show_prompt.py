@@ -76,7 +76,10 @@ def show_unit(
     elif crit.retrieval and retrieval == "none":
         typer.echo("evidence: none (retrieval is off)")
     elif crit.retrieval:
-        query = build_query(instruction, request_context(record, unit.turn))
+        if pack.settings.search_style == "realign":  # ReAlign searches the whole instruction
+            query = " ".join(instruction.split())
+        else:
+            query = build_query(instruction, request_context(record, unit.turn))
         typer.echo(
             f"evidence: a run would search {retrieval} for {query!r} (not sent now); the prompt below "
             "is the one without evidence"

@@ -101,7 +101,12 @@ def make_retriever(settings: RunSettings, engine: Engine | None, err: Console) -
         raise UsageError(str(e)) from e
     if provider is None:
         return None
-    return Retriever(provider, engine, on_message=lambda m: err.print(f"[yellow]{m}[/]"))
+    return Retriever(
+        provider,
+        engine,
+        on_message=lambda m: err.print(f"[yellow]{m}[/]"),
+        whole_instruction=settings.search_options.get("style") == "realign",
+    )
 
 
 def make_embedding(classifier: str, pack: CriteriaPack, err: Console) -> Any:
