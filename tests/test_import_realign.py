@@ -312,3 +312,10 @@ def test_judge_sends_the_imported_judge_prompts_and_reads_their_verdicts(tmp_pat
     )
     rep = json.loads(scores.read_text())
     assert [u["scores"]["factuality"]["score"] for u in rep["units"]] == [8, 8]
+
+
+def test_a_value_realign_cannot_use_names_the_task_type(tmp_path: Path) -> None:
+    text = rc.constant_py().replace(repr(rc.DESCRIPTIONS["open_qa"]), "'x'")
+    root = rc.write_checkout(tmp_path / "R", constant=text)
+    with pytest.raises(ImportProblem, match="task type 'open_qa': description"):
+        read_checkout(root)

@@ -72,8 +72,9 @@ class PackSettings(BaseModel):
     retrieve_k: int | None = Field(None, ge=1, le=20)  # evidence items kept per unit
     search_country: str | None = None  # Serper/Google `gl`, e.g. us
     search_language: str | None = None  # Serper/Google `hl`, e.g. en
-    # `realign`: Serper asked as ReAlign's retrieval.py asks it (10 results, the first
-    # `retrieve_k` evidence items kept, knowledge-graph attributes as items of their own).
+    # `realign`: search as ReAlign's retrieval.py does (the whole instruction as the query;
+    # Serper asked for 10 results, the first `retrieve_k` evidence items kept, knowledge-graph
+    # attributes as items of their own).
     search_style: Literal["realign"] | None = None
     # Where an imported pack came from (`import-realign`: path, git commit); provenance only.
     source: dict[str, str] | None = None

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from realign.criteria import (
     MIN_EXAMPLES,
     CriteriaError,
@@ -214,9 +216,8 @@ def _snake(name: str) -> str:
     return "_".join(name.lower().replace("-", " ").split())
 
 
-def _examples(name: str) -> tuple[list[str], str | None]:
+def _examples(name: str, builtin: dict[str, Criterion]) -> tuple[list[str], str | None]:
     """Classifier examples: ReAlign has none, so the built-in pack's for the same type."""
-    builtin = load_dir(pack_folder("realign"))
     if name in builtin:
         return list(builtin[name].examples), None
     todo = [f"TODO: an example request of type {name} ({i + 1})" for i in range(MIN_EXAMPLES)]
@@ -255,16 +256,17 @@ def read_checkout(root: Path) -> Imported:
     group_of = {t: _snake(g) for g, members in groups.items() for t in members}
     warnings: list[str] = []
     crits: list[Criterion] = []
+    builtin = load_dir(pack_folder("realign"))
     for name, description in tasks.items():
         if name in rewrite and not str(structure.get(name, "")).strip():
             raise ImportProblem(
                 f"{constant}: STRUCTURE has no format for '{name}' (in REWRITE_TASK)"
             )
-        examples, warning = _examples(name)
+        examples, warning = _examples(name, builtin)
         if warning:
             warnings.append(warning)
-        crits.append(
-            Criterion(
+        try:
+            crit = Criterion(
                 name=name,
                 group=group_of.get(name, "others"),
                 description=" ".join(str(description).split()),
@@ -274,7 +276,10 @@ def read_checkout(root: Path) -> Imported:
                 examples=examples,
                 format=str(structure.get(name, "")),
             )
-        )
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+            raise ImportProblem(f"{constant}: task type {name!r}: {problems}") from e
+        crits.append(crit)
     templates: dict[str, str] = {}
     for key, (src, needed) in TEMPLATE_SOURCES.items():
         text = consts[src]
