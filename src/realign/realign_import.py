@@ -356,7 +356,10 @@ def write_pack(imported: Imported, source: Path, out: Path) -> list[Path]:
         f"# (commit {imported.commit or 'unknown: not a git checkout'}). Flags override these.",
     ]
     if imported.model:
-        head.append(f"# ReAlign's default model; uncomment to use it: model: {imported.model}")
+        head += [
+            "# ReAlign's default model; uncomment the next line to use it:",
+            f"# model: {imported.model}",
+        ]
     text = "\n".join(head) + "\n" + yaml.safe_dump(settings, sort_keys=False, allow_unicode=True)
     path = out / SETTINGS_FILE
     path.write_text(text, encoding="utf-8")
