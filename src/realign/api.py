@@ -28,11 +28,11 @@ from realign.pipeline.runner import StageError
 from realign.records import Failure, Record
 
 
-def pack_defaults(pack: CriteriaPack) -> dict[str, Any]:
+def pack_defaults(pack: CriteriaPack, *, local: bool = False) -> dict[str, Any]:
     """The `RunOptions` a pack's `pack.yaml` sets (the keyword arguments override them)."""
     s = pack.settings
     extra = {"filter_preset": s.filter_preset, "retrieve_k": s.retrieve_k}
-    return {**s.run_defaults(), **{k: v for k, v in extra.items() if v is not None}}
+    return {**s.run_defaults(local=local), **{k: v for k, v in extra.items() if v is not None}}
 
 
 async def arealign_records(
@@ -66,7 +66,9 @@ async def arealign_records(
     stages = Stages(
         pack=crit,
         engine=engine,
-        options=RunOptions(**{**pack_defaults(crit), **options}),
+        options=RunOptions(
+            **{**pack_defaults(crit, local=backend.name == "local"), **options}
+        ),
         retriever=retriever,
         model=backend.model,
         backend=backend.name,

@@ -63,6 +63,9 @@ class PackSettings(BaseModel):
     samples: int = Field(1, ge=1, le=16)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     selection: Literal["longest", "first"] = "longest"
+    # The model checks each rewrite the rules passed (`realign run --verify`). The embedded
+    # model is too small to judge faithfully: with it, only an explicit --verify turns it on.
+    verify: bool = False
     answer_style: Literal["json", "realign-text"] = "json"
     max_tokens: int | None = Field(None, ge=16, le=65_536)  # None: realign's budget rule
     # The rest of the method.
@@ -88,11 +91,23 @@ class PackSettings(BaseModel):
             raise ValueError(f"no prompt template '{v}' in realign/prompts/")
         return v
 
-    def run_defaults(self) -> dict[str, Any]:
-        """The `RunOptions` fields this file sets."""
-        return self.model_dump(
-            include={"prompt", "samples", "temperature", "selection", "answer_style", "max_tokens"}
+    def run_defaults(self, *, local: bool = False) -> dict[str, Any]:
+        """The `RunOptions` fields this file sets. `local`: the run uses the embedded model,
+        for which `verify: true` is not taken from a pack (only an explicit --verify)."""
+        out = self.model_dump(
+            include={
+                "prompt",
+                "samples",
+                "temperature",
+                "selection",
+                "verify",
+                "answer_style",
+                "max_tokens",
+            }
         )
+        if local:
+            out["verify"] = False
+        return out
 
     def search_options(self) -> dict[str, Any]:
         """The search provider's parameters this file sets (unset ones left out)."""

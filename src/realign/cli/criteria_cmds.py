@@ -131,7 +131,10 @@ def _settings_text(settings: PackSettings) -> str:
     """`prompt rewrite_paper, samples 2, ...`: every setting the file gives (unset ones keep
     realign's rules); where an imported pack came from is left out."""
     given = settings.model_dump(exclude_unset=True, exclude={"source"})
-    parts = [f"{k} {v}" for k, v in {**settings.run_defaults(), **given}.items() if v is not None]
+    shown = {k: v for k, v in {**settings.run_defaults(), **given}.items() if v is not None}
+    if not shown.get("verify"):  # off is the default: saying so on every pack is noise
+        shown.pop("verify", None)
+    parts = [f"{k} {'yes' if v is True else v}" for k, v in shown.items()]
     return ", ".join(parts)
 
 
