@@ -207,7 +207,11 @@ def test_each_format_keeps_realigns_parts_in_order(name: str) -> None:
 def test_pack_settings_are_realigns_rewrite_settings() -> None:
     pack = load_pack(PACK)
     assert pack.settings == PackSettings(
-        prompt="rewrite_paper", samples=2, temperature=0.3, selection="longest"
+        prompt="rewrite_paper",
+        samples=2,
+        temperature=0.3,
+        selection="longest",
+        filter_preset="alpaca",  # ReAlign's own selection rules
     )
     assert load_pack().settings == PackSettings()  # the default pack keeps realign's own
     # Same names, descriptions and examples: one trained embedding classifier serves both.

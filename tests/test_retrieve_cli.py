@@ -269,7 +269,7 @@ def test_default_is_none_with_a_message(tmp_path: Path) -> None:
     data, out = _dataset(tmp_path / "d.json"), tmp_path / "o.json"
     res = _run(str(data), "-o", str(out))
     assert res.exit_code == 0, res.output
-    assert "retrieval: none (GOOGLE_API_KEY and GOOGLE_CSE_ID not set)" in res.output
+    assert "retrieval: none (GOOGLE_API_KEY and GOOGLE_CSE_ID not set, nor SERPER_API_KEY)" in res.output
     assert _units(out)["0"][0]["evidence_note"] == "retrieval: none (no search provider)"
 
 

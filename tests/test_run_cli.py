@@ -218,6 +218,6 @@ def test_filter_preset_flag_is_applied_and_named_in_the_output(tmp_path: Path) -
     assert got["answer"] == row["answer"] and got["realign"]["status"] == "kept"
     assert "final_answer_lost 1" in " ".join(res.output.split())
 
-    res = runner.invoke(app, [*argv, "--filter-preset", "alpaca"])
-    assert res.exit_code != 0 and "--filter-preset 'alpaca'" in res.output
+    res = runner.invoke(app, [*argv, "--filter-preset", "sharegpt"])  # no such preset
+    assert res.exit_code != 0 and "--filter-preset 'sharegpt'" in res.output
     assert "open-platypus" in res.output

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from realign.cli.main import app
 from realign.search.base import SearchError
 from realign.search.registry import make_provider
-from realign.search.serper import SerperSearch, parse_response
+from realign.search.serper import SerperSearch, parse_response, parse_response_realign
 from realign.stages.retrieve_clean import clean_evidence
 
 KEY = "test-serper-key-do-not-store"
@@ -104,3 +109,92 @@ def test_serper_key_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         make_provider("serper")
     monkeypatch.setenv("SERPER_API_KEY", KEY)
     assert isinstance(make_provider("serper"), SerperSearch)
+
+
+@pytest.mark.vcr
+def test_serper_realign_style_request() -> None:
+    """ReAlign's way (`search_style: realign`): gl/hl/num=10 query parameters, and the
+    knowledge graph's type, description and each attribute as evidence items of their own."""
+    s = SerperSearch(KEY, country="us", language="en", style="realign")
+    found = asyncio.run(s.search("who built the lighthouse of alexandria?", 5))
+    assert [e.snippet for e in found] == [
+        "Sostratus of Cnidus is credited with the design.",  # answer box, on one line
+        "Lighthouse of Alexandria: Ancient lighthouse",
+        "A tall tower on the island of Pharos that guided ships into the harbour of Alexandria.",
+        "Location: Pharos, Alexandria",
+        "Completed: about 280 BC",
+    ]  # the first 5 of 9 items; the organic snippets and their attributes come after
+    assert [e.answer for e in found] == [True] * 5
+    cassette = Path(__file__).parents[1] / "cassettes/test_search_serper"
+    recorded = yaml.safe_load((cassette / "test_serper_realign_style_request.yaml").read_text())
+    every = parse_response_realign(
+        json.loads(recorded["interactions"][0]["response"]["body"]["string"])
+    )
+    assert [e.snippet for e in every][5:7] == [
+        "The lighthouse was commissioned under the early Ptolemies and finished decades later.",
+        "Height: over 100 m",
+    ]
+    assert len(every) == 9 and "gl=us" in s.provider_id
+
+
+def test_serper_locale_goes_into_the_json_body_of_the_default_style() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"organic": []})
+
+    s = SerperSearch(KEY, country="de", language="de", transport=httpx.MockTransport(answer))
+    asyncio.run(s.search("q", 3))
+    assert seen[0].content == b'{"q":"q","num":3,"gl":"de","hl":"de"}'
+
+
+def test_serper_is_chosen_when_only_its_key_is_set() -> None:
+    from realign.search.registry import default_retrieval_spec
+
+    spec, msg = default_retrieval_spec({"SERPER_API_KEY": "k"})
+    assert spec == "serper" and "SERPER_API_KEY is set" in msg
+    both = {"SERPER_API_KEY": "k", "GOOGLE_API_KEY": "g", "GOOGLE_CSE_ID": "c"}
+    assert default_retrieval_spec(both)[0] == "google"
+    spec, msg = default_retrieval_spec({})
+    assert spec == "none" and "SERPER_API_KEY" in msg
+
+
+@pytest.mark.vcr
+def test_serper_chosen_from_the_key_in_a_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`realign run` with only SERPER_API_KEY set searches Serper, with the pack's gl/hl and
+    ReAlign's request, and the rewrite prompt carries the evidence."""
+    from realign.llm.fake import FakeBackend
+    from realign.llm.registry import register_backend
+
+    for name in ("GOOGLE_API_KEY", "GOOGLE_CSE_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SERPER_API_KEY", KEY)
+    backend = FakeBackend()
+    register_backend("test-serper-run", lambda s: backend, replace=True)
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    (pack / "pack.yaml").write_text(
+        "search_style: realign\nsearch_country: gb\nsearch_language: en\nretrieve_k: 5\n"
+    )
+    question = "Who built the lighthouse of Alexandria?"
+    data = [
+        {
+            "items": [
+                {"from": "human", "value": question, "category": "open_qa"},
+                {"from": "gpt", "value": "Sostratus, it is said."},
+            ]
+        }
+    ]
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps(data))
+    argv = ["run", str(src), "-o", str(tmp_path / "out.json"), "--backend", "test-serper-run"]
+    res = CliRunner().invoke(app, [*argv, "--criteria", str(pack), "--no-cache"])
+    assert res.exit_code == 0, res.output
+    assert "retrieval: serper (SERPER_API_KEY is set" in res.output
+    (rewrite,) = [c for c in backend.calls if c.stage == "rewrite"]
+    assert "Lighthouse of Alexandria: Ancient lighthouse" in rewrite.messages[-1].content
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out[0]["realign"]["units"][0]["evidence"][0]["provider"] == "serper"

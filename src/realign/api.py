@@ -28,6 +28,13 @@ from realign.pipeline.runner import StageError
 from realign.records import Failure, Record
 
 
+def pack_defaults(pack: CriteriaPack, *, local: bool = False) -> dict[str, Any]:
+    """The `RunOptions` a pack's `pack.yaml` sets (the keyword arguments override them)."""
+    s = pack.settings
+    extra = {"filter_preset": s.filter_preset, "retrieve_k": s.retrieve_k}
+    return {**s.run_defaults(local=local), **{k: v for k, v in extra.items() if v is not None}}
+
+
 async def arealign_records(
     records: Iterable[Record | ReadError],
     *,
@@ -60,7 +67,7 @@ async def arealign_records(
         pack=crit,
         engine=engine,
         options=RunOptions(
-            **{**crit.settings.run_defaults(local=backend.name == "local"), **options}
+            **{**pack_defaults(crit, local=backend.name == "local"), **options}
         ),
         retriever=retriever,
         model=backend.model,

@@ -18,9 +18,10 @@ File layout::
     ---
     The format the response should follow (Markdown).
 
-A pack may also hold `pack.yaml`: the run settings the pack was written for (its rewrite prompt,
-samples, temperature, selection), used as the defaults of `realign run` with that pack; flags
-override them. `realign-paper` uses it to reproduce ReAlign's set-up.
+A pack may also hold `pack.yaml` (`pack_settings.py`): the method the pack was written for (its
+rewrite prompt and answer style, samples, temperature, selection, filter preset, model,
+retrieval), used as the defaults of `realign run` with that pack; flags override them.
+`realign-paper` and packs made by `realign criteria import-realign` use it.
 """
 
 from __future__ import annotations
@@ -30,19 +31,23 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from realign.pack_settings import (  # re-exported: `pack.yaml` lives there
+    SETTINGS_FILE,
+    CriteriaError,
+    PackSettings,
+    load_settings,
+    load_templates,
+    settings_hash,
+)
+
 DEFAULT_PACK = "realign"
 MIN_EXAMPLES = 8
-SETTINGS_FILE = "pack.yaml"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-class CriteriaError(ValueError):
-    """A criteria file or pack is invalid. The message names the file, the field and the fix."""
 
 
 class Criterion(BaseModel):
@@ -237,70 +242,18 @@ def builtin_criteria_root() -> Path:
     raise CriteriaError("the built-in criteria folder is missing from this installation")
 
 
-class PackSettings(BaseModel):
-    """`pack.yaml`: the run settings a pack was written for. Unset fields keep realign's own
-    defaults (one sample, greedy; several samples at 0.7)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    prompt: str = Field("rewrite", pattern=_NAME_RE.pattern)  # a template in realign/prompts/
-    samples: int = Field(1, ge=1, le=16)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    selection: Literal["longest", "first"] = "longest"
-    # The model checks each rewrite the rules passed (`realign run --verify`). The embedded
-    # model is too small to judge faithfully: with it, only an explicit --verify turns it on.
-    verify: bool = False
-
-    @field_validator("prompt")
-    @classmethod
-    def _known_prompt(cls, v: str) -> str:
-        from realign import prompts
-
-        if not prompts.exists(v):
-            raise ValueError(f"no prompt template '{v}' in realign/prompts/")
-        return v
-
-    def run_defaults(self, *, local: bool = False) -> dict[str, Any]:
-        """The `RunOptions` fields this file sets. `local`: the run uses the embedded model,
-        for which `verify: true` is not taken from a pack (only an explicit --verify)."""
-        out = self.model_dump()
-        if local:
-            out["verify"] = False
-        return out
-
-
-def load_settings(folder: Path) -> PackSettings:
-    """The pack's `pack.yaml`, or the defaults when it has none. Errors name the field and fix."""
-    path = folder / SETTINGS_FILE
-    if not path.is_file():
-        return PackSettings()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
-    except yaml.YAMLError as e:
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise CriteriaError(f"{path}: does not parse as YAML: {problem}") from e
-    if not isinstance(data, dict):
-        raise CriteriaError(f"{path}: must be a mapping of settings")
-    try:
-        return PackSettings(**data)
-    except ValidationError as e:
-        allowed = ", ".join(PackSettings.model_fields)
-        msgs = []
-        for err in e.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "(file)"
-            hint = (
-                f" (fix: allowed settings are {allowed})"
-                if err["type"] == "extra_forbidden"
-                else ""
-            )
-            msgs.append(f"{path}: setting '{field}': {err['msg']}{hint}")
-        raise CriteriaError("\n".join(msgs)) from e
-
-
 class CriteriaPack(BaseModel):
     name: str
     criteria: dict[str, Criterion]
     settings: PackSettings = Field(default_factory=PackSettings)
+    # The pack's own prompt texts (`templates/*.txt`, ReAlign's answer style), by key.
+    templates: dict[str, str] = Field(default_factory=dict)
+    folder: str | None = None  # the --criteria folder, when the run was given one
+
+    @property
+    def pack_hash(self) -> str:
+        """Hash of the whole method: criteria, `pack.yaml` settings and the pack's templates."""
+        return settings_hash(self.content_hash, self.settings, self.templates)
 
     def __getitem__(self, name: str) -> Criterion:
         return self.criteria[name]
@@ -415,4 +368,15 @@ def load_pack(pack: str = DEFAULT_PACK, user_dir: Path | str | None = None) -> C
         crits = {**crits, **load_dir(Path(user_dir))}
     if not crits:
         raise CriteriaError(f"criteria pack '{name}' has no criteria files")
-    return CriteriaPack(name=name, criteria=crits, settings=load_settings(folder))
+    # A --criteria folder with its own pack.yaml (an imported pack) brings its whole method.
+    source = folder
+    if user_dir is not None and (Path(user_dir) / SETTINGS_FILE).is_file():
+        source = Path(user_dir)
+    settings = load_settings(source)
+    return CriteriaPack(
+        name=name,
+        criteria=crits,
+        settings=settings,
+        templates=load_templates(source, settings),
+        folder=str(user_dir) if user_dir is not None else None,
+    )

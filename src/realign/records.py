@@ -93,9 +93,10 @@ class Provenance(BaseModel):
     model: str | None = None
     backend: str | None = None
     criteria_pack: str | None = None
+    criteria_folder: str | None = None  # the --criteria folder, when one was given
+    pack_hash: str | None = None  # the whole method: criteria, pack.yaml, templates
     criteria_name: str | None = None
     criteria_hash: str | None = None
-    pack_hash: str | None = None  # the whole criteria pack's content hash
     # The command line that ran (flags given explicitly, in order), for a dataset card's
     # "how to reproduce"; None when run from the Python API.
     command: str | None = None

@@ -128,8 +128,10 @@ def _print_errors(message: str) -> None:
 
 
 def _settings_text(settings: PackSettings) -> str:
-    """`prompt rewrite_paper, samples 2, ...`; an unset temperature reads as realign's rule."""
-    shown = {k: v for k, v in settings.run_defaults().items() if v is not None}
+    """`prompt rewrite_paper, samples 2, ...`: every setting the file gives (unset ones keep
+    realign's rules); where an imported pack came from is left out."""
+    given = settings.model_dump(exclude_unset=True, exclude={"source"})
+    shown = {k: v for k, v in {**settings.run_defaults(), **given}.items() if v is not None}
     if not shown.get("verify"):  # off is the default: saying so on every pack is noise
         shown.pop("verify", None)
     parts = [f"{k} {'yes' if v is True else v}" for k, v in shown.items()]
@@ -411,4 +413,7 @@ def register(app: typer.Typer) -> None:
     group.command("show", help=SHOW_HELP)(show_cmd)
     group.command("validate", help=VALIDATE_HELP)(validate_cmd)
     group.command("new", help=NEW_HELP)(new_cmd)
+    from realign.cli.import_cmds import IMPORT_HELP, import_realign_cmd
+
+    group.command("import-realign", help=IMPORT_HELP)(import_realign_cmd)
     app.add_typer(group, name="criteria")

@@ -76,7 +76,7 @@ def judge_command(
         raise die(f"--aspects: {e}") from e
     readers = [open_input(p, input_format, fields) for p in inputs]
     crit_pack = None
-    if "alignment" in wanted:
+    if "alignment" in wanted or criteria is not None:  # a --criteria pack may bring judge prompts
         try:
             crit_pack = load_pack(pack, criteria)
         except CriteriaError as e:
@@ -116,7 +116,7 @@ def judge_command(
         "inputs": [_stamp(p) for p in inputs],
         "reference": _stamp(reference),
         "aspects": wanted,
-        "pack": crit_pack.content_hash if crit_pack else None,
+        "pack": crit_pack.pack_hash if crit_pack else None,
         "limit": limit,
         "input_format": input_format,
         "fields": fields,

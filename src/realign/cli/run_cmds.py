@@ -28,6 +28,7 @@ Examples:
         --fields instruction=question,response=answer
     realign run realign.json -o out.json --pack realign-paper  # as in the paper
     realign run data.json -o out.json --model gpt-4o-mini --verify
+    realign run data.json -o out.json --show-prompt 3     # what would be sent
 """
 
 VERIFY_HELP = (
@@ -47,7 +48,9 @@ FILTER_PRESET_HELP = (
     "kept, a short answer (<= 8 words, or a stated 'the answer is …') kept, single letters "
     "case-sensitive. open-platypus: short answer, code, length. no-robots: no rewrite of "
     "default, planning only when asked for, code, length. gsm8k: #### N kept, length. "
-    "math: math_puzzles needs a number in the question, final answer kept, length."
+    "math: math_puzzles needs a number in the question, final answer kept, length. "
+    "alpaca: an exam original of <= 5 characters kept, code, length. "
+    "[default: the pack's, else default]"
 )
 
 
@@ -91,10 +94,11 @@ def register(app: typer.Typer) -> None:
             "(ReAlign's math mode). `rewrite: no` types are still skipped, and an unchanged "
             "copy is reported as kept (rule unchanged), not rewritten.",
         ),
-        filter_preset: str = typer.Option(
-            "default",
+        filter_preset: str | None = typer.Option(
+            None,
             help=FILTER_PRESET_HELP,
-            metavar="default|open-platypus|no-robots|gsm8k|math",
+            metavar="default|open-platypus|alpaca|no-robots|gsm8k|math",
+            show_default=False,
         ),
         verify: bool | None = typer.Option(None, "--verify/--no-verify", help=VERIFY_HELP),
         reclassify: bool = typer.Option(
@@ -138,6 +142,14 @@ def register(app: typer.Typer) -> None:
         ),
         workers: int | None = typer.Option(
             None, min=1, help="With --engine ray: worker processes (default 2)."
+        ),
+        show_prompt: str | None = typer.Option(
+            None,
+            "--show-prompt",
+            metavar="ID",
+            help="Print the exact messages the rewrite of record ID would send (task type, "
+            "criterion, evidence, prompt) and send nothing; ID is the record's id or, for "
+            "records without one, its 0-based position.",
         ),
     ) -> None:
         params = dict(locals())  # before the import adds names

@@ -38,7 +38,7 @@ class RunArgs(EngineArgs):
     selection: str | None = None
     temperature: float | None = None
     force: bool = False
-    filter_preset: str = "default"
+    filter_preset: str | None = None  # None: the pack's setting (`pack.yaml`), else default
     verify: bool | None = None  # None: the pack's `verify:` (never for the embedded model)
     reclassify: bool = False
     classifier: str = "llm"
@@ -55,6 +55,17 @@ class RunArgs(EngineArgs):
     address: str | None = None
     workers: int | None = None
     command: str | None = None  # the command line as given (provenance)
+    show_prompt: str | None = None  # a record id: print its messages, send nothing
+
+    def with_pack(self, pack: CriteriaPack) -> RunArgs:
+        """These flags with the pack's `pack.yaml` filling the ones not given (flags win)."""
+        s = pack.settings
+        return replace(
+            self,
+            model=self.model if self.model is not None else s.model,
+            retrieval=self.retrieval if self.retrieval is not None else s.retrieval,
+            filter_preset=self.filter_preset or s.filter_preset or "default",
+        )
 
     def engine_options(self) -> EngineOptions:
         return replace(super().engine_options(), batch=self.batch)
@@ -77,6 +88,10 @@ class RunArgs(EngineArgs):
             workers=self.workers,
             command=self.command,
         )
+
+    def run_settings(self, pack: CriteriaPack) -> RunSettings:
+        """`settings()` with the pack's search parameters (country, language, style)."""
+        return replace(self.settings(), search_options=pack.settings.search_options())
 
 
 def run(input: str | Path, output: str | Path, **options: Any) -> int:
@@ -120,11 +135,12 @@ def run_options(args: RunArgs, pack: CriteriaPack) -> RunOptions:
         **{**defaults, **{k: v for k, v in given.items() if v is not None}},
         tasks=frozenset(split_csv(args.tasks)) or None,
         force=args.force,
-        filter_preset=args.filter_preset,
+        filter_preset=args.filter_preset or pack.settings.filter_preset or "default",
         reclassify=args.reclassify,
         limit=args.limit,
         min_confidence=args.min_confidence,
         classify_only=args.classify_only,
+        retrieve_k=pack.settings.retrieve_k or RunOptions.retrieve_k,
     )
 
 
@@ -233,7 +249,7 @@ def check_args(args: RunArgs) -> None:
         raise die(f"--selection {args.selection!r}: use longest or first")
     from realign.stages.filter import PRESETS
 
-    if args.filter_preset not in PRESETS:
+    if args.filter_preset is not None and args.filter_preset not in PRESETS:
         raise die(f"--filter-preset {args.filter_preset!r}: use {' | '.join(PRESETS)}")
     if args.classifier not in ("llm", "embedding"):
         raise die(f"--classifier {args.classifier!r}: use llm or embedding")
@@ -254,6 +270,19 @@ def check_args(args: RunArgs) -> None:
         raise die(str(e)) from e
 
 
+def check_templates(pack: CriteriaPack, options: RunOptions) -> None:
+    """A `realign-text` pack run with --force needs its non-adaptive templates."""
+    if options.answer_style != "realign-text" or not options.force:
+        return
+    wanted = ("rewrite_force_system", "rewrite_force_retrieval_system")
+    missing = [k for k in wanted if k not in pack.templates]
+    if missing:
+        raise die(
+            f"--force with a realign-text pack needs the templates "
+            f"{', '.join(f'templates/{k}.txt' for k in missing)} (ReAlign's non-adaptive prompts)"
+        )
+
+
 def run_command(args: RunArgs) -> int:
     with usage_errors():
         return _run(args)
@@ -266,15 +295,22 @@ def _run(args: RunArgs) -> int:
     from realign.pipeline.outputs import check_outputs, corpus_of, job_output
 
     pack = load_criteria(args)
+    args = args.with_pack(pack)
     check_input(args.input)
     check_args(args)
-    # Before the input is read and anything is paid for: a run must be able to save its work.
-    output = job_output(args.output, args.output_format, args.fields)
-    inputs = [args.input, corpus_of(args.retrieval)]
-    check_outputs([output], inputs, store=True, cache=not args.no_cache)
-    settings = args.settings()
+    if args.show_prompt is None:
+        # Before the input is read and anything is paid for: a run must be able to save its work.
+        output = job_output(args.output, args.output_format, args.fields)
+        inputs = [args.input, corpus_of(args.retrieval)]
+        check_outputs([output], inputs, store=True, cache=not args.no_cache)
+    settings = args.run_settings(pack)
     reader = open_input(settings.input, settings.input_format, settings.fields, args.max_record_mb)
     options = run_options(args, pack)
+    check_templates(pack, options)
+    if args.show_prompt is not None:
+        from realign.cli.show_prompt import show_prompt
+
+        return show_prompt(settings, pack, options, read_items(reader), args.show_prompt)
     if args.dry_run:
         from realign.pipeline.estimate import estimate_run
 

@@ -13,6 +13,12 @@ from pydantic import BaseModel, Field
 
 from realign import metrics, prompts, tokens
 from realign.criteria import CriteriaPack
+from realign.judge.text_style import (
+    TextJudgeRequest,
+    pairwise_text_request,
+    pointwise_text_request,
+    text_verdict,
+)
 from realign.judge.units import UNKNOWN_TASK, Unit
 from realign.llm.base import BackendError, ChatRequest
 from realign.llm.engine import Engine, StructuredOutputError
@@ -100,6 +106,9 @@ def rubric(
 def pointwise_request(
     unit: Unit, aspect: str, *, pack: CriteriaPack | None, reference: str | None
 ) -> ChatRequest:
+    text_style = pointwise_text_request(unit, aspect, pack, reference)
+    if text_style is not None:  # the pack's own judge prompt (ReAlign's answer style)
+        return text_style
     messages = prompts.render(
         "judge_pointwise",
         aspect=aspect,
@@ -129,6 +138,9 @@ def pairwise_request(
     pack: CriteriaPack | None,
     reference: str | None,
 ) -> ChatRequest:
+    text_style = pairwise_text_request(first, second, aspect, pack)
+    if text_style is not None:  # the pack's own judge prompt (ReAlign's answer style)
+        return text_style
     messages = prompts.render(
         "judge_pairwise",
         aspect=aspect,
@@ -199,6 +211,11 @@ async def judge_call(
 ) -> tuple[PointwiseOutput | PairwiseOutput | None, str | None, str | None]:
     """(output, error, raw output); errors of the model or backend are data, not crashes."""
     try:
+        if isinstance(request, TextJudgeRequest):
+            rationale, verdict = await text_verdict(engine, request)
+            if schema is PairwiseOutput:
+                return PairwiseOutput(rationale=rationale, winner=verdict), None, None  # type: ignore[arg-type]
+            return PointwiseOutput(rationale=rationale, score=int(verdict)), None, None
         (out,) = await engine.structured(request, schema)
         return out, None, None
     except StructuredOutputError as e:

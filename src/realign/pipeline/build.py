@@ -31,6 +31,8 @@ class RunSettings:
     classify_only: bool = False
     retrieval: str | None = None  # None: google when its keys are set, else none
     search_endpoint: str | None = None
+    # the pack's search parameters (`PackSettings.search_options`: country, language, style)
+    search_options: dict[str, Any] = field(default_factory=dict)
     input_format: str | None = None
     output_format: str | None = None
     fields: str | None = None
@@ -107,12 +109,18 @@ def make_retriever(settings: RunSettings, engine: Engine | None, err: Console) -
             google_api_key=os.environ.get("GOOGLE_API_KEY"),
             google_cse_id=os.environ.get("GOOGLE_CSE_ID"),
             serper_api_key=os.environ.get("SERPER_API_KEY"),
+            options=settings.search_options,
         )
     except SearchError as e:
         raise UsageError(str(e)) from e
     if provider is None:
         return None
-    return Retriever(provider, engine, on_message=lambda m: err.print(f"[yellow]{m}[/]"))
+    return Retriever(
+        provider,
+        engine,
+        on_message=lambda m: err.print(f"[yellow]{m}[/]"),
+        whole_instruction=settings.search_options.get("style") == "realign",
+    )
 
 
 def make_embedding(classifier: str, pack: CriteriaPack, err: Console) -> Any:

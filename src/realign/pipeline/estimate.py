@@ -137,6 +137,8 @@ def estimate_run(
                 samples=options.samples,
                 prompt=options.prompt,
                 temperature=options.temperature,
+                templates=pack.templates if options.answer_style == "realign-text" else None,
+                max_tokens=options.max_tokens,
             )
             n_in = sum(tokens.count(m.content) for m in request.messages) + 200  # schema
             if searched:
@@ -146,7 +148,7 @@ def estimate_run(
             tin["rewrite"] += n_in * calls
             original = item.turns[turn].content
             rewrite_tokens = min(
-                output_budget(original, crit),
+                request.max_tokens or output_budget(original, crit),
                 int(1.5 * tokens.count(original)) + REASONING_TOKENS,
             )
             tout["rewrite"] += rewrite_tokens * options.samples

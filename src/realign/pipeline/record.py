@@ -53,6 +53,9 @@ class RunOptions:
     reclassify: bool = False
     selection: str = "longest"
     prompt: str = "rewrite"  # the rewrite template; a pack's `pack.yaml` may choose another
+    # `realign-text`: the pack's own plain-text templates, read as ReAlign reads them
+    answer_style: str = "json"
+    max_tokens: int | None = None  # the rewrite's output limit; None: `rewrite.output_budget`
     temperature: float | None = None  # None: greedy for one sample, 0.7 for several
     limit: int | None = None
     min_confidence: float = 0.5
@@ -84,22 +87,20 @@ class Stages:
     # Criterion name -> content hash for provenance: hashing dumps the criterion as YAML
     # (~1.5 ms), the same few criteria for every record.
     criteria_hashes: dict[str, str] = field(default_factory=dict, init=False, repr=False)
-    pack_digest: str | None = field(default=None, init=False, repr=False)
+    pack_hash: str = field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        self.pack_hash = self.pack.pack_hash  # hashing every criterion: once per run
 
     def fingerprint_data(self) -> dict[str, Any]:
         """What identifies a run's work apart from its input (`runner.fingerprint("run", …)`)."""
         return {
             "options": self.options.fingerprint_data(),
             "pack": self.pack.content_hash,
+            "method": self.pack_hash,  # settings and templates too
             "model": self.model,
             "backend": self.backend,
         }
-
-    @property
-    def pack_hash(self) -> str:
-        if self.pack_digest is None:  # once: hashing the pack dumps every criterion
-            self.pack_digest = self.pack.content_hash
-        return self.pack_digest
 
     def criteria_hash(self, name: str) -> str:
         if name not in self.criteria_hashes:
@@ -180,6 +181,11 @@ def skip_reason(
     return None
 
 
+def text_templates(stages: Stages) -> dict[str, str] | None:
+    """The pack's own templates when the run asks in ReAlign's plain-text style, else None."""
+    return stages.pack.templates if stages.options.answer_style == "realign-text" else None
+
+
 async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
     opts, pack = stages.options, stages.pack
     instruction = record.instruction_for(unit.turn)
@@ -242,6 +248,8 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
                 samples=opts.samples,
                 prompt=opts.prompt,
                 temperature=opts.temperature,
+                templates=text_templates(stages),
+                max_tokens=opts.max_tokens,
             )
         except OutputTruncated as e:
             # Cut off twice, the second time with a larger budget: a model that has not
@@ -304,9 +312,10 @@ async def process_record(stages: Stages, record: Record) -> Record:
         model=stages.model,
         backend=stages.backend,
         criteria_pack=stages.pack.name,
+        criteria_folder=stages.pack.folder,
+        pack_hash=stages.pack_hash,
         criteria_name=crit.name if crit else None,
         criteria_hash=stages.criteria_hash(meta.task_type or "") if crit else None,
-        pack_hash=stages.pack_hash,
         command=stages.command,
         realign_version=__version__,
     )

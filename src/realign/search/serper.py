@@ -7,6 +7,13 @@ shows them an `answerBox` (`answer` / `snippet`, `title`, `link`) and a `knowled
 come first: they are Google's own distilled answer, the most useful evidence for short facts,
 and are kept by the cleaning however short they are (`Evidence.answer`).
 
+With `style="realign"` (a pack's `search_style: realign`) the request and its reading are
+ReAlign's (`google_serper.py` in its repository): `POST /search?q=…&gl=…&hl=…&num=10`, and the
+evidence is the answer box, the knowledge graph as separate items ("title: type", the
+description, one item per attribute), then each organic result's snippet and attributes, of
+which the caller keeps the first k (ReAlign: 5 of 10). `country` / `language` are the `gl` /
+`hl` parameters in either style.
+
 Key: `SERPER_API_KEY` or an argument. Endpoint override (`--search-endpoint URL`): requests go
 to `URL/search` (default `https://google.serper.dev`).
 """
@@ -22,6 +29,7 @@ from realign.records import Evidence
 from realign.search.base import SearchError, kind_for_status, redact
 
 DEFAULT_ENDPOINT = "https://google.serper.dev"
+REALIGN_RESULTS = 10
 
 
 class SerperSearch:
@@ -34,7 +42,12 @@ class SerperSearch:
         endpoint: str | None = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,  # tests inject a mock transport
+        country: str | None = None,
+        language: str | None = None,
+        style: str | None = None,
     ) -> None:
+        self.locale = {k: v for k, v in (("gl", country), ("hl", language)) if v}
+        self.style = style
         self.api_key = api_key or os.environ.get("SERPER_API_KEY", "")
         if not self.api_key:
             raise SearchError(
@@ -48,14 +61,21 @@ class SerperSearch:
 
     @property
     def provider_id(self) -> str:
-        return f"serper:{self.endpoint}"
+        extra = "".join(f":{k}={v}" for k, v in self.locale.items())
+        return f"serper:{self.endpoint}" + extra + (f":{self.style}" if self.style else "")
 
     async def search(self, query: str, k: int) -> list[Evidence]:
         url = f"{self.endpoint}/search"
         headers = {"X-API-KEY": self.api_key, "Content-Type": "application/json"}
         try:
             async with httpx.AsyncClient(timeout=self.timeout, transport=self._transport) as client:
-                resp = await client.post(url, json={"q": query, "num": k}, headers=headers)
+                if self.style == "realign":  # query parameters, 10 results: as ReAlign asks
+                    params: dict[str, str | int] = {"q": query, **self.locale}
+                    params["num"] = REALIGN_RESULTS
+                    resp = await client.post(url, params=params, headers=headers)
+                else:
+                    payload: dict[str, str | int] = {"q": query, "num": k, **self.locale}
+                    resp = await client.post(url, json=payload, headers=headers)
         except httpx.HTTPError as e:
             raise SearchError(
                 "other", self.name, redact(f"network error: {e}", self.api_key)
@@ -75,6 +95,8 @@ class SerperSearch:
             data = resp.json()
         except ValueError:
             raise SearchError("other", self.name, "the answer is not JSON") from None
+        if self.style == "realign":
+            return parse_response_realign(data)[:k]
         return parse_response(data)[:k]
 
 
@@ -120,3 +142,33 @@ def _ev(snippet: Any, title: Any, url: Any, *, answer: bool = False) -> Evidence
         provider="serper",
         answer=answer,
     )
+
+
+def parse_response_realign(data: dict[str, Any]) -> list[Evidence]:
+    """Evidence items in the order and split ReAlign's Serper wrapper makes them: the answer
+    box (its answer, else its snippet on one line, else the highlighted snippet), the
+    knowledge graph's "title: type", description and each "attribute: value" as items of their
+    own, then for each of the first REALIGN_RESULTS organic results its snippet and its
+    "attribute: value" items. Answer box and knowledge graph items are `answer=True`."""
+    out: list[Evidence] = []
+    box = data.get("answerBox") or {}
+    text = box.get("answer") or str(box.get("snippet") or "").replace("\n", " ")
+    if not text and box.get("snippetHighlighted"):
+        hl = box["snippetHighlighted"]
+        text = " … ".join(str(h) for h in hl) if isinstance(hl, list) else str(hl)
+    if text:
+        out.append(_ev(text, box.get("title"), box.get("link"), answer=True))
+    kg = data.get("knowledgeGraph") or {}
+    link = kg.get("descriptionLink") or kg.get("website")
+    if kg.get("type"):
+        out.append(_ev(f"{kg.get('title')}: {kg['type']}", kg.get("title"), link, answer=True))
+    if kg.get("description"):
+        out.append(_ev(kg["description"], kg.get("title"), link, answer=True))
+    for attr, value in (kg.get("attributes") or {}).items():
+        out.append(_ev(f"{attr}: {value}", kg.get("title"), link, answer=True))
+    for item in (data.get("organic") or [])[:REALIGN_RESULTS]:
+        if "snippet" in item:
+            out.append(_ev(item["snippet"], item.get("title"), item.get("link")))
+        for attr, value in (item.get("attributes") or {}).items():
+            out.append(_ev(f"{attr}: {value}", item.get("title"), item.get("link")))
+    return out

@@ -82,15 +82,20 @@ def fallback(pack: CriteriaPack, reason: str) -> TaskChoice:
     return TaskChoice(DEFAULT_TYPE, "default", reason)
 
 
-async def classify_llm(engine: Engine, pack: CriteriaPack, record: Record, turn: int) -> TaskChoice:
-    schema = classification_schema(pack)
+def classify_request(pack: CriteriaPack, record: Record, turn: int) -> ChatRequest:
+    """The LLM classifier's request for the unit at `turn` (without its output schema)."""
     messages = prompts.render(
         "classify",
         criteria=[pack[n] for n in pack.names()],
         context=context_text(record, turn),
         instruction=tokens.truncate(record.instruction_for(turn), INSTRUCTION_TOKENS),
     )
-    request = ChatRequest(stage="classify", messages=messages, max_tokens=200, record_id=record.id)
+    return ChatRequest(stage="classify", messages=messages, max_tokens=200, record_id=record.id)
+
+
+async def classify_llm(engine: Engine, pack: CriteriaPack, record: Record, turn: int) -> TaskChoice:
+    schema = classification_schema(pack)
+    request = classify_request(pack, record, turn)
     (answer,) = await engine.structured(request, schema)
     data = answer.model_dump()
     choice = resolve_name(data["task_type"], pack, data["reason"])

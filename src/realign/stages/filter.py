@@ -278,6 +278,16 @@ def rule_math_without_numbers(
     return None
 
 
+def rule_exam_short_original(
+    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
+) -> str | None:
+    # ReAlign's exam rule: an exam answer of at most 5 characters ("B", "True", "42") is
+    # the answer a grader reads; a rewrite buries it, so the original stays.
+    if task_type == "exam_problem_solving_tutor" and len(original.strip()) <= 5:
+        return f"exam answer {original.strip()!r} has at most 5 characters: kept as it is"
+    return None
+
+
 RULES: dict[str, Rule] = {
     "unchanged": rule_unchanged,
     "meta_text": rule_meta_text,
@@ -288,6 +298,7 @@ RULES: dict[str, Rule] = {
     "code_mismatch": rule_code_mismatch,
     "short_answer_lost": rule_short_answer,
     "final_answer_lost": rule_final_answer,
+    "exam_short_original": rule_exam_short_original,
 }
 
 _FIRST = ("unchanged", "meta_text")
@@ -314,6 +325,8 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "gsm8k": (*_FIRST, "final_answer_lost", "length_ratio"),
     # ReAlign: math_puzzles only when the question has a number.
     "math": (*_FIRST, "math_without_numbers", "final_answer_lost", "length_ratio"),
+    # ReAlign's Alpaca selection (code, then length) and its exam rule for that type.
+    "alpaca": (*_FIRST, "exam_short_original", "code_mismatch", "length_ratio"),
 }
 DEFAULT_PRESET = "default"
 

@@ -90,8 +90,11 @@ class Retriever:
         max_tokens: int = DEFAULT_MAX_EVIDENCE_TOKENS,
         retries: int = 2,
         on_message: Callable[[str], None] | None = None,
+        whole_instruction: bool = False,
     ) -> None:
         self.provider = provider
+        # ReAlign's retrieval.py searches with the whole instruction (`search_style: realign`)
+        self.whole_instruction = whole_instruction
         self.engine = engine
         self.k = k
         self.max_tokens = max_tokens
@@ -153,7 +156,11 @@ class Retriever:
         """
         k = self.k if k is None else k
         max_tokens = self.max_tokens if max_tokens is None else max_tokens
-        query = build_query(instruction, context)
+        query = (
+            " ".join(instruction.split())
+            if self.whole_instruction
+            else build_query(instruction, context)
+        )
         if self.provider is None:
             return RetrievalResult(query=None, note="retrieval: none (no search provider)")
         if not query:

@@ -18,6 +18,7 @@ from realign.llm.base import ChatRequest, ShortText
 from realign.llm.engine import Engine, OutputTruncated
 from realign.records import Candidate, Evidence, Record
 from realign.stages.classify import context_text
+from realign.stages.rewrite_text import rewrite_text, text_messages
 
 # A one-letter original still needs room for every part of its criterion's format (an exam
 # format has six): the budget never goes under MIN_OUTPUT_TOKENS.
@@ -77,26 +78,40 @@ def build_request(
     samples: int,
     prompt: str = "rewrite",
     temperature: float | None = None,
+    templates: dict[str, str] | None = None,
+    max_tokens: int | None = None,
 ) -> ChatRequest:
-    """`prompt` is the template (a pack may bring its own, see `PackSettings`); `temperature`
-    None means greedy for one sample and 0.7 for several, so the candidates differ."""
+    """`prompt` is the template (a pack may bring its own, see `PackSettings`); `templates`
+    given: the pack's own plain-text templates instead (ReAlign's answer style, see
+    `rewrite_text`). `temperature` None means greedy for one sample and 0.7 for several, so
+    the candidates differ; `max_tokens` None means `output_budget`."""
     original = record.turns[turn].content
-    messages = prompts.render(
-        prompt,
-        task_type=criterion.name,
-        format=criterion.format,
-        context=context_text(record, turn, budget=1000),
-        instruction=record.instruction_for(turn),
-        response=original,
-        evidence=evidence,
-        force=force,
-    )
+    if templates is not None:
+        messages = text_messages(
+            templates,
+            criterion,
+            record.instruction_for(turn),
+            original,
+            evidence,
+            force=force,
+        )
+    else:
+        messages = prompts.render(
+            prompt,
+            task_type=criterion.name,
+            format=criterion.format,
+            context=context_text(record, turn, budget=1000),
+            instruction=record.instruction_for(turn),
+            response=original,
+            evidence=evidence,
+            force=force,
+        )
     return ChatRequest(
         stage="rewrite",
         messages=messages,
         n=samples,
         temperature=temperature if temperature is not None else (0.0 if samples == 1 else 0.7),
-        max_tokens=output_budget(original, criterion),
+        max_tokens=max_tokens or output_budget(original, criterion),
         record_id=record.id,
     )
 
@@ -112,6 +127,8 @@ async def rewrite_unit(
     samples: int = 1,
     prompt: str = "rewrite",
     temperature: float | None = None,
+    templates: dict[str, str] | None = None,
+    max_tokens: int | None = None,
 ) -> list[Candidate]:
     request = build_request(
         record,
@@ -122,7 +139,11 @@ async def rewrite_unit(
         samples=samples,
         prompt=prompt,
         temperature=temperature,
+        templates=templates,
+        max_tokens=max_tokens,
     )
+    if templates is not None:
+        return await rewrite_text(engine, request)
     try:
         outs = await engine.structured(request, RewriteOutput, raise_truncated=True)
     except OutputTruncated:
