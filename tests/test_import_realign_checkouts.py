@@ -4,6 +4,7 @@ realign does not send. The checkouts are SYNTHETIC (`tests/realign_checkout.py`)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import realign_checkout as rc
@@ -54,3 +55,45 @@ def test_a_top_p_other_than_one_is_a_warning(tmp_path: Path) -> None:
     assert reformat != rc.REFORMAT
     other = read_checkout(rc.write_checkout(tmp_path / "other", reformat=reformat))
     assert any("--top_p defaults to 0.9" in w for w in other.warnings)
+
+
+def _real_forms_constant() -> tuple[str, dict[str, str]]:
+    """`constant.py` in the literal forms of ReAlign's real file, with placeholder text: the
+    judge prompts as one-line double-quoted strings with `\\n` and `\\"` escapes, the rewrite
+    prompts as `'''` strings that open with a newline and have a line ending in a space, dict
+    keys in both quote styles, annotated assignments, trailing commas."""
+    prompts = dict(rc.PROMPTS)
+    prompts["REWRITING_USER_PROMPT"] = (
+        "\nPH-USER, trailing space: \n{question}\n{response}\n{structure}\n"
+    )
+    prompts["READABILITY_EVALUATION_SYSTEM_PROMPT"] = 'PH-JUDGE: write "[[A]]", "[[B]]" or "[[C]]".'
+    lines = ["TASK_DESCRIPTION = {"]
+    for i, (k, v) in enumerate(rc.DESCRIPTIONS.items()):
+        key = f"'{k}'" if i % 2 else json.dumps(k)
+        lines.append(f"    {key}: {json.dumps(v)},")
+    lines += ["}", "", "", f"RAG_TASKS = {rc.RAG!r}", "REWRITE_TASK = ["]
+    lines += [f"    {t!r}," for t in rc.REWRITE] + ["]", ""]
+    for name, text in prompts.items():
+        if "EVALUATION" in name:
+            lines.append(f"{name}: str = {json.dumps(text)}")
+        else:
+            lines.append(f"{name}: str = '''{text}'''\n")
+    lines.append("STRUCTURE: dict = {")
+    for k, v in rc.STRUCTURES.items():
+        lines.append(f"    {json.dumps(k)}: '''{v}''',\n")
+    lines += ["}", f"task_group = {rc.GROUPS!r}"]
+    return "\n".join(lines) + "\n", prompts
+
+
+def test_the_real_files_literal_forms_come_through_byte_for_byte(tmp_path: Path) -> None:
+    text, prompts = _real_forms_constant()
+    assert '\\"[[A]]\\"' in text and "trailing space: \n" in text
+    got = read_checkout(rc.write_checkout(tmp_path / "R", constant=text))
+    assert got.templates["rewrite_user"] == prompts["REWRITING_USER_PROMPT"]
+    assert (
+        got.templates["judge_readability_system"] == prompts["READABILITY_EVALUATION_SYSTEM_PROMPT"]
+    )
+    assert got.templates["judge_factuality_user"] == rc.PROMPTS["FACTUALITY_EVALUATION_USER_PROMPT"]
+    formats = {c.name: c.format for c in got.criteria}
+    for name, fmt in rc.STRUCTURES.items():
+        assert formats[name].strip() == fmt.strip()
