@@ -196,11 +196,18 @@ def git_commit(root: Path) -> str | None:
     if not ref.startswith("ref:"):
         return ref or None
     ref = ref.removeprefix("ref:").strip()
-    for base in (git, git.parent.parent if (git / "commondir").is_file() else git):
+    # A linked worktree keeps HEAD in its own gitdir and the refs in the common dir that its
+    # `commondir` file names (relative to the gitdir); `git clone` and `git gc` pack refs there.
+    bases = [git]
+    if (git / "commondir").is_file():
+        bases.append((git / (git / "commondir").read_text(encoding="utf-8").strip()).resolve())
+    for base in bases:
         if (base / ref).is_file():
             return (base / ref).read_text(encoding="utf-8").strip()
-    packed = git / "packed-refs"
-    if packed.is_file():
+    for base in bases:
+        packed = base / "packed-refs"
+        if not packed.is_file():
+            continue
         for line in packed.read_text(encoding="utf-8").splitlines():
             sha, _, name = line.partition(" ")
             if name.strip() == ref:
@@ -301,6 +308,9 @@ def _run_settings(root: Path, warnings: list[str]) -> tuple[dict[str, Any], str 
     settings: dict[str, Any] = {"answer_style": "realign-text"}
     settings.update({ARGUMENTS[a]: defaults[a] for a in ARGUMENTS})
     settings["selection"] = "longest"  # ReAlign keeps the candidate with the most tokens
+    top_p = defaults.get("--top_p")
+    if isinstance(top_p, int | float) and top_p != 1:  # realign sends none: the provider's 1
+        warnings.append(f"{script}: --top_p defaults to {top_p}; realign sends no top_p (1)")
     selection = find_file(root, "rewrite_data_selection.py")
     active = active_selection(selection)
     if active in SELECTION_PRESETS:
