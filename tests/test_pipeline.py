@@ -58,7 +58,7 @@ def test_rewrites_and_records_everything(tmp_path: Path) -> None:
     assert out.meta.provenance is not None
     assert out.meta.provenance.criteria_name == "open_qa"
     assert out.meta.provenance.criteria_hash == pack["open_qa"].content_hash
-    assert out.meta.provenance.pack_hash == pack.content_hash
+    assert out.meta.provenance.pack_hash == pack.pack_hash  # the whole method
     assert unit.evidence_note.startswith("retrieval is off")
 
 
