@@ -1,0 +1,209 @@
+"""Where a response states its answer: short answers, option letters, final numbers, verdicts
+(yes/no, true/false, …) and the items of a list. The filter compares these between the
+original and the rewrite.
+"""
+
+from __future__ import annotations
+
+import re
+
+from realign.metrics import GSM8K, NUMBER, boxed_contents, normalize_number
+from realign.stages.filter_text import sentences, stem, words
+
+_FENCE = re.compile(r"```")
+_FUNC_DEF = re.compile(
+    r"^\s*(?:async\s+)?def\s+\w+\s*\(|"  # Python
+    r"\bfunction\s+\w+\s*\(|"  # JavaScript / PHP
+    r"^\s*(?:public|private|protected|static|\s)+[\w<>\[\]]+\s+\w+\s*\([^)]*\)\s*\{|"  # Java/C#
+    r"^\s*(?:int|void|char|float|double|bool|auto)\s+\w+\s*\([^)]*\)\s*\{|"  # C/C++
+    r"^\s*fn\s+\w+\s*\(|^\s*func\s+\w+\s*\(",  # Rust, Go
+    re.MULTILINE,
+)
+_WORD = re.compile(r"[^\W_]+")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
+# An option letter as answers write it: "(C)", "C)", "C.", "C:" or a capital letter alone.
+_OPTION = re.compile(r"\(([A-Za-z])\)|(?<![\w(])([A-Z])(?:[).:]|\s*$)")
+# Words that frame a short answer rather than carry it ("It is Paris." carries "Paris").
+FRAME_WORDS = frozenset(
+    re.findall(
+        r"\S+",
+        """a an the is are was were be been it its s this that these those there here of in on
+        at to for from by with as and or so then thus therefore hence answer correct right
+        option choice final i we you he she they his her their my our your think believe
+        guess say says""",
+    )
+)
+_STATED_ANSWER = re.compile(
+    r"(?:\b(?:the\s+)?(?:correct\s+|final\s+|right\s+|best\s+)?answer\s+(?:is|would be)"
+    r"|\banswer\s*:)\s*:?\s*(.+)",
+    re.IGNORECASE,
+)
+# Where a response names the option it chooses: "the answer is (C)", "**Final answer:** C",
+# "the correct option is C", "(C) is correct", "I'd choose C". A bare letter must be a capital.
+_LETTER = r"(?:\(([A-Za-z])\)|\b([A-Z])\b)(?!['’\w])"
+_CHOSEN_LETTER = re.compile(
+    r"(?i:answer)\s*(?:(?i:is|would be)|:)\s*:?\s*\**\s*" + _LETTER + "|"
+    r"(?i:correct|right|best)\s+(?i:option|choice|answer)\s*(?:(?i:is)|:)\s*\**\s*"
+    r"(?:(?i:option)\s+)?" + _LETTER + "|"
+    r"(?:(?i:option|choice)\s+)?" + _LETTER + r"\**\s+(?i:is)\s+(?:(?i:the)\s+)?"
+    r"(?i:correct|right|best)|"
+    r"(?i:choose|pick|select|go with)\s+(?:(?i:option)\s+)?" + _LETTER
+)
+# Else a response that opens with its option: "(C) fits best.", "**C.** Carbon dioxide".
+_OPENING_LETTER = re.compile(r"\A[\s*_#>]*(?:\(([A-Za-z])\)|([A-Z])(?:[.):]|\s*\Z))")
+
+
+def has_code(text: str) -> bool:
+    return bool(_FENCE.search(text) or _FUNC_DEF.search(text))
+
+
+def same_number(a: str, b: str) -> bool:
+    """Equal as numbers ('1,000' == '1000.0' == '\\frac{2000}{2}'), else as trimmed text."""
+    na, nb = normalize_number(a), normalize_number(b)
+    if na is not None and nb is not None:
+        return na == nb
+    return a.strip().lower() == b.strip().lower()
+
+
+def last_number(text: str) -> str | None:
+    nums = NUMBER.findall(text)
+    return nums[-1] if nums else None
+
+
+def answer_terms(answer: str) -> list[str]:
+    """The words that carry a short answer: all of a one-word answer ("B", "a", "True"),
+    else its words minus framing words, plus any option letter ("(C)", "C.")."""
+    text = _THOUSANDS.sub("", answer)
+    found = _WORD.findall(text)
+    if len(found) <= 1:
+        return found
+    terms = [w for w in found if (len(w) > 1 or w.isdigit()) and w.lower() not in FRAME_WORDS]
+    terms += [a or b for a, b in _OPTION.findall(text)]
+    return list(dict.fromkeys(terms))
+
+
+def has_term(term: str, text: str) -> bool:
+    """`term` as a whole word of `text`. Single letters are case-sensitive (an option "A" is
+    not the article "a"), everything else is not."""
+    text = _THOUSANDS.sub("", text)
+    if len(term) == 1:
+        return re.search(rf"(?<![^\W_]){re.escape(term)}(?![^\W_])", text) is not None
+    return term.lower() in {w.lower() for w in _WORD.findall(text)}
+
+
+def chosen_letters(text: str) -> set[str]:
+    """The option letters `text` says it chooses (upper case)."""
+    said = {g.upper() for m in _CHOSEN_LETTER.finditer(text) for g in m.groups() if g}
+    if not said and (m := _OPENING_LETTER.match(text)):
+        said = {(m.group(1) or m.group(2)).upper()}
+    return said
+
+
+def stated_answer(text: str) -> str | None:
+    """The answer a response states in so many words ("The answer is (C).", "Answer: 42"),
+    up to the end of its sentence; the last one wins."""
+    found = None
+    for m in _STATED_ANSWER.finditer(text):
+        found = re.split(r"(?<=[^\s.])\.(?:\s|$)|\n", m.group(1))[0].strip(" *.")
+    return found or None
+
+
+def final_answers(text: str) -> list[str]:
+    """Where `text` may state its final number, most explicit first: the last `#### N`, the
+    last `\\boxed{}`, the stated answer's last number, the numbers of the last line."""
+    found = []
+    if g := GSM8K.findall(text):
+        found.append(g[-1].strip())
+    if b := boxed_contents(text):
+        found.append(b[-1])
+    stated = stated_answer(text)
+    if stated and (n := last_number(stated)):
+        found.append(n)
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if lines:
+        found += NUMBER.findall(lines[-1])[::-1]
+    return found
+
+
+# Verdicts: a polarity word said on its own ("No, …", "True.") or as a predicate ("the claim
+# is false", "that is not correct", "I disagree"). A myth/misconception is a "no".
+_POSITIVE = {"yes", "true", "correct", "valid", "agree", "right", "accurate", "indeed"}
+_NEGATIVE = {"no", "false", "incorrect", "invalid", "disagree", "wrong", "inaccurate", "untrue"}
+_NEGATIVE_NOUNS = r"myth|misconception|misbelief|fallacy|falsehood"
+_VERDICT_WORDS = "|".join(sorted(_POSITIVE | _NEGATIVE, key=len, reverse=True))
+_STANDALONE = re.compile(rf"^(?:(?:verdict|answer|short answer|conclusion)\s*:?\s*)?"
+                         rf"({_VERDICT_WORDS}|not true|not correct)(?:\s*[,.!;:—–)-]|\s*$)", re.I)
+_PREDICATE = re.compile(
+    rf"\b(?:is|are|was|were|'s|seems|appears|sounds|be)\s+(?:(?:completely|entirely|partly|"
+    rf"absolutely|simply|actually|definitely|largely|mostly|factually|technically)\s+)?"
+    rf"(not\s+|n't\s+)?(true|false|correct|incorrect|valid|invalid|right|wrong|accurate|"
+    rf"inaccurate|untrue)\b|\bi\s+(?:do\s+not\s+|don't\s+|would\s+not\s+|wouldn't\s+)?"
+    rf"(?:(?:completely|strongly|fully|partly)\s+)?(agree|disagree)\b|"
+    rf"\b(?:is|are|was|were|'s)\s+(?:just\s+|only\s+|a\s+|an\s+|common\s+)*(?:common\s+)?"
+    rf"({_NEGATIVE_NOUNS})\b|\b(not|n't)\s+(?:\w+\s+)?(?:a\s+)?({_NEGATIVE_NOUNS})\b",
+    re.IGNORECASE,
+)
+
+
+def sentence_verdict(sentence: str) -> bool | None:
+    """True (yes), False (no) or None for one sentence."""
+    s = sentence.strip().lower().replace("’", "'")
+    if m := _STANDALONE.match(s):
+        w = m.group(1)
+        return not (w in _NEGATIVE or w.startswith("not "))
+    if m := _PREDICATE.search(s):
+        neg, word, agree, noun, noun_neg, noun2 = m.groups()
+        if word:
+            return (word in _POSITIVE) != bool(neg)
+        if agree:
+            flipped = re.search(r"\b(?:not|n't)\b", m.group(0)) is not None
+            return (agree == "agree") != flipped
+        if noun:
+            return False
+        if noun_neg and noun2:
+            return True
+    return None
+
+
+def opening_verdict(text: str, n: int = 2) -> bool | None:
+    """The verdict of the first of `text`'s first `n` sentences that has one."""
+    for s in sentences(text)[:n]:
+        v = sentence_verdict(s)
+        if v is not None:
+            return v
+    return None
+
+
+def any_verdict(text: str) -> bool | None:
+    """The first verdict anywhere in `text` (a rewrite may put it under a heading)."""
+    for s in sentences(text):
+        v = sentence_verdict(s)
+        if v is not None:
+            return v
+    return None
+
+
+_ITEM = re.compile(r"^\s*(?:[-*+•]|\d+[.)]|[a-z][.)])\s+(.+)$", re.M)
+
+
+def list_items(text: str) -> list[str]:
+    """The items of the bulleted or numbered lists of `text` (their head: up to a colon or a
+    dash, at most 6 words), markup removed."""
+    items = []
+    for m in _ITEM.finditer(text):
+        head = re.split(r":|\s[-–—]\s|\.\s", m.group(1), maxsplit=1)[0]
+        head = re.sub(r"[*_`]", "", head)
+        items.append(" ".join(words(head)[:6]))
+    return [i for i in items if i]
+
+
+def item_kept(item: str, rewrite_stems: set[str]) -> bool:
+    """At least half of an item's content words survive (stemmed)."""
+    from realign.stages.filter_text import content_words
+
+    terms = content_words(item)
+    if not terms:
+        return True
+    return len(terms & rewrite_stems) * 2 >= len(terms) and any(
+        stem(t) in rewrite_stems for t in terms
+    )

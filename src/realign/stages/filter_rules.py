@@ -1,0 +1,265 @@
+"""The filter's safety rules: every preset runs them, so the original is kept whenever the
+rewrite might have lost, changed or invented content (issue 20). Each takes a `FilterInput`
+and returns the reason it fires, or None.
+
+They are general measures, not phrase lists: a verdict's polarity, the items and code blocks
+of the original, how a rewrite ends, whether its opening talks about itself, how much of the
+original's content it keeps, which facts it adds, and its language.
+"""
+
+from __future__ import annotations
+
+import re
+
+from realign.stages.filter_answers import any_verdict, item_kept, list_items, opening_verdict
+from realign.stages.filter_text import (
+    STOPWORDS,
+    FilterInput,
+    code_blocks,
+    content_words,
+    coverage,
+    digit_numbers,
+    entity_words,
+    known_word,
+    languages,
+    number_values,
+    sentences,
+    spelled_numbers,
+    stem,
+    strip_code,
+    strip_comments,
+    unclosed_fence,
+    words,
+)
+
+# Off-topic: a rewrite that keeps under this share of the original's content words answers
+# something else (copied evidence, another question). Faithful rewrites, even half as long,
+# keep well over half of them.
+MIN_CONTENT_KEPT = 0.4
+# Below this many content words an original is too short to measure overlap on; the answer
+# rules judge it instead.
+MIN_CONTENT_WORDS = 8
+# Language: both texts need this many words, and the identifier this confidence, to judge.
+MIN_LANGUAGE_WORDS = 8
+MIN_LANGUAGE_PROB = 0.6
+
+_VERDICT_NAMES = {True: "yes/true", False: "no/false"}
+
+
+def rule_truncated(x: FilterInput) -> str | None:
+    if x.finish_reason == "length":
+        return "the model stopped at its output limit (finish reason 'length')"
+    if unclosed_fence(x.rewrite) and not unclosed_fence(x.original):
+        return "the rewrite ends inside a code block (its fence is never closed)"
+    blocks = code_blocks(x.rewrite)
+    if blocks and _open_brackets(blocks[-1]) > 0 >= _open_brackets("".join(code_blocks(x.original))):
+        return "the rewrite's last code block leaves a bracket open"
+    return _ends_mid_sentence(x.original, x.rewrite)
+
+
+def _open_brackets(code: str) -> int:
+    code = re.sub(r"(\"|')(?:\\.|(?!\1).)*\1", "", code)  # string literals
+    return sum(code.count(c) for c in "([{") - sum(code.count(c) for c in ")]}")
+
+
+_TERMINAL = re.compile(r"[.!?:;…)\]}\"'”’%\d]$|[^\w\s,]$")
+
+
+def _ends_mid_sentence(original: str, rewrite: str) -> str | None:
+    prose = strip_code(rewrite).rstrip()
+    if not prose or strip_code(rewrite) != rewrite and rewrite.rstrip().endswith(("```", "~~~")):
+        return None  # ends with a closed code block
+    last = prose.splitlines()[-1].strip()
+    if last.startswith(("#", "|")):
+        return None  # a heading or a table row
+    text = re.sub(r"[*_`\s]+$", "", last)
+    if not text or _TERMINAL.search(text):
+        return None
+    tail = words(text)
+    if not tail:
+        return None
+    last_word = tail[-1].lower()
+    is_item = re.match(r"^(?:[-*+•]|\d+[.)])\s", last) is not None
+    if text.endswith((",", "-", "–", "—")) or last_word in STOPWORDS:
+        return f"the rewrite ends mid-sentence: …{text[-40:]!r}"
+    if is_item or len(tail) < 6:
+        return None  # a list item or a short label need no full stop
+    o_last = re.sub(r"[*_`\s]+$", "", strip_code(original).rstrip().splitlines()[-1:][0]) if (
+        strip_code(original).strip()
+    ) else ""
+    if o_last and not _TERMINAL.search(o_last):
+        return None  # the original ends the same way: its style, not a cut
+    return f"the rewrite stops without finishing its last sentence: …{text[-40:]!r}"
+
+
+def rule_verdict(x: FilterInput) -> str | None:
+    said = opening_verdict(x.original)
+    if said is None:
+        return None
+    got = opening_verdict(x.rewrite, 3)
+    if got is None:
+        got = any_verdict(x.rewrite)
+    if got is None:
+        return f"the original's verdict ({_VERDICT_NAMES[said]}) is not in the rewrite"
+    if got != said:
+        return (
+            f"the rewrite's verdict ({_VERDICT_NAMES[got]}) contradicts the original's "
+            f"({_VERDICT_NAMES[said]})"
+        )
+    return None
+
+
+def rule_list_items(x: FilterInput) -> str | None:
+    items = list_items(strip_code(x.original))
+    if len(items) < 2:
+        return None
+    have = content_words(x.rewrite)
+    lost = [i for i in items if not item_kept(i, have)]
+    if lost:
+        return f"{len(lost)} of the original's {len(items)} list items are missing: {lost[0]!r}"
+    return None
+
+
+def rule_code_changed(x: FilterInput) -> str | None:
+    blocks = [b for b in code_blocks(x.original) if strip_comments(b)]
+    if not blocks:
+        return None
+    mine = strip_comments("".join(code_blocks(x.rewrite)))
+    whole = strip_comments(x.rewrite)
+    for n, block in enumerate(blocks, 1):
+        code = strip_comments(block)
+        if code not in mine and code not in whole:
+            return f"code block {n} of the original is not in the rewrite unchanged"
+    return None
+
+
+# Meta-text: a sentence about the response itself. It names the text as an object (the
+# response, its format, the requirements…) and says what it does to it, and shares little
+# content with the original.
+_META_NOUNS = frozenset(
+    stem(w)
+    for w in """response answer reply format formatting requirement criterion criteria
+    instruction guideline rewrite rewriting revision version request structure template prompt
+    task specification style output guide rubric standard""".split()
+)
+_META_VERBS = frozenset(
+    stem(w)
+    for w in """meet follow adhere satisfy comply design provide fulfil fulfill align improve
+    present restructure organize organise reformat rewrite revise specify request give require
+    ask outline describe above below following previous original revised updated new requested
+    specified given improved desired""".split()
+)
+_REFUSAL = re.compile(
+    r"\bI(?:'m|’m| am)? (?:not (?:sure|certain|able to)|unsure|uncertain|unable to)\b|"
+    r"\bI (?:do not|don't|don’t) (?:know|have (?:enough|access|the (?:information|data)))\b|"
+    r"\b(?:is|are|was|were) not (?:provided|given|mentioned|specified|stated|available)\b|"
+    r"\bnot (?:provided|given|mentioned|specified|stated) in the\b|"
+    r"\bI (?:cannot|can't|can’t|can not|won't|will not|must decline to) "
+    r"(?:answer|provide|determine|help|say|assist|comply|tell|verify|confirm|give)\b|"
+    r"\bthere is no (?:information|answer|way to (?:know|tell|determine))\b|"
+    r"\b(?:cannot|can't|can’t) be (?:determined|answered|known)\b|"
+    r"\bI(?:'m|’m| am) sorry,? but\b|\bI apologi[sz]e\b|\bas an AI\b|"
+    r"\b(?:hard|difficult|impossible) to (?:say|tell|know) (?:for sure|without)\b",
+    re.IGNORECASE,
+)
+
+
+def meta_sentence(sentence: str, allowed: set[str], original: set[str]) -> bool:
+    """A sentence that talks about the response (its format, the request, the rewriting)
+    rather than the subject. `allowed`: words of the request and original, which are the
+    subject there ("What format should a CV have?")."""
+    stems = content_words(sentence)
+    nouns = (stems & _META_NOUNS) - allowed
+    if not nouns:
+        return False
+    deictic = re.search(r"\b(?:this|these|the above|the following|here is|here's|my)\b",
+                        sentence, re.IGNORECASE)
+    if not (stems & _META_VERBS or deictic):
+        return False
+    rest = stems - _META_NOUNS - _META_VERBS
+    return coverage(rest, original) < 0.5
+
+
+def meta_reason(x: FilterInput) -> str | None:
+    """Why the rewrite reads as talk about itself or as a refusal, or None."""
+    allowed = content_words(x.instruction) | content_words(x.original)
+    original = content_words(x.original)
+    sents = sentences(x.rewrite)
+    if not sents:
+        return "the rewrite has no text"
+    flagged = [s for s in sents if meta_sentence(s, allowed, original)]
+    if flagged and (
+        flagged[0] in sents[:2] or flagged[-1] == sents[-1] or len(flagged) * 3 >= len(sents)
+    ):
+        return f"the rewrite talks about the response instead of answering: {flagged[0][:80]!r}"
+    if x.task_type == "rejecting" or _REFUSAL.search(x.original):
+        return None  # the original already declines or hedges: saying so again is fine
+    if m := _REFUSAL.search(x.rewrite):
+        return f"the rewrite refuses or gives no answer where the original did: {m.group(0)!r}"
+    return None
+
+
+def rule_off_topic(x: FilterInput) -> str | None:
+    original = content_words(strip_code(x.original))
+    rewrite = content_words(strip_code(x.rewrite))
+    if len(original) < MIN_CONTENT_WORDS:
+        return None
+    kept = coverage(original, rewrite)
+    if kept < MIN_CONTENT_KEPT:
+        source = ""
+        if x.evidence:
+            evidence = content_words(" ".join(x.evidence))
+            if coverage(rewrite - original, evidence) > 0.5:
+                source = "; most of it comes from the search evidence"
+        return (
+            f"the rewrite keeps {kept:.0%} of the original's content words (under "
+            f"{MIN_CONTENT_KEPT:.0%}): it answers something else{source}"
+        )
+    asked = content_words(x.instruction) & original
+    missing = asked - rewrite
+    if len(asked) >= 2 and len(missing) * 3 > len(asked) * 2:
+        return (
+            f"the rewrite leaves out the request's subject ({', '.join(sorted(missing)[:4])}), "
+            "which the original answered"
+        )
+    return None
+
+
+_MARKER = re.compile(r"(?im)^\s*(?:[-*+•]\s+)?(?:\d+[.)]|(?:step|day|part|phase|week|option|"
+                     r"section|tip|point|item|stage|chapter|method|way|reason)\s+\d+)")
+
+
+def rule_invented(x: FilterInput) -> str | None:
+    sources = x.sources
+    text = _MARKER.sub(" ", strip_code(x.rewrite))
+    known_numbers = number_values(sources)
+    lines = text.splitlines()
+    if x.numeric:  # worked steps may compute new numbers: only lines without arithmetic count
+        lines = [ln for ln in lines if not re.search(r"[=+×÷*/^]|\d\s*-\s*\d", ln)]
+    said = "\n".join(lines)
+    # Small numbers in words ("two reasons", "three steps") describe the answer's own shape.
+    stated = digit_numbers(said) | {v for v in spelled_numbers(said) if v > 10}
+    new_numbers = sorted(stated - known_numbers)
+    if new_numbers:
+        shown = ", ".join(str(v) for v in new_numbers[:3])
+        return f"the rewrite states numbers found in neither the original nor its sources: {shown}"
+    names = sorted(w for w in entity_words(x.rewrite) if not known_word(w, sources))
+    if names:
+        return (
+            "the rewrite names what neither the original nor its sources mention: "
+            + ", ".join(names[:4])
+        )
+    return None
+
+
+def rule_language(x: FilterInput) -> str | None:
+    o, r = strip_code(x.original), strip_code(x.rewrite)
+    if len(words(o)) < MIN_LANGUAGE_WORDS or len(words(r)) < MIN_LANGUAGE_WORDS:
+        return None  # too short to tell a language with confidence
+    lo, lr = languages(o), languages(r)
+    o_lang, r_lang = max(lo, key=lo.__getitem__), max(lr, key=lr.__getitem__)
+    if o_lang == r_lang or lo[o_lang] < MIN_LANGUAGE_PROB or lr[r_lang] < MIN_LANGUAGE_PROB:
+        return None
+    if lr.get(o_lang, 0.0) >= 0.05:
+        return None  # the original's language is still plausible for the rewrite
+    return f"the rewrite is in another language ({r_lang}) than the original ({o_lang})"
