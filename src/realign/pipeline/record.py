@@ -235,7 +235,17 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
         return
     unit.chosen = chosen
     decision = decide(
-        instruction, original, cands[chosen].response, task, opts.filter_preset, pack=pack
+        instruction,
+        original,
+        cands[chosen].response,
+        task,
+        opts.filter_preset,
+        pack=pack,
+        # Facts the rewrite may take from elsewhere than the original: the search evidence
+        # and the conversation so far (invented_content, off_topic).
+        evidence=[f"{e.title}\n{e.snippet}" for e in evidence],
+        context="\n".join(t.content for t in record.turns[: unit.turn]),
+        finish_reason=cands[chosen].finish_reason,
     )
     unit.filter = decision
     if decision.keep_original:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from realign.metrics import GSM8K, NUMBER, boxed_contents, normalize_number
-from realign.stages.filter_text import sentences, stem, words
+from realign.stages.filter_text import content_words, sentences, words
 
 _FENCE = re.compile(r"```")
 _FUNC_DEF = re.compile(
@@ -187,23 +187,25 @@ _ITEM = re.compile(r"^\s*(?:[-*+•]|\d+[.)]|[a-z][.)])\s+(.+)$", re.M)
 
 
 def list_items(text: str) -> list[str]:
-    """The items of the bulleted or numbered lists of `text` (their head: up to a colon or a
-    dash, at most 6 words), markup removed."""
+    """The items of the bulleted or numbered lists of `text`, markup removed, each cut to its
+    first sentence (at most 20 words)."""
     items = []
     for m in _ITEM.finditer(text):
-        head = re.split(r":|\s[-–—]\s|\.\s", m.group(1), maxsplit=1)[0]
-        head = re.sub(r"[*_`]", "", head)
-        items.append(" ".join(words(head)[:6]))
+        first = re.split(r"(?<=[.!?])\s", m.group(1), maxsplit=1)[0]
+        items.append(" ".join(words(re.sub(r"[*_`]", "", first))[:20]))
     return [i for i in items if i]
 
 
-def item_kept(item: str, rewrite_stems: set[str]) -> bool:
-    """At least half of an item's content words survive (stemmed)."""
-    from realign.stages.filter_text import content_words
-
-    terms = content_words(item)
-    if not terms:
-        return True
-    return len(terms & rewrite_stems) * 2 >= len(terms) and any(
-        stem(t) in rewrite_stems for t in terms
-    )
+def items_lost(items: list[str], rewrite: str) -> list[str]:
+    """The items whose own words are gone from `rewrite`. An item's own words are those no
+    other item uses ("magenta" in "Blue: with red it makes magenta"): at least a third of them
+    (and one at least) must survive, stemmed."""
+    have = content_words(rewrite)
+    bags = [content_words(i) for i in items]
+    lost = []
+    for n, (item, bag) in enumerate(zip(items, bags, strict=True)):
+        others = set().union(*(b for m, b in enumerate(bags) if m != n))
+        own = (bag - others) or bag
+        if own and len(own & have) * 3 < len(own) or not own & have and own:
+            lost.append(item)
+    return lost

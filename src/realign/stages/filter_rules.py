@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from realign.stages.filter_answers import any_verdict, item_kept, list_items, opening_verdict
+from realign.stages.filter_answers import any_verdict, items_lost, list_items, opening_verdict
 from realign.stages.filter_text import (
     STOPWORDS,
     FilterInput,
@@ -62,6 +62,13 @@ def _open_brackets(code: str) -> int:
     return sum(code.count(c) for c in "([{") - sum(code.count(c) for c in ")]}")
 
 
+# Words no sentence ends on: a text that stops at one was cut.
+_DANGLING = frozenset(
+    """a an the and or but nor of to with for from at by as that which who whose because such
+    than into onto about like if when while whereas although though so is are was were be
+    been being has have had their its our your my his her this these those very more most
+    such including between among during without within""".split()
+)
 _TERMINAL = re.compile(r"[.!?:;…)\]}\"'”’%\d]$|[^\w\s,]$")
 
 
@@ -80,7 +87,7 @@ def _ends_mid_sentence(original: str, rewrite: str) -> str | None:
         return None
     last_word = tail[-1].lower()
     is_item = re.match(r"^(?:[-*+•]|\d+[.)])\s", last) is not None
-    if text.endswith((",", "-", "–", "—")) or last_word in STOPWORDS:
+    if text.endswith((",", "-", "–", "—")) or last_word in _DANGLING:
         return f"the rewrite ends mid-sentence: …{text[-40:]!r}"
     if is_item or len(tail) < 6:
         return None  # a list item or a short label need no full stop
@@ -113,8 +120,7 @@ def rule_list_items(x: FilterInput) -> str | None:
     items = list_items(strip_code(x.original))
     if len(items) < 2:
         return None
-    have = content_words(x.rewrite)
-    lost = [i for i in items if not item_kept(i, have)]
+    lost = items_lost(items, x.rewrite)
     if lost:
         return f"{len(lost)} of the original's {len(items)} list items are missing: {lost[0]!r}"
     return None
@@ -147,7 +153,7 @@ _META_VERBS = frozenset(
     for w in """meet follow adhere satisfy comply design provide fulfil fulfill align improve
     present restructure organize organise reformat rewrite revise specify request give require
     ask outline describe above below following previous original revised updated new requested
-    specified given improved desired""".split()
+    specified given improved desired rewritten written reworded""".split()
 )
 _REFUSAL = re.compile(
     r"\bI(?:'m|’m| am)? (?:not (?:sure|certain|able to)|unsure|uncertain|unable to)\b|"
@@ -172,12 +178,12 @@ def meta_sentence(sentence: str, allowed: set[str], original: set[str]) -> bool:
     nouns = (stems & _META_NOUNS) - allowed
     if not nouns:
         return False
-    deictic = re.search(r"\b(?:this|these|the above|the following|here is|here's|my)\b",
+    deictic = re.search(r"\b(?:this|these|above|below|the following|here is|here's|my)\b",
                         sentence, re.IGNORECASE)
     if not (stems & _META_VERBS or deictic):
         return False
     rest = stems - _META_NOUNS - _META_VERBS
-    return coverage(rest, original) < 0.5
+    return not rest or coverage(rest, original) < 0.5
 
 
 def meta_reason(x: FilterInput) -> str | None:

@@ -109,8 +109,10 @@ def stem(word: str) -> str:
     w = re.sub(r"'s$", "", w)
     for suffix, repl in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""), ("ly", "")):
         if len(w) > len(suffix) + 3 and w.endswith(suffix):
-            return w[: -len(suffix)] + repl
-    return w
+            w = w[: -len(suffix)] + repl
+            break
+    # "provide"/"provided" and "adhere"/"adheres" meet at "provid"/"adher"
+    return w[:-1] if len(w) > 4 and w.endswith("e") else w
 
 
 def content_words(text: str) -> set[str]:
