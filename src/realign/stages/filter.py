@@ -33,7 +33,7 @@ from realign.stages.filter_answers import (
     same_number,
     stated_answer,
 )
-from realign.stages.filter_text import FilterInput
+from realign.stages.filter_text import FilterInput, digit_numbers, number_values
 
 __all__ = ["DEFAULT_PRESET", "PRESETS", "RULES", "FilterInput", "decide", "has_code", "last_number"]
 
@@ -140,9 +140,22 @@ def _marked_answer(original: str, rewrite: str, marked: bool) -> str | None:
     return None
 
 
+def _working_lost(original: str, rewrite: str) -> str | None:
+    """A worked answer's numbers ("16 - 3 - 4 = 9") must mostly survive: a rewrite that
+    keeps only the result lost the working."""
+    work = digit_numbers(GSM8K.sub("", original))
+    kept = work & number_values(rewrite)
+    if len(work) >= 3 and len(kept) * 2 < len(work):
+        missing = ", ".join(str(v) for v in sorted(work - kept)[:4])
+        return f"the rewrite drops the original's working (numbers {missing} are gone)"
+    return None
+
+
 def rule_final_answer(x: FilterInput) -> str | None:
     if has_explicit_final_answer(x.original):
-        return _marked_answer(x.original, x.rewrite, x.preset in MARKED_ANSWER_PRESETS)
+        return _marked_answer(
+            x.original, x.rewrite, x.preset in MARKED_ANSWER_PRESETS
+        ) or _working_lost(x.original, x.rewrite)
     if x.numeric:
         last = last_number(x.original)
         said = last_number(x.rewrite)
