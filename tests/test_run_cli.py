@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from realign.cli.main import app
 from realign.pipeline.state import state_path
+from realign.stages.filter import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -210,11 +211,14 @@ def test_filter_preset_flag_is_applied_and_named_in_the_output(tmp_path: Path) -
     assert res.exit_code == 0, res.output
     (got,) = [json.loads(x) for x in out.read_text().splitlines()]
     decision = got["realign"]["units"][0]["filter"]
-    # The fake model's rewrite has no `#### 5`: the gsm8k preset keeps the original.
-    assert decision["preset"] == "gsm8k" and decision["rule"] == "final_answer_lost"
-    assert decision["checked"] == ["unchanged", "meta_text", "final_answer_lost", "length_ratio"]
+    # The fake model's rewrite is the tail of its prompt ("fake: …the format does not fit)."),
+    # which talks about the rewriting: meta_text keeps the original before the gsm8k rules.
+    assert decision["preset"] == "gsm8k" and decision["rule"] == "meta_text"
+    checked = ["unchanged", "meta_text", "final_answer_lost", "length_ratio"]
+    # the preset's own rules in its order, then the safety rules every preset runs
+    assert decision["checked"][:4] == checked and decision["checked"] == list(PRESETS["gsm8k"])
     assert got["answer"] == row["answer"] and got["realign"]["status"] == "kept"
-    assert "final_answer_lost 1" in " ".join(res.output.split())
+    assert "meta_text 1" in " ".join(res.output.split())
 
     res = runner.invoke(app, [*argv, "--filter-preset", "alpaca"])
     assert res.exit_code != 0 and "--filter-preset 'alpaca'" in res.output
