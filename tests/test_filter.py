@@ -101,10 +101,14 @@ def test_boxed_and_last_number() -> None:
         "q", "3 + 4 = 7", "We add three and four.\nThat gives 8 in total.", "math_puzzles"
     ).rule == ("final_answer_lost")
     # not a math type: the numbers of a long answer are not its final answer, but a changed
-    # one is a number the original never stated (issue 20: invented_content)
+    # one is lost from a brief answer and a number the original never stated (issue 20)
     long_orig = "The club was founded in 1990 by a group of teachers from the old town."
     long_rw = "The club was founded in 1991 by a group of teachers from the old town, long ago."
-    assert decide("q", long_orig, long_rw, "open_qa").rule == "invented_content"
+    assert decide("q", long_orig, long_rw, "open_qa").rule == "short_answer_lost"
+    assert decide("q", long_orig, long_rw, "open_qa", "no-robots").rule in (
+        "short_answer_lost",
+        "invented_content",
+    )
     kept = "The club was founded in **1990** by a group of teachers from the old town, long ago."
     assert decide("q", long_orig, kept, "open_qa").rule == "passed"
 

@@ -277,7 +277,9 @@ def test_invented_numbers_names_and_dates_are_rejected() -> None:
         "**Alexander Graham Bell** is credited with the first practical telephone, patented "
         "in 1876 after 240 trials, though Elisha Gray filed a similar design the same day."
     )
-    for rw in (year, name, number):
+    # a changed year is also lost from this brief answer (short_answer_lost runs first)
+    assert decide(q, orig, year, "open_qa").rule in ("short_answer_lost", "invented_content")
+    for rw in (name, number):
         assert decide(q, orig, rw, "open_qa").rule == "invented_content", rw
     # the same facts from the search evidence are grounded, not invented
     ev = ["Bell's patent, 174,465, was granted on March 7, 1876; Thomas Edison later improved it."]

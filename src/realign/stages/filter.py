@@ -24,16 +24,26 @@ from realign.metrics import GSM8K, NUMBER, boxed_contents, has_explicit_final_an
 from realign.records import FilterDecision
 from realign.stages import filter_rules as safety
 from realign.stages.filter_answers import (
+    BRIEF_ANSWER_WORDS,
     answer_terms,
+    brief_terms,
     chosen_letters,
     final_answers,
     has_code,
     has_term,
     last_number,
+    order_lost,
     same_number,
     stated_answer,
 )
-from realign.stages.filter_text import FilterInput, digit_numbers, number_values
+from realign.stages.filter_text import (
+    FilterInput,
+    code_blocks,
+    digit_numbers,
+    number_values,
+    strip_comments,
+    word_count,
+)
 
 __all__ = ["DEFAULT_PRESET", "PRESETS", "RULES", "FilterInput", "decide", "has_code", "last_number"]
 
@@ -85,6 +95,10 @@ def rule_length_ratio(x: FilterInput) -> str | None:
 
 def rule_code_mismatch(x: FilterInput) -> str | None:
     o, r = has_code(x.original), has_code(x.rewrite)
+    if r and not o and all(strip_comments(b) in strip_comments(x.original) for b in code_blocks(
+        x.rewrite
+    )):
+        return None  # the original's own command or snippet, now fenced
     if o != r:
         return (
             "the original contains code but the rewrite does not"
@@ -96,17 +110,21 @@ def rule_code_mismatch(x: FilterInput) -> str | None:
 
 def rule_short_answer(x: FilterInput) -> str | None:
     o = x.original.strip()
+    long = word_count(o) > SHORT_ANSWER_WORDS and stated_answer(o) is None
+    said = chosen_letters(o) if long else set()
+    if len(said) == 1 and (other := chosen_letters(x.rewrite) - said):
+        # "C. Nitrogen makes up 78% …" opens with its option, whatever the type's answer
+        return f"the rewrite chooses {', '.join(sorted(other))}; the original chose {min(said)}"
     if has_explicit_final_answer(o):
         return None  # `#### N` / `\boxed{}`: final_answer_lost compares it as a number
     if x.numeric and NUMBER.search(o):
         return None  # "3 + 4 = 7": the result matters, not the operands (final_answer_lost)
-    if len(_WORD.findall(o)) <= SHORT_ANSWER_WORDS:
+    if word_count(o) <= SHORT_ANSWER_WORDS:
         answer, what = o, "original short answer"
-    else:
-        stated = stated_answer(o)
-        if stated is None or len(_WORD.findall(stated)) > SHORT_ANSWER_WORDS:
-            return None
+    elif (stated := stated_answer(o)) is not None and word_count(stated) <= SHORT_ANSWER_WORDS:
         answer, what = stated, "original's stated answer"
+    else:
+        return _brief_answer_lost(x)
     terms = answer_terms(answer)
     letters = {t.upper() for t in terms if len(t) == 1 and t.isalpha()}
     other = chosen_letters(x.rewrite) - letters
@@ -116,6 +134,17 @@ def rule_short_answer(x: FilterInput) -> str | None:
     missing = [t for t in terms if not has_term(t, x.rewrite)]
     if missing:
         return f"the {what} {answer!r} is not in the rewrite (missing {', '.join(missing)})"
+    return order_lost(terms, x.rewrite, x.instruction)
+
+
+def _brief_answer_lost(x: FilterInput) -> str | None:
+    """A brief original keeps the names and numbers of its first sentence."""
+    if word_count(x.original) > BRIEF_ANSWER_WORDS:
+        return None
+    terms = brief_terms(x.original)
+    missing = [t for t in terms if not has_term(t, x.rewrite)]
+    if missing:
+        return f"the original's answer names {', '.join(missing)}, which the rewrite does not"
     return None
 
 

@@ -128,11 +128,19 @@ def final_answers(text: str) -> list[str]:
 # Verdicts: a polarity word said on its own ("No, …", "True.") or as a predicate ("the claim
 # is false", "that is not correct", "I disagree"). A myth/misconception is a "no".
 _POSITIVE = {"yes", "true", "correct", "valid", "agree", "right", "accurate", "indeed"}
-_NEGATIVE = {"no", "false", "incorrect", "invalid", "disagree", "wrong", "inaccurate", "untrue"}
+_NEGATIVE = {
+    "no", "false", "incorrect", "invalid", "disagree", "wrong", "inaccurate", "untrue",
+    "misleading", "myth",
+}
 _NEGATIVE_NOUNS = r"myth|misconception|misbelief|fallacy|falsehood"
 _VERDICT_WORDS = "|".join(sorted(_POSITIVE | _NEGATIVE, key=len, reverse=True))
-_STANDALONE = re.compile(rf"^(?:(?:verdict|answer|short answer|conclusion)\s*:?\s*)?"
-                         rf"({_VERDICT_WORDS}|not true|not correct)(?:\s*[,.!;:—–)-]|\s*$)", re.I)
+# "No, …", "Not really.", "**Verdict:** False", "Short answer: yes" (a label of a few words).
+_STANDALONE = re.compile(
+    rf"^(?:[\w ]{{1,25}}:\s*)?({_VERDICT_WORDS}|not true|not correct|not really|not quite|"
+    rf"not exactly|not at all|nope|yep|absolutely|definitely|certainly|of course)"
+    rf"(?:\s*[,.!;:—–)(-]|\s*$)",
+    re.I,
+)
 _PREDICATE = re.compile(
     rf"\b(?:is|are|was|were|'s|seems|appears|sounds|be)\s+(?:(?:completely|entirely|partly|"
     rf"absolutely|simply|actually|definitely|largely|mostly|factually|technically)\s+)?"
@@ -145,12 +153,18 @@ _PREDICATE = re.compile(
 )
 
 
+_SHORT_VERDICT = re.compile(rf"\b(not\s+)?({_VERDICT_WORDS})\b", re.IGNORECASE)
+
+
 def sentence_verdict(sentence: str) -> bool | None:
     """True (yes), False (no) or None for one sentence."""
-    s = sentence.strip().lower().replace("’", "'")
+    s = re.sub(r"[*_`]", "", sentence).strip().lower().replace("’", "'")
     if m := _STANDALONE.match(s):
         w = m.group(1)
-        return not (w in _NEGATIVE or w.startswith("not "))
+        return not (w in _NEGATIVE or w.startswith("not ") or w == "nope")
+    if len(words(s)) <= 6 and (m := _SHORT_VERDICT.search(s)):
+        # a verdict line of a few words: "Verdict: misleading / not true", "Mostly false."
+        return not (m.group(2) in _NEGATIVE or m.group(1))
     if m := _PREDICATE.search(s):
         neg, word, agree, noun, noun_neg, noun2 = m.groups()
         if word:
@@ -209,3 +223,43 @@ def items_lost(items: list[str], rewrite: str) -> list[str]:
         if own and len(own & have) * 3 < len(own) or not own & have and own:
             lost.append(item)
     return lost
+
+
+# An original up to this long is a brief answer: the names and numbers of its first sentence
+# are the answer ("Oliver Grant signed it on behalf of the supplier.", "Polish. It means …").
+BRIEF_ANSWER_WORDS = 30
+_ORDER_WORDS = re.compile(
+    r"\b(?:order|rank|sort|arrange|sequence|chronological\w*|ascending|descending|earliest|"
+    r"oldest|newest|nearest|closest|farthest|smallest|largest|biggest|highest|lowest)\b",
+    re.IGNORECASE,
+)
+
+
+def brief_terms(original: str) -> list[str]:
+    """The names and numbers of a brief original's first sentence. Its first word counts
+    when the sentence is the answer alone ("Polish.") or opens a name ("Oliver Grant …")."""
+    first = sentences(original)[:1]
+    found = _WORD.findall(_THOUSANDS.sub("", first[0])) if first else []
+    terms = []
+    for i, w in enumerate(found):
+        named = w[0].isupper() and len(w) > 1 and w.lower() not in FRAME_WORDS
+        opens_name = len(found) <= 3 or (len(found) > 1 and found[1][0].isupper())
+        if (named and (i > 0 or opens_name)) or any(c.isdigit() for c in w):
+            terms.append(w)
+    return list(dict.fromkeys(terms))
+
+
+def order_lost(terms: list[str], rewrite: str, instruction: str) -> str | None:
+    """When the request asks for an order, the answer's items keep theirs in the rewrite."""
+    if len(terms) < 3 or not _ORDER_WORDS.search(instruction):
+        return None
+    low = rewrite.lower()
+    spots = [
+        m.start() if (m := re.search(rf"(?<![^\W_]){re.escape(t.lower())}(?![^\W_])", low))
+        else -1
+        for t in terms
+    ]
+    if -1 not in spots and spots != sorted(spots):
+        shown = sorted(terms, key=lambda t: spots[terms.index(t)])
+        return f"the rewrite puts the answer's items in another order: {', '.join(shown)}"
+    return None

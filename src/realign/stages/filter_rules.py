@@ -86,7 +86,8 @@ def _ends_mid_sentence(original: str, rewrite: str) -> str | None:
     if not tail:
         return None
     last_word = tail[-1].lower()
-    is_item = re.match(r"^(?:[-*+•]|\d+[.)])\s", last) is not None
+    # A list item or a "Label: value" line needs no full stop.
+    is_item = re.match(r"^(?:[-*+•]|\d+[.)])\s|^[*_]*[\w' ]{1,30}:", last) is not None
     if text.endswith((",", "-", "–", "—")) or last_word in _DANGLING:
         return f"the rewrite ends mid-sentence: …{text[-40:]!r}"
     if is_item or len(tail) < 6:
@@ -223,7 +224,7 @@ def rule_off_topic(x: FilterInput) -> str | None:
         )
     asked = content_words(x.instruction) & original
     missing = asked - rewrite
-    if len(asked) >= 2 and len(missing) * 3 > len(asked) * 2:
+    if kept < 0.6 and len(asked) >= 2 and len(missing) * 3 > len(asked) * 2:
         return (
             f"the rewrite leaves out the request's subject ({', '.join(sorted(missing)[:4])}), "
             "which the original answered"
@@ -231,8 +232,11 @@ def rule_off_topic(x: FilterInput) -> str | None:
     return None
 
 
-_MARKER = re.compile(r"(?im)^\s*(?:[-*+•]\s+)?(?:\d+[.)]|(?:step|day|part|phase|week|option|"
-                     r"section|tip|point|item|stage|chapter|method|way|reason)\s+\d+)")
+# A number that only counts the answer's own parts: "1.", "### 2.", "**Step 3 —", "Day 2:".
+_MARKER = re.compile(
+    r"(?im)^[\s#>*_]*(?:[-*+•]\s+)?[*_]*(?:\d+[.)]|(?:step|day|part|phase|week|option|section|"
+    r"tip|point|item|stage|chapter|method|way|reason|round|level|lesson)\s+\d+)"
+)
 
 
 def rule_invented(x: FilterInput) -> str | None:

@@ -45,6 +45,7 @@ _FENCED = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n(.*?)(?:^[ \t]*\1[ \t]*$|\Z)", re
 _FENCE_LINE = re.compile(r"^[ \t]*(?:```|~~~)", re.M)
 # Sentence ends: terminal punctuation before a space, or a line break (lists, headings).
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]*_]*\s+|\n+")
+_LIST_MARKER = re.compile(r"(?m)^[ \t>]*(?:[-*+•]|\d+[.)])[ \t]+")
 _MARKUP = re.compile(r"^[\s*_#>`|-]+|^\d+[.)]\s+|[*_`]+$")
 
 # Function words: they carry no content, so overlap is measured without them.
@@ -72,7 +73,9 @@ _NUMBER_WORDS = {
 _NUMBER_WORDS |= {
     w: 10 * (i + 3) for i, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split())
 }
-_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
+_SCALES = {
+    "hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12
+}
 
 
 def strip_code(text: str) -> str:
@@ -92,7 +95,8 @@ def unclosed_fence(text: str) -> bool:
 def sentences(text: str) -> list[str]:
     """Prose sentences (and list items / headings, one per line), markup trimmed."""
     out = []
-    for part in _SENTENCE_END.split(strip_code(text)):
+    text = _LIST_MARKER.sub("", strip_code(text))  # "1. Mercury": "1." is no sentence
+    for part in _SENTENCE_END.split(text):
         s = _MARKUP.sub("", part.strip()).strip()
         if WORD.search(s):
             out.append(s)
@@ -101,6 +105,15 @@ def sentences(text: str) -> list[str]:
 
 def words(text: str) -> list[str]:
     return WORD.findall(text)
+
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+
+
+def word_count(text: str) -> int:
+    """Words of `text`, each Chinese, Japanese or Korean character counted as one (those
+    scripts write no spaces, so a whole clause would otherwise be one "word")."""
+    return len(WORD.findall(_CJK.sub(" ", text))) + len(_CJK.findall(text))
 
 
 def stem(word: str) -> str:
@@ -148,13 +161,20 @@ _SPELLED = re.compile(
 )
 
 
+_SCALED = re.compile(
+    r"(" + NUMBER.pattern + r")(\s*(?:thousand|million|billion|trillion)\b)?", re.IGNORECASE
+)
+
+
 def digit_numbers(text: str) -> set[Fraction]:
-    """The numbers `text` writes in digits ("1,000", "5%", "3.50"), signs dropped."""
+    """The numbers `text` writes in digits ("1,000", "5%", "3.50", "14 million" = 14000000),
+    signs dropped."""
     values = set()
-    for n in NUMBER.findall(text):
-        v = normalize_number(n)
+    for m in _SCALED.finditer(text):
+        v = normalize_number(m.group(1))
         if v is not None:
-            values.add(abs(v))
+            scale = _SCALES[m.group(2).strip().lower()] if m.group(2) else 1
+            values.add(abs(v) * scale)
     return values
 
 
@@ -190,9 +210,10 @@ def entity_words(text: str) -> set[str]:
     for line in strip_code(text).splitlines():
         if _LABEL_LINE.match(line):
             continue
-        for sent in _SENTENCE_END.split(line):
+        # A table cell, a label's value ("Type: Gas giant") and a sentence each start with a
+        # capital that names nothing.
+        for sent in re.split(r"\||[:;—–]\s|\*\*\s|(?<=[.!?])[\"')\]*_]*\s+", line):
             body = re.sub(r"^[^\w]*[\w'’-]+", "", sent.strip(), count=1)  # drop the first word
-            body = re.sub(r"(?:[:;]|\*\*)\s*[A-Z]", lambda m: m.group(0).lower(), body)
             for w in _CAPITAL.findall(body):
                 if w not in {"I", "I'm", "I've", "I'd", "I'll"} and len(w) > 1:
                     found.add(w)
