@@ -25,6 +25,7 @@ from realign.records import FilterDecision
 from realign.stages import filter_rules as safety
 from realign.stages.filter_answers import (
     BRIEF_ANSWER_WORDS,
+    answer_not_subject,
     answer_terms,
     brief_terms,
     chosen_letters,
@@ -125,7 +126,7 @@ def rule_short_answer(x: FilterInput) -> str | None:
         answer, what = stated, "original's stated answer"
     else:
         return _brief_answer_lost(x)
-    terms = answer_terms(answer)
+    terms = answer_not_subject(answer_terms(answer), x.instruction)
     letters = {t.upper() for t in terms if len(t) == 1 and t.isalpha()}
     other = chosen_letters(x.rewrite) - letters
     if len(letters) == 1 and other:
@@ -141,7 +142,7 @@ def _brief_answer_lost(x: FilterInput) -> str | None:
     """A brief original keeps the names and numbers of its first sentence."""
     if word_count(x.original) > BRIEF_ANSWER_WORDS:
         return None
-    terms = brief_terms(x.original)
+    terms = brief_terms(x.original, x.instruction)
     missing = [t for t in terms if not has_term(t, x.rewrite)]
     if missing:
         return f"the original's answer names {', '.join(missing)}, which the rewrite does not"

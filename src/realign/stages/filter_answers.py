@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from realign.metrics import GSM8K, NUMBER, boxed_contents, normalize_number
-from realign.stages.filter_text import content_words, sentences, words
+from realign.stages.filter_text import content_words, number_values, sentences, stem, words
 
 _FENCE = re.compile(r"```")
 _FUNC_DEF = re.compile(
@@ -30,7 +30,7 @@ FRAME_WORDS = frozenset(
         """a an the is are was were be been it its s this that these those there here of in on
         at to for from by with as and or so then thus therefore hence answer correct right
         option choice final i we you he she they his her their my our your think believe
-        guess say says""",
+        guess say says has have had do does did can will would should could may might must""",
     )
 )
 _STATED_ANSWER = re.compile(
@@ -88,7 +88,28 @@ def has_term(term: str, text: str) -> bool:
     text = _THOUSANDS.sub("", text)
     if len(term) == 1:
         return re.search(rf"(?<![^\W_]){re.escape(term)}(?![^\W_])", text) is not None
-    return term.lower() in {w.lower() for w in _WORD.findall(text)}
+    found = _WORD.findall(text)
+    if term.lower() in {w.lower() for w in found}:
+        return True
+    # "eight" == "8", "spider" == "spiders"
+    value = number_values(term)
+    if value and value <= number_values(text):
+        return True
+    return len(term) > 3 and not term[0].isdigit() and stem(term) in {stem(w) for w in found}
+
+
+def question_of(instruction: str) -> str:
+    """The question of a request, without a passage pasted after it: its first line, up to
+    its first question mark."""
+    return re.split(r"(?<=\?)|\n", instruction.strip(), maxsplit=1)[0]
+
+
+def answer_not_subject(terms: list[str], instruction: str) -> list[str]:
+    """The terms of an answer the question does not already name ("France" in "Paris is the
+    capital of France" answers nothing); all of them if that would leave none."""
+    question = question_of(instruction)
+    kept = [t for t in terms if len(t) == 1 or not has_term(t, question)]
+    return kept or terms
 
 
 def chosen_letters(text: str) -> set[str]:
@@ -136,7 +157,9 @@ _NEGATIVE_NOUNS = r"myth|misconception|misbelief|fallacy|falsehood"
 _VERDICT_WORDS = "|".join(sorted(_POSITIVE | _NEGATIVE, key=len, reverse=True))
 # "No, …", "Not really.", "**Verdict:** False", "Short answer: yes" (a label of a few words).
 _STANDALONE = re.compile(
-    rf"^(?:[\w ]{{1,25}}:\s*)?({_VERDICT_WORDS}|not true|not correct|not really|not quite|"
+    rf"^(?:[\w ]{{1,25}}:\s*)?(?:(?:usually|generally|mostly|probably|basically|largely|"
+    rf"broadly|technically|honestly|in short|in general|in most cases)\s*,?\s*)?"
+    rf"({_VERDICT_WORDS}|not true|not correct|not really|not quite|"
     rf"not exactly|not at all|nope|yep|absolutely|definitely|certainly|of course)"
     rf"(?:\s*[,.!;:—–)(-]|\s*$)",
     re.I,
@@ -235,18 +258,61 @@ _ORDER_WORDS = re.compile(
 )
 
 
-def brief_terms(original: str) -> list[str]:
-    """The names and numbers of a brief original's first sentence. Its first word counts
-    when the sentence is the answer alone ("Polish.") or opens a name ("Oliver Grant …")."""
+def brief_terms(original: str, instruction: str = "") -> list[str]:
+    """The names and numbers of a brief original's first sentence, less those the request
+    already names (the subject, not the answer: "France" in "Paris is the capital of France").
+    Its first word counts when the sentence is the answer alone ("Polish.") or opens a name
+    ("Oliver Grant …")."""
     first = sentences(original)[:1]
     found = _WORD.findall(_THOUSANDS.sub("", first[0])) if first else []
+    # The question itself, not a passage pasted after it (whose names may be the answer).
+    question = question_of(instruction)
+    # "Yes! …", "Sure!": an exclamation opens an answer, it is not one.
+    exclaims = bool(first) and first[0].rstrip(" *_").endswith("!")
     terms = []
     for i, w in enumerate(found):
-        named = w[0].isupper() and len(w) > 1 and w.lower() not in FRAME_WORDS
-        opens_name = len(found) <= 3 or (len(found) > 1 and found[1][0].isupper())
-        if (named and (i > 0 or opens_name)) or any(c.isdigit() for c in w):
+        named = (
+            w[0].isupper()
+            and len(w) > 1
+            and w.lower() not in FRAME_WORDS | _POSITIVE | _NEGATIVE
+        )
+        opens_name = not exclaims and (
+            len(found) <= 3 or (len(found) > 1 and found[1][0].isupper())
+        )
+        if ((named and (i > 0 or opens_name)) or any(c.isdigit() for c in w)) and not has_term(
+            w, question
+        ):
             terms.append(w)
-    return list(dict.fromkeys(terms))
+    return list(dict.fromkeys(terms + enumerated(first[0] if first else "", question)))
+
+
+def enumerated(sentence: str, question: str = "") -> list[str]:
+    """The heads of the items a sentence enumerates ("red, yellow and blue" -> red, yellow,
+    blue; "strengthens the heart, helps control weight, and lowers the risk" -> heart, weight,
+    lowers), less those the question names. A list is comma-separated parts of a few words
+    each whose last part opens with (or soon has) "and"/"or"."""
+    parts = [p.strip() for p in sentence.rstrip(" .!?;").split(",")]
+    if len(parts) < 2:
+        return []
+    last = _WORD.findall(parts[-1])
+    joint = next((i for i, w in enumerate(last[:6]) if w.lower() in ("and", "or")), None)
+    middle = parts[1:-1]
+    if len(parts) == 2 and joint is not None and joint > 2:
+        joint = None  # "In 1990, the club moved to Leeds and grew": one comma, no list
+    if joint is None or any(len(_WORD.findall(p)) > 6 for p in middle) or not _WORD.findall(
+        parts[0]
+    ):
+        return []
+    heads = [_WORD.findall(parts[0])[-1]] + [_WORD.findall(p)[-1] for p in middle if _WORD.findall(p)]
+    if joint > 0:  # "yellow and blue": both
+        heads.append(last[joint - 1])
+    if joint + 1 < len(last):
+        heads.append(last[joint + 1])
+    return [
+        h
+        for h in dict.fromkeys(heads)
+        if h.lower() not in FRAME_WORDS and not has_term(h, question)
+    ]
 
 
 def order_lost(terms: list[str], rewrite: str, instruction: str) -> str | None:

@@ -100,9 +100,13 @@ def _ends_mid_sentence(original: str, rewrite: str) -> str | None:
     return f"the rewrite stops without finishing its last sentence: …{text[-40:]!r}"
 
 
+# "Can you give me a recipe?" — "Yes! Here it is: …": a request, whose "yes" is politeness.
+_REQUEST = re.compile(r"^\W*(?:(?:can|could|would|will)\s+(?:you|u)\b|please\b)", re.IGNORECASE)
+
+
 def rule_verdict(x: FilterInput) -> str | None:
     said = opening_verdict(x.original)
-    if said is None:
+    if said is None or _REQUEST.match(x.instruction):
         return None
     got = opening_verdict(x.rewrite, 3)
     if got is None:
@@ -263,7 +267,8 @@ def rule_invented(x: FilterInput) -> str | None:
 
 
 def rule_language(x: FilterInput) -> str | None:
-    o, r = strip_code(x.original), strip_code(x.rewrite)
+    # Without code and markup (table pipes, bold, headings), which no language writes.
+    o, r = (re.sub(r"[|*_#>`]+", " ", strip_code(t)) for t in (x.original, x.rewrite))
     if len(words(o)) < MIN_LANGUAGE_WORDS or len(words(r)) < MIN_LANGUAGE_WORDS:
         return None  # too short to tell a language with confidence
     lo, lr = languages(o), languages(r)

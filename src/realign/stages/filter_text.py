@@ -207,7 +207,7 @@ def entity_words(text: str) -> set[str]:
     """Capitalised words of `text` that are not a sentence's first word, a heading or a label
     line, nor "I": the words that name people, places, works, organisations and months."""
     found: set[str] = set()
-    for line in strip_code(text).splitlines():
+    for line in re.sub(r"`[^`\n]+`", " ", strip_code(text)).splitlines():  # inline code too
         if _LABEL_LINE.match(line):
             continue
         # A table cell, a label's value ("Type: Gas giant") and a sentence each start with a
