@@ -214,9 +214,11 @@ def test_filter_preset_flag_is_applied_and_named_in_the_output(tmp_path: Path) -
     # The fake model's rewrite is the tail of its prompt ("fake: …the format does not fit)."),
     # which talks about the rewriting: meta_text keeps the original before the gsm8k rules.
     assert decision["preset"] == "gsm8k" and decision["rule"] == "meta_text"
-    checked = ["unchanged", "meta_text", "final_answer_lost", "length_ratio"]
-    # the preset's own rules in its order, then the safety rules every preset runs
-    assert decision["checked"][:4] == checked and decision["checked"] == list(PRESETS["gsm8k"])
+    # the preset's own rules in its order, among the safety rules every preset runs
+    ours = [r for r in decision["checked"] if r in ("final_answer_lost", "length_ratio")]
+    assert decision["checked"][:2] == ["unchanged", "meta_text"]
+    assert ours == ["final_answer_lost", "length_ratio"]
+    assert decision["checked"] == list(PRESETS["gsm8k"])
     assert got["answer"] == row["answer"] and got["realign"]["status"] == "kept"
     assert "meta_text 1" in " ".join(res.output.split())
 

@@ -235,7 +235,9 @@ RULES: dict[str, Rule] = {
 }
 
 _FIRST = ("unchanged", "meta_text")
-# Run by every preset after its own rules (those it already runs keep their place).
+# Run by every preset: the first two right after `_FIRST` (a cut or translated rewrite fails
+# the other rules too, for a less telling reason), the rest after the preset's own rules
+# (those it already runs keep their place).
 SAFETY_RULES = (
     "truncated",
     "language_switch",
@@ -247,11 +249,13 @@ SAFETY_RULES = (
     "off_topic",
     "invented_content",
 )
+_EARLY = SAFETY_RULES[:2]
 
 
 def with_safety(*rules: str) -> tuple[str, ...]:
-    """`unchanged`, `meta_text`, the preset's own `rules`, then the safety rules it lacks."""
-    return (*_FIRST, *rules, *(r for r in SAFETY_RULES if r not in rules))
+    """`unchanged`, `meta_text`, `truncated`, `language_switch`, the preset's own `rules`,
+    then the other safety rules it lacks."""
+    return (*_FIRST, *_EARLY, *rules, *(r for r in SAFETY_RULES[2:] if r not in rules))
 
 
 PRESETS: dict[str, tuple[str, ...]] = {

@@ -8,7 +8,14 @@ from __future__ import annotations
 import re
 
 from realign.metrics import GSM8K, NUMBER, boxed_contents, normalize_number
-from realign.stages.filter_text import content_words, number_values, sentences, stem, words
+from realign.stages.filter_text import (
+    STOPWORDS,
+    content_words,
+    number_values,
+    sentences,
+    stem,
+    words,
+)
 
 _FENCE = re.compile(r"```")
 _FUNC_DEF = re.compile(
@@ -259,31 +266,30 @@ _ORDER_WORDS = re.compile(
 
 
 def brief_terms(original: str, instruction: str = "") -> list[str]:
-    """The names and numbers of a brief original's first sentence, less those the request
-    already names (the subject, not the answer: "France" in "Paris is the capital of France").
-    Its first word counts when the sentence is the answer alone ("Polish.") or opens a name
-    ("Oliver Grant …")."""
+    """The names, numbers and formulas of a brief original's first sentence, less those the
+    request already names (the subject, not the answer: "France" in "Paris is the capital of
+    France"). Its first word counts too unless it is a function word, a verdict, an adverb
+    ("Usually") or an exclamation ("Sure!"): "Mars is known as the Red Planet"."""
     first = sentences(original)[:1]
-    found = _WORD.findall(_THOUSANDS.sub("", first[0])) if first else []
+    text = _THOUSANDS.sub("", first[0]) if first else ""
+    found = _WORD.findall(text)
     # The question itself, not a passage pasted after it (whose names may be the answer).
     question = question_of(instruction)
-    # "Yes! …", "Sure!": an exclamation opens an answer, it is not one.
-    exclaims = bool(first) and first[0].rstrip(" *_").endswith("!")
+    exclaims = text.rstrip(" *_").endswith("!") or re.match(r"^\W*\w+\s*!", text) is not None
+    plain = FRAME_WORDS | STOPWORDS | _POSITIVE | _NEGATIVE
     terms = []
     for i, w in enumerate(found):
-        named = (
-            w[0].isupper()
-            and len(w) > 1
-            and w.lower() not in FRAME_WORDS | _POSITIVE | _NEGATIVE
-        )
-        opens_name = not exclaims and (
-            len(found) <= 3 or (len(found) > 1 and found[1][0].isupper())
-        )
-        if ((named and (i > 0 or opens_name)) or any(c.isdigit() for c in w)) and not has_term(
-            w, question
-        ):
+        low = w.lower()
+        named = w[0].isupper() and len(w) > 1 and low not in plain
+        if i == 0:
+            named = named and not exclaims and not low.endswith("ly")
+        if (named or any(c.isdigit() for c in w)) and not has_term(w, question):
             terms.append(w)
-    return list(dict.fromkeys(terms + enumerated(first[0] if first else "", question)))
+    # A formula or an expression that opens the answer: "O(log n), because …" -> O, log, n.
+    head = re.match(r"^\s*([^,:;]{1,20}?[()=^+*/<>][^,:;]{0,20}?)(?:[,:;]|\s+because\b|$)", text)
+    if head:
+        terms += [w for w in _WORD.findall(head.group(1)) if not has_term(w, question)]
+    return list(dict.fromkeys(terms + enumerated(text, question)))
 
 
 def enumerated(sentence: str, question: str = "") -> list[str]:
