@@ -263,7 +263,7 @@ def rule_invented(x: FilterInput) -> str | None:
             "the rewrite names what neither the original nor its sources mention: "
             + ", ".join(names[:4])
         )
-    return None
+    return contradiction(x.original, x.rewrite)
 
 
 def rule_language(x: FilterInput) -> str | None:
@@ -278,3 +278,58 @@ def rule_language(x: FilterInput) -> str | None:
     if lr.get(o_lang, 0.0) >= 0.05:
         return None  # the original's language is still plausible for the rewrite
     return f"the rewrite is in another language ({r_lang}) than the original ({o_lang})"
+
+
+# Contradiction: a rewrite sentence that says what an original sentence says (most content
+# words shared) but with the opposite polarity: a negation added or removed, or a word
+# swapped for its opposite ("more" for "less").
+_NEGATIONS = re.compile(
+    r"\b(?:not|no|never|none|nothing|cannot|neither|nor|without)\b|n[’']t\b", re.IGNORECASE
+)
+_OPPOSITES: dict[str, set[str]] = {}
+for _pair in """more/less more/fewer increase/decrease increases/decreases higher/lower
+    larger/smaller bigger/smaller before/after above/below faster/slower always/never
+    safe/unsafe safe/dangerous easy/difficult easy/hard cheap/expensive hot/cold warm/cool
+    strong/weak rise/fall rises/falls positive/negative minimum/maximum early/late first/last
+    possible/impossible legal/illegal true/false correct/incorrect win/lose gain/loss
+    increase/reduce increases/reduces raise/lower raises/lowers most/least best/worst
+    better/worse high/low long/short heavy/light inside/outside include/exclude
+    allowed/forbidden accept/reject add/remove open/closed""".split():
+    _a, _b = (stem(w) for w in _pair.split("/"))
+    _OPPOSITES.setdefault(_a, set()).add(_b)
+    _OPPOSITES.setdefault(_b, set()).add(_a)
+MIN_ALIGNED = 0.6  # share of content words two sentences must have in common to be compared
+MIN_ALIGNED_WORDS = 4
+
+
+def _polar_stems(sentence: str) -> set[str]:
+    return {stem(w) for w in words(sentence)}
+
+
+def contradiction(original: str, rewrite: str) -> str | None:
+    """A rewrite sentence that reverses the original sentence it restates, or None. Only
+    sentences of some length that share most of their content words are compared: a
+    restatement, not a neighbour."""
+    originals = [(o, content_words(o) - set(_OPPOSITES)) for o in sentences(original)]
+    originals = [(o, ow) for o, ow in originals if len(ow) >= MIN_ALIGNED_WORDS]
+    for r in sentences(rewrite):
+        rw = content_words(r) - set(_OPPOSITES)
+        if len(rw) < MIN_ALIGNED_WORDS:
+            continue
+        best, share = max(
+            ((o, len(rw & ow) / len(rw | ow)) for o, ow in originals),
+            key=lambda t: t[1],
+            default=("", 0.0),
+        )
+        if share < MIN_ALIGNED:
+            continue
+        if len(_NEGATIONS.findall(best)) % 2 != len(_NEGATIONS.findall(r)) % 2:
+            return f"the rewrite negates what the original says: {r[:80]!r} vs {best[:80]!r}"
+        ow_all, rw_all = _polar_stems(best), _polar_stems(r)
+        for w in sorted(rw_all - ow_all):
+            if swapped := _OPPOSITES.get(w, set()) & (ow_all - rw_all):
+                return (
+                    f"the rewrite says {w!r} where the original says {min(swapped)!r}: "
+                    f"{r[:80]!r}"
+                )
+    return None
