@@ -98,8 +98,15 @@ def test_final_line_in_other_words_passes() -> None:
         "final_answer_lost"
     )
     boxed = r"The area is $3 \times 4 = \boxed{12}$ square units."
-    assert decide("Area of a 3 by 4 rectangle?", boxed, "Area: 3 × 4 = 12.\n\nThe answer is 12.",
-                  "math_puzzles").rule == "passed"
+    assert (
+        decide(
+            "Area of a 3 by 4 rectangle?",
+            boxed,
+            "Area: 3 × 4 = 12.\n\nThe answer is 12.",
+            "math_puzzles",
+        ).rule
+        == "passed"
+    )
 
 
 def test_every_list_item_must_survive() -> None:
@@ -113,7 +120,9 @@ def test_every_list_item_must_survive() -> None:
     assert decide(q, orig, lost, "open_qa").rule in ("list_items_lost", "length_ratio")
     assert decide(q, orig, kept, "open_qa").rule == "passed"
     # with a short original the length rule cannot see it: the list rule does
-    orig2 = "1. Mercury, the smallest\n2. Venus, the hottest\n3. Earth, our home\n4. Mars, the red one"
+    orig2 = (
+        "1. Mercury, the smallest\n2. Venus, the hottest\n3. Earth, our home\n4. Mars, the red one"
+    )
     lost2 = (
         "The inner planets, closest first:\n\n- **Mercury**, the smallest\n- **Venus**, the "
         "hottest\n- **Earth**, our home"
@@ -172,7 +181,7 @@ def test_cut_code_and_finish_reason_length() -> None:
     assert decide(CODE_Q, CODE, cut + "\n", "code_generation").rule in ("truncated", "code_changed")
     cut2 = "Use slicing:\n\n```python\ndef reverse(s):\n    return (s[::-1]\n```\nIt returns a new string."
     assert decide(CODE_Q, CODE, cut2, "code_generation").rule in ("truncated", "code_changed")
-    good = "**No, it is a myth.** " + MYTH[len("No, that is a myth. "):]
+    good = "**No, it is a myth.** " + MYTH[len("No, that is a myth. ") :]
     assert decide(MYTH_Q, MYTH, good, "fact_verification").rule == "passed"
     d = decide(MYTH_Q, MYTH, good, "fact_verification", finish_reason="length")
     assert d.rule == "truncated" and "length" in d.reason
@@ -298,9 +307,15 @@ def test_reformatted_numbers_are_not_invented() -> None:
     rw = "- **Height:** 8849 metres\n- **Growth:** about 5 millimetres a year\n\nMount Everest keeps rising."
     assert decide(q, orig, rw, "open_qa").rule == "passed"
     pct = "Roughly five percent of the water on Earth is fresh water; the rest is salty seawater."
-    assert decide("How much water is fresh?", pct,
-                  "About **5%** of Earth's water is fresh water; the rest is salty seawater.",
-                  "open_qa").rule == "passed"
+    assert (
+        decide(
+            "How much water is fresh?",
+            pct,
+            "About **5%** of Earth's water is fresh water; the rest is salty seawater.",
+            "open_qa",
+        ).rule
+        == "passed"
+    )
 
 
 # --------------------------------------------------------------------------- language

@@ -96,9 +96,11 @@ def rule_length_ratio(x: FilterInput) -> str | None:
 
 def rule_code_mismatch(x: FilterInput) -> str | None:
     o, r = has_code(x.original), has_code(x.rewrite)
-    if r and not o and all(strip_comments(b) in strip_comments(x.original) for b in code_blocks(
-        x.rewrite
-    )):
+    if (
+        r
+        and not o
+        and all(strip_comments(b) in strip_comments(x.original) for b in code_blocks(x.rewrite))
+    ):
         return None  # the original's own command or snippet, now fenced
     if o != r:
         return (

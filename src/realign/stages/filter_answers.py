@@ -157,8 +157,16 @@ def final_answers(text: str) -> list[str]:
 # is false", "that is not correct", "I disagree"). A myth/misconception is a "no".
 _POSITIVE = {"yes", "true", "correct", "valid", "agree", "right", "accurate", "indeed"}
 _NEGATIVE = {
-    "no", "false", "incorrect", "invalid", "disagree", "wrong", "inaccurate", "untrue",
-    "misleading", "myth",
+    "no",
+    "false",
+    "incorrect",
+    "invalid",
+    "disagree",
+    "wrong",
+    "inaccurate",
+    "untrue",
+    "misleading",
+    "myth",
 }
 _NEGATIVE_NOUNS = r"myth|misconception|misbelief|fallacy|falsehood"
 _VERDICT_WORDS = "|".join(sorted(_POSITIVE | _NEGATIVE, key=len, reverse=True))
@@ -250,7 +258,7 @@ def items_lost(items: list[str], rewrite: str) -> list[str]:
     for n, (item, bag) in enumerate(zip(items, bags, strict=True)):
         others = set().union(*(b for m, b in enumerate(bags) if m != n))
         own = (bag - others) or bag
-        if own and len(own & have) * 3 < len(own) or not own & have and own:
+        if own and len(own & have) * 3 < len(own):
             lost.append(item)
     return lost
 
@@ -305,11 +313,15 @@ def enumerated(sentence: str, question: str = "") -> list[str]:
     middle = parts[1:-1]
     if len(parts) == 2 and joint is not None and joint > 2:
         joint = None  # "In 1990, the club moved to Leeds and grew": one comma, no list
-    if joint is None or any(len(_WORD.findall(p)) > 6 for p in middle) or not _WORD.findall(
-        parts[0]
+    if (
+        joint is None
+        or any(len(_WORD.findall(p)) > 6 for p in middle)
+        or not _WORD.findall(parts[0])
     ):
         return []
-    heads = [_WORD.findall(parts[0])[-1]] + [_WORD.findall(p)[-1] for p in middle if _WORD.findall(p)]
+    heads = [_WORD.findall(parts[0])[-1]] + [
+        _WORD.findall(p)[-1] for p in middle if _WORD.findall(p)
+    ]
     if joint > 0:  # "yellow and blue": both
         heads.append(last[joint - 1])
     if joint + 1 < len(last):
@@ -327,8 +339,7 @@ def order_lost(terms: list[str], rewrite: str, instruction: str) -> str | None:
         return None
     low = rewrite.lower()
     spots = [
-        m.start() if (m := re.search(rf"(?<![^\W_]){re.escape(t.lower())}(?![^\W_])", low))
-        else -1
+        m.start() if (m := re.search(rf"(?<![^\W_]){re.escape(t.lower())}(?![^\W_])", low)) else -1
         for t in terms
     ]
     if -1 not in spots and spots != sorted(spots):

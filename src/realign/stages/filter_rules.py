@@ -13,7 +13,6 @@ import re
 
 from realign.stages.filter_answers import any_verdict, items_lost, list_items, opening_verdict
 from realign.stages.filter_text import (
-    STOPWORDS,
     FilterInput,
     code_blocks,
     content_words,
@@ -29,6 +28,7 @@ from realign.stages.filter_text import (
     strip_code,
     strip_comments,
     unclosed_fence,
+    word_list,
     words,
 )
 
@@ -52,7 +52,9 @@ def rule_truncated(x: FilterInput) -> str | None:
     if unclosed_fence(x.rewrite) and not unclosed_fence(x.original):
         return "the rewrite ends inside a code block (its fence is never closed)"
     blocks = code_blocks(x.rewrite)
-    if blocks and _open_brackets(blocks[-1]) > 0 >= _open_brackets("".join(code_blocks(x.original))):
+    if blocks and _open_brackets(blocks[-1]) > 0 >= _open_brackets(
+        "".join(code_blocks(x.original))
+    ):
         return "the rewrite's last code block leaves a bracket open"
     return _ends_mid_sentence(x.original, x.rewrite)
 
@@ -64,17 +66,17 @@ def _open_brackets(code: str) -> int:
 
 # Words no sentence ends on: a text that stops at one was cut.
 _DANGLING = frozenset(
-    """a an the and or but nor of to with for from at by as that which who whose because such
+    word_list("""a an the and or but nor of to with for from at by as that which who whose because such
     than into onto about like if when while whereas although though so is are was were be
     been being has have had their its our your my his her this these those very more most
-    such including between among during without within""".split()
+    such including between among during without within""")
 )
 _TERMINAL = re.compile(r"[.!?:;…)\]}\"'”’%\d]$|[^\w\s,]$")
 
 
 def _ends_mid_sentence(original: str, rewrite: str) -> str | None:
     prose = strip_code(rewrite).rstrip()
-    if not prose or strip_code(rewrite) != rewrite and rewrite.rstrip().endswith(("```", "~~~")):
+    if not prose or (strip_code(rewrite) != rewrite and rewrite.rstrip().endswith(("```", "~~~"))):
         return None  # ends with a closed code block
     last = prose.splitlines()[-1].strip()
     if last.startswith(("#", "|")):
@@ -92,9 +94,11 @@ def _ends_mid_sentence(original: str, rewrite: str) -> str | None:
         return f"the rewrite ends mid-sentence: …{text[-40:]!r}"
     if is_item or len(tail) < 6:
         return None  # a list item or a short label need no full stop
-    o_last = re.sub(r"[*_`\s]+$", "", strip_code(original).rstrip().splitlines()[-1:][0]) if (
-        strip_code(original).strip()
-    ) else ""
+    o_last = (
+        re.sub(r"[*_`\s]+$", "", strip_code(original).rstrip().splitlines()[-1:][0])
+        if (strip_code(original).strip())
+        else ""
+    )
     if o_last and not _TERMINAL.search(o_last):
         return None  # the original ends the same way: its style, not a cut
     return f"the rewrite stops without finishing its last sentence: …{text[-40:]!r}"
@@ -149,16 +153,16 @@ def rule_code_changed(x: FilterInput) -> str | None:
 # content with the original.
 _META_NOUNS = frozenset(
     stem(w)
-    for w in """response answer reply format formatting requirement criterion criteria
+    for w in word_list("""response answer reply format formatting requirement criterion criteria
     instruction guideline rewrite rewriting revision version request structure template prompt
-    task specification style output guide rubric standard""".split()
+    task specification style output guide rubric standard""")
 )
 _META_VERBS = frozenset(
     stem(w)
-    for w in """meet follow adhere satisfy comply design provide fulfil fulfill align improve
+    for w in word_list("""meet follow adhere satisfy comply design provide fulfil fulfill align improve
     present restructure organize organise reformat rewrite revise specify request give require
     ask outline describe above below following previous original revised updated new requested
-    specified given improved desired rewritten written reworded""".split()
+    specified given improved desired rewritten written reworded""")
 )
 _REFUSAL = re.compile(
     r"\bI(?:'m|’m| am)? (?:not (?:sure|certain|able to)|unsure|uncertain|unable to)\b|"
@@ -183,8 +187,9 @@ def meta_sentence(sentence: str, allowed: set[str], original: set[str]) -> bool:
     nouns = (stems & _META_NOUNS) - allowed
     if not nouns:
         return False
-    deictic = re.search(r"\b(?:this|these|above|below|the following|here is|here's|my)\b",
-                        sentence, re.IGNORECASE)
+    deictic = re.search(
+        r"\b(?:this|these|above|below|the following|here is|here's|my)\b", sentence, re.IGNORECASE
+    )
     if not (stems & _META_VERBS or deictic):
         return False
     rest = stems - _META_NOUNS - _META_VERBS
@@ -259,9 +264,8 @@ def rule_invented(x: FilterInput) -> str | None:
         return f"the rewrite states numbers found in neither the original nor its sources: {shown}"
     names = sorted(w for w in entity_words(x.rewrite) if not known_word(w, sources))
     if names:
-        return (
-            "the rewrite names what neither the original nor its sources mention: "
-            + ", ".join(names[:4])
+        return "the rewrite names what neither the original nor its sources mention: " + ", ".join(
+            names[:4]
         )
     return contradiction(x.original, x.rewrite)
 
@@ -287,14 +291,14 @@ _NEGATIONS = re.compile(
     r"\b(?:not|no|never|none|nothing|cannot|neither|nor|without)\b|n[’']t\b", re.IGNORECASE
 )
 _OPPOSITES: dict[str, set[str]] = {}
-for _pair in """more/less more/fewer increase/decrease increases/decreases higher/lower
+for _pair in word_list("""more/less more/fewer increase/decrease increases/decreases higher/lower
     larger/smaller bigger/smaller before/after above/below faster/slower always/never
     safe/unsafe safe/dangerous easy/difficult easy/hard cheap/expensive hot/cold warm/cool
     strong/weak rise/fall rises/falls positive/negative minimum/maximum early/late first/last
     possible/impossible legal/illegal true/false correct/incorrect win/lose gain/loss
     increase/reduce increases/reduces raise/lower raises/lowers most/least best/worst
     better/worse high/low long/short heavy/light inside/outside include/exclude
-    allowed/forbidden accept/reject add/remove open/closed""".split():
+    allowed/forbidden accept/reject add/remove open/closed"""):
     _a, _b = (stem(w) for w in _pair.split("/"))
     _OPPOSITES.setdefault(_a, set()).add(_b)
     _OPPOSITES.setdefault(_b, set()).add(_a)
@@ -329,7 +333,6 @@ def contradiction(original: str, rewrite: str) -> str | None:
         for w in sorted(rw_all - ow_all):
             if swapped := _OPPOSITES.get(w, set()) & (ow_all - rw_all):
                 return (
-                    f"the rewrite says {w!r} where the original says {min(swapped)!r}: "
-                    f"{r[:80]!r}"
+                    f"the rewrite says {w!r} where the original says {min(swapped)!r}: {r[:80]!r}"
                 )
     return None

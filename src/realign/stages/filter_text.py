@@ -40,6 +40,11 @@ class FilterInput:
         return "\n".join([self.original, self.instruction, self.context, *self.evidence])
 
 
+def word_list(text: str) -> list[str]:
+    """The whitespace-separated words of a literal list written as one string."""
+    return text.split()
+
+
 WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _FENCED = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n(.*?)(?:^[ \t]*\1[ \t]*$|\Z)", re.S | re.M)
 _FENCE_LINE = re.compile(r"^[ \t]*(?:```|~~~)", re.M)
@@ -50,7 +55,7 @@ _MARKUP = re.compile(r"^[\s*_#>`|-]+|^\d+[.)]\s+|[*_`]+$")
 
 # Function words: they carry no content, so overlap is measured without them.
 STOPWORDS = frozenset(
-    """a about above after again against all also am an and any are as at be because been before
+    word_list("""a about above after again against all also am an and any are as at be because been before
     being below between both but by can could did do does doing down during each either else
     even ever every few for from further had has have having he her here hers herself him himself
     his how however i if in into is it its itself just let like may me might more most much must
@@ -60,22 +65,23 @@ STOPWORDS = frozenset(
     to too under until up upon us very via was we well were what when where whether which while
     who whom whose why will with within without would yet you your yours yourself yourselves
     therefore hence s t d ll re ve m don doesn didn isn aren wasn weren won wouldn shouldn
-    couldn can't won't it's that's there's here's let's i'm you're we're they're i've""".split()
+    couldn can't won't it's that's there's here's let's i'm you're we're they're i've""")
 )
 
 _NUMBER_WORDS = {
     w: i
     for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen twenty".split()
+        word_list(
+            "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+            "fifteen sixteen seventeen eighteen nineteen twenty"
+        )
     )
 }
 _NUMBER_WORDS |= {
-    w: 10 * (i + 3) for i, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split())
+    w: 10 * (i + 3)
+    for i, w in enumerate(word_list("thirty forty fifty sixty seventy eighty ninety"))
 }
-_SCALES = {
-    "hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12
-}
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12}
 
 
 def strip_code(text: str) -> str:
@@ -140,7 +146,7 @@ def coverage(part: set[str], whole: set[str]) -> float:
 
 
 def word_number(text: str) -> int | None:
-    """"five" -> 5, "twenty-five" -> 25, "three hundred" -> 300; else None."""
+    """ "five" -> 5, "twenty-five" -> 25, "three hundred" -> 300; else None."""
     total, current, seen = 0, 0, False
     for w in re.split(r"[\s-]+", text.lower().strip()):
         if w in _NUMBER_WORDS:
@@ -197,8 +203,10 @@ def number_values(text: str) -> set[Fraction]:
 # acronym. Title-cased headings and bold labels are skipped by `entity_words`.
 _CAPITAL = re.compile(r"(?<![\w'’])[A-Z][\w'’-]*[\w]|(?<![\w'’])[A-Z](?![\w'’])")
 _MONTHS = frozenset(
-    "january february march april may june july august september october november december "
-    "monday tuesday wednesday thursday friday saturday sunday".split()
+    word_list(
+        "january february march april may june july august september october november december "
+        "monday tuesday wednesday thursday friday saturday sunday"
+    )
 )
 _LABEL_LINE = re.compile(r"^\s*(?:#{1,6}\s|\*\*[^*]+\*\*\s*:?\s*$|[^\w]*[\w ]{1,40}:\s*$)")
 
@@ -235,7 +243,9 @@ def strip_comments(code: str) -> str:
     """Code with its comments and all whitespace removed, so a reindented or newly commented
     copy compares equal to the original."""
     code = re.sub(r"/\*.*?\*/|<!--.*?-->", "", code, flags=re.S)
-    code = re.sub(r"(?m)(?:^|(?<=\s))(?://|#(?![!\[{(]|include|define|if|pragma)|--\s).*$", "", code)
+    code = re.sub(
+        r"(?m)(?:^|(?<=\s))(?://|#(?![!\[{(]|include|define|if|pragma)|--\s).*$", "", code
+    )
     return re.sub(r"\s+", "", code)
 
 
