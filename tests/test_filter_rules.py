@@ -351,3 +351,141 @@ def test_every_preset_runs_every_safety_rule() -> None:
         assert set(SAFETY_RULES) <= set(rules), name
         d = decide(MYTH_Q, MYTH, "Yes. " + MYTH[4:], "fact_verification", name)
         assert d.keep_original, (name, d)
+
+
+# --------------------------------------------------------------------------- more wordings
+
+PETS_Q = "Compare cats and dogs as pets."
+PETS = (
+    "Cats are independent and can be left alone for a day, but they are less trainable than "
+    "dogs. Dogs are loyal and need daily walks, more attention and more space."
+)
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        "## Cats vs dogs\n\n- **Cats:** independent, but they cannot be left alone for a day, "
+        "and they are less trainable than dogs.\n- **Dogs:** loyal; they need daily walks, "
+        "more attention and more space.",
+        "## Cats vs dogs\n\n- **Cats:** independent and can be left alone for a day, but they "
+        "are more trainable than dogs.\n- **Dogs:** loyal; they need daily walks, more "
+        "attention and more space.",
+    ],
+)
+def test_a_restated_sentence_with_its_polarity_reversed_contradicts(rewrite: str) -> None:
+    d = decide(PETS_Q, PETS, rewrite, "analysis")
+    assert d.rule == "invented_content" and ("negates" in d.reason or "where" in d.reason), d
+
+
+def test_the_same_polarity_in_other_words_passes() -> None:
+    rw = (
+        "| | Cats | Dogs |\n|---|---|---|\n| Independence | independent, can be left alone for "
+        "a day | loyal, need more attention |\n| Training | less trainable than dogs | - |\n"
+        "| Needs | - | daily walks and more space |"
+    )
+    assert decide(PETS_Q, PETS, rw, "analysis").rule == "passed"
+    q = "Is this comment positive? 'The meeting moved to 3 pm.'"
+    orig = "Neutral. It simply states a fact about the schedule without expressing any feeling."
+    rw2 = "**Sentiment:** Neutral\n\n**Reason:** it states a fact about the schedule and expresses no feeling."
+    assert decide(q, orig, rw2, "sentiment_analysis").rule == "passed"
+
+
+def test_a_rewrite_cut_inside_a_word_or_bare_code_changed() -> None:
+    q = "How do I change a flat tyre?"
+    orig = (
+        "Loosen the wheel nuts, jack up the car, swap the flat tyre for the spare, lower the car "
+        "and then tighten the nuts fully in a star pattern."
+    )
+    cut = (
+        "## Changing a flat tyre\n\n1. Loosen the wheel nuts.\n2. Jack up the car.\n3. Swap the "
+        "flat tyre for the spare.\n4. Lower the car.\n5. Tighten the nuts fully in a st"
+    )
+    assert decide(q, orig, cut, "how_to_generation").rule == "truncated"
+    add_q = "Write a function that adds two numbers."
+    bare = "def add(a, b):\n    return a + b"
+    assert decide(
+        add_q, bare, "```python\ndef add(a, b):\n    return a - b\n```", "code_generation"
+    ).rule == ("code_changed")
+    fenced = "```python\n# adds them\ndef add(a, b):\n    return a + b\n```"
+    assert decide(add_q, bare, fenced, "code_generation").rule == "passed"  # code alone is fine
+
+
+def test_brief_answers_keep_their_names_formulas_and_items() -> None:
+    q = "What is the time complexity of binary search?"
+    orig = "O(log n), because each step halves the search interval."
+    assert (
+        decide(
+            q, orig, "**Time complexity:** O(n), since each step checks one element.", "open_qa"
+        ).rule
+        == "short_answer_lost"
+    )
+    assert (
+        decide(
+            q,
+            orig,
+            "**Time complexity:** O(log n)\n\n**Why:** each step halves the search interval.",
+            "open_qa",
+        ).rule
+        == "passed"
+    )
+    q2 = "Which planet is known as the Red Planet?"
+    orig2 = "Mars is known as the Red Planet because of the iron oxide on its surface."
+    lost = "The **Red Planet** gets its name from the iron oxide on its surface."
+    assert decide(q2, orig2, lost, "open_qa").rule == "short_answer_lost"
+    q3 = "What are the primary colours of paint?"
+    orig3 = "The traditional primary colours of paint are red, yellow and blue."
+    assert (
+        decide(
+            q3, orig3, "The traditional primary colours are **red** and **blue**.", "open_qa"
+        ).rule
+        == "short_answer_lost"
+    )
+    assert decide(q3, orig3, "- Red\n- Yellow\n- Blue", "open_qa").rule == "passed"
+    # the question's own words are its subject, not the answer
+    assert (
+        decide(
+            "What is the capital of France?",
+            "Paris is the capital of France.",
+            "**Answer:** Paris",
+            "open_qa",
+        ).rule
+        == "passed"
+    )
+    # a polite "Yes!" to a request is no answer to keep
+    q4 = "Can you give me a recipe for pancakes?"
+    orig4 = (
+        "Yes! Mix 1 cup of flour, 1 egg and 1 cup of milk, then fry spoonfuls of batter in a "
+        "hot buttered pan until golden on both sides."
+    )
+    rw4 = (
+        "## Simple pancakes\n\n**Ingredients:**\n- 1 cup of flour\n- 1 egg\n- 1 cup of milk\n\n"
+        "**Method:**\n1. Mix the flour, egg and milk into a batter.\n2. Fry spoonfuls in a hot "
+        "buttered pan until golden on both sides."
+    )
+    assert decide(q4, orig4, rw4, "how_to_generation").rule == "passed"
+
+
+def test_evidence_copied_instead_of_the_answer() -> None:
+    ev = [
+        "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, "
+        "France. It is named after the engineer Gustave Eiffel, whose company designed and "
+        "built the tower from 1887 to 1889."
+    ]
+    q = "What does the Eiffel Tower look like?"
+    orig = (
+        "It is a tall iron lattice tower that narrows towards the top, with three levels of "
+        "platforms and an antenna at the summit, painted a brownish bronze colour."
+    )
+    copied = (
+        "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, "
+        "France. It is named after the engineer Gustave Eiffel, whose company designed and "
+        "built the tower."
+    )
+    assert decide(q, orig, copied, "open_qa", evidence=ev).rule == "off_topic"
+    grounded = (
+        "## The Eiffel Tower\n\n- A tall **wrought-iron** lattice tower that narrows towards "
+        "the top\n- Three levels of platforms, an antenna at the summit\n- Painted a brownish "
+        "bronze colour\n\nIt stands on the Champ de Mars in Paris."
+    )
+    assert decide(q, orig, grounded, "open_qa", evidence=ev).rule == "passed"

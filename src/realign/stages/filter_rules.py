@@ -92,6 +92,8 @@ def _ends_mid_sentence(original: str, rewrite: str) -> str | None:
     is_item = re.match(r"^(?:[-*+•]|\d+[.)])\s|^[*_]*[\w' ]{1,30}:", last) is not None
     if text.endswith((",", "-", "–", "—")) or last_word in _DANGLING:
         return f"the rewrite ends mid-sentence: …{text[-40:]!r}"
+    if _cut_word(tail[-1], original):
+        return f"the rewrite ends mid-word: …{text[-40:]!r}"
     if is_item or len(tail) < 6:
         return None  # a list item or a short label need no full stop
     o_last = (
@@ -102,6 +104,16 @@ def _ends_mid_sentence(original: str, rewrite: str) -> str | None:
     if o_last and not _TERMINAL.search(o_last):
         return None  # the original ends the same way: its style, not a cut
     return f"the rewrite stops without finishing its last sentence: …{text[-40:]!r}"
+
+
+def _cut_word(word: str, original: str) -> bool:
+    """`word` is the start of a longer word of the original but no word of its own there
+    ("tighten the nuts in a st" for "star"): the text was cut inside it."""
+    low = word.lower()
+    if len(low) < 2 or not low.isalpha():
+        return False
+    known = {w.lower() for w in words(original)}
+    return low not in known and any(w.startswith(low) and len(w) > len(low) + 1 for w in known)
 
 
 # "Can you give me a recipe?" — "Yes! Here it is: …": a request, whose "yes" is politeness.
@@ -135,8 +147,28 @@ def rule_list_items(x: FilterInput) -> str | None:
     return None
 
 
+_CODE_START = re.compile(
+    r"^\s*(?:(?:async\s+)?def|class|function|fn|func|public|private|static|int|void|import|"
+    r"from|const|let|var|#include|SELECT|select)\b.*$",
+    re.MULTILINE,
+)
+
+
+def bare_code(text: str) -> list[str]:
+    """Code an original writes without a fence: from its first line that opens a definition
+    or a statement, the lines that follow it indented, blank or closing a bracket."""
+    if code_blocks(text) or not (m := _CODE_START.search(text)):
+        return []
+    lines = [m.group(0)]
+    for line in text[m.end() :].splitlines()[1:]:
+        if line.strip() and not re.match(r"^(?:\s+|[)\]}])", line):
+            break
+        lines.append(line)
+    return ["\n".join(lines)]
+
+
 def rule_code_changed(x: FilterInput) -> str | None:
-    blocks = [b for b in code_blocks(x.original) if strip_comments(b)]
+    blocks = [b for b in code_blocks(x.original) or bare_code(x.original) if strip_comments(b)]
     if not blocks:
         return None
     mine = strip_comments("".join(code_blocks(x.rewrite)))
@@ -202,7 +234,7 @@ def meta_reason(x: FilterInput) -> str | None:
     original = content_words(x.original)
     sents = sentences(x.rewrite)
     if not sents:
-        return "the rewrite has no text"
+        return None if words(x.rewrite) else "the rewrite has no text"  # code alone is fine
     flagged = [s for s in sents if meta_sentence(s, allowed, original)]
     if flagged and (
         flagged[0] in sents[:2] or flagged[-1] == sents[-1] or len(flagged) * 3 >= len(sents)
@@ -221,6 +253,16 @@ def rule_off_topic(x: FilterInput) -> str | None:
     if len(original) < MIN_CONTENT_WORDS:
         return None
     kept = coverage(original, rewrite)
+    if x.evidence and kept < 0.6:
+        # Most of the rewrite is search evidence the original does not have: copied evidence
+        # about the subject rather than the original's answer.
+        added = rewrite - original
+        from_evidence = added & content_words(" ".join(x.evidence))
+        if len(rewrite) >= MIN_CONTENT_WORDS and len(from_evidence) * 2 > len(rewrite):
+            return (
+                f"most of the rewrite comes from the search evidence and it keeps {kept:.0%} "
+                "of the original's content words: it does not give the original's answer"
+            )
     if kept < MIN_CONTENT_KEPT:
         source = ""
         if x.evidence:
