@@ -7,11 +7,14 @@ as `evidence` on the question's turn, so no classify call and no search happens)
 through the real command in process: `realign run --retrieval none --no-cache` with a scripted
 backend that answers each record's rewrite request with the case's rewrite (and the case's
 finish reason, `stop` unless it says `length`). The output's `realign` metadata says whether
-the original was kept and by which rule.
+the original was kept and by which rule. A `length` case's answer is the complete JSON object
+(it validates) reported with finish reason `length`, as a model cut off at the end of its
+rewrite: only a pipeline that keeps the finish reason can tell.
 
     python benchmarks/filter_corpus.py                       # the tests' corpus
     python benchmarks/filter_corpus.py --corpus held_out/    # a file or a folder of .jsonl
     python benchmarks/filter_corpus.py --filter-preset open-platypus --misses 0
+    python benchmarks/filter_corpus.py --notes     # each miss with why the case is bad/good
 
 A corpus line (JSON Lines; a folder is read file by file, sorted):
 
@@ -371,9 +374,9 @@ def score(outcomes: list[Outcome]) -> Report:
     return report
 
 
-def format_report(report: Report, *, misses: int | None = None) -> str:
+def format_report(report: Report, *, misses: int | None = None, notes: bool = False) -> str:
     """The per-kind table, the totals, then the misses and the failures with their rules.
-    `misses`: how many misses to list (None: all)."""
+    `misses`: how many misses to list (None: all); `notes`: each miss with its case's note."""
     lines = [f"{'kind':<12} {'n':>4} {'caught/accepted':>16} {'rate':>7} {'failed':>7}"]
     for k in report.kinds.values():
         what = "accepted" if k.kind == GOOD else "caught"
@@ -390,6 +393,8 @@ def format_report(report: Report, *, misses: int | None = None) -> str:
     for o in shown:
         what = "accepted a bad rewrite" if o.case.bad else "rejected a good rewrite"
         lines.append(f"  {o.case.id:<16} {o.case.kind:<11} {what:<24} {o.rule}: {o.reason[:110]}")
+        if notes:
+            lines.append(f"  {'':<16} note: {o.case.note}")
     if len(shown) < len(report.misses):
         lines.append(f"  ... {len(report.misses) - len(shown)} more (--misses N)")
     if report.broken:
@@ -404,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="a .jsonl or a folder")
     parser.add_argument("--filter-preset", default="default")
     parser.add_argument("--misses", type=int, default=None, help="list at most N misses")
+    parser.add_argument("--notes", action="store_true", help="show each miss's note")
     args = parser.parse_args(argv)
     try:
         cases = load_corpus(args.corpus)
@@ -412,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report = score(run_corpus(cases, preset=args.filter_preset))
     print(f"corpus {args.corpus}: {len(cases)} cases, filter preset {args.filter_preset}")
-    print(format_report(report, misses=args.misses))
+    print(format_report(report, misses=args.misses, notes=args.notes))
     return 0
 
 
