@@ -108,7 +108,9 @@ def has_term(term: str, text: str) -> bool:
 def question_of(instruction: str) -> str:
     """The question of a request, without a passage pasted after it: its first line, up to
     its first question mark."""
-    return re.split(r"(?<=\?)|\n", instruction.strip(), maxsplit=1)[0]
+    first = re.split(r"(?<=\?)|\n", instruction.strip(), maxsplit=1)[0]
+    # A passage quoted in the request ("Extract every deadline from: '…'") is no question.
+    return re.sub(r"(['\"“‘]).{20,}?(?:\1|[’”]|$)", " ", first)
 
 
 def answer_not_subject(terms: list[str], instruction: str) -> list[str]:

@@ -348,17 +348,40 @@ MIN_ALIGNED = 0.6  # share of content words two sentences must have in common to
 MIN_ALIGNED_WORDS = 4
 
 
+def _negations_about(statement: str, other: set[str]) -> int:
+    """How many negations of `statement` bear on words `other` also has: the content words
+    just around a negation (two words before, six after) must be among them, so a negation in
+    a part the other statement does not restate ("…, but 1900 was not") is not counted."""
+    tokens = words(statement.replace("n't", " not").replace("n’t", " not"))
+    count = 0
+    for i, t in enumerate(tokens):
+        if _NEGATIONS.fullmatch(t) or t.lower() == "cannot":
+            near = content_words(" ".join(tokens[max(0, i - 2) : i] + tokens[i + 1 : i + 7]))
+            count += bool(near & other)
+    return count
+
+
 def _polar_stems(sentence: str) -> set[str]:
     return {stem(w) for w in words(sentence)}
 
 
+_LEADING_VERDICT = re.compile(r"^\W*(?:no|yes|not really|nope|true|false)\b[\W]*", re.IGNORECASE)
+
+
+def _statements(text: str) -> list[str]:
+    """Sentences split further at colons, semicolons and dashes, a leading "No,"/"Yes," dropped (a
+    verdict is `verdict_lost`'s to compare)."""
+    parts = (p for s in sentences(text) for p in re.split(r"[:;]\s|\s[—–-]\s", s))
+    return [_LEADING_VERDICT.sub("", p).strip() for p in parts if p.strip()]
+
+
 def contradiction(original: str, rewrite: str) -> str | None:
-    """A rewrite sentence that reverses the original sentence it restates, or None. Only
-    sentences of some length that share most of their content words are compared: a
+    """A rewrite statement that reverses the original one it restates, or None. Only
+    statements of some length that share most of their content words are compared: a
     restatement, not a neighbour."""
-    originals = [(o, content_words(o) - set(_OPPOSITES)) for o in sentences(original)]
+    originals = [(o, content_words(o) - set(_OPPOSITES)) for o in _statements(original)]
     originals = [(o, ow) for o, ow in originals if len(ow) >= MIN_ALIGNED_WORDS]
-    for r in sentences(rewrite):
+    for r in _statements(rewrite):
         rw = content_words(r) - set(_OPPOSITES)
         if len(rw) < MIN_ALIGNED_WORDS:
             continue
@@ -369,7 +392,7 @@ def contradiction(original: str, rewrite: str) -> str | None:
         )
         if share < MIN_ALIGNED:
             continue
-        if len(_NEGATIONS.findall(best)) % 2 != len(_NEGATIONS.findall(r)) % 2:
+        if _negations_about(best, rw) % 2 != _negations_about(r, content_words(best)) % 2:
             return f"the rewrite negates what the original says: {r[:80]!r} vs {best[:80]!r}"
         ow_all, rw_all = _polar_stems(best), _polar_stems(r)
         for w in sorted(rw_all - ow_all):
