@@ -489,3 +489,65 @@ def test_evidence_copied_instead_of_the_answer() -> None:
         "bronze colour\n\nIt stands on the Champ de Mars in Paris."
     )
     assert decide(q, orig, grounded, "open_qa", evidence=ev).rule == "passed"
+
+
+SKY_Q = "Why is the sky blue?"
+SKY = (
+    "Sunlight contains all colours. When it enters the atmosphere, the short blue wavelengths "
+    "are scattered by air molecules far more than the long red ones (Rayleigh scattering), so "
+    "blue light reaches our eyes from every direction of the sky."
+)
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "rule"),
+    [
+        (
+            "Certainly! Here is the reformatted answer, now organised with headings and bullet "
+            "points as required.",
+            "meta_text",
+        ),
+        ("In accordance with the guidelines, the reply below is presented concisely.", "meta_text"),
+        (
+            "This version keeps all of the facts from the original answer while improving its "
+            "structure.",
+            "meta_text",
+        ),
+        ("I'm afraid I can't give a definitive explanation of this.", "meta_text"),
+        (
+            "That's a great question! Many people have wondered about the colour of the sky for "
+            "centuries, and scientists have studied it closely.",
+            "off_topic",
+        ),
+        (
+            "At sunset, sunlight travels through much more of the atmosphere, so most of the blue "
+            "light is scattered away before it reaches us and the sky looks red and orange.",
+            "off_topic",
+        ),
+        (
+            "Sunlight contains all colours. When it enters the atmosphere, the long red wavelengths "
+            "are scattered by air molecules far more than the short blue ones, so red light "
+            "reaches our eyes from every direction.",
+            "invented_content",
+        ),
+    ],
+)
+def test_sky_rewrites_that_lose_the_answer(rewrite: str, rule: str) -> None:
+    d = decide(SKY_Q, SKY, rewrite, "explain_answer")
+    assert d.keep_original and d.rule == rule, d
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        "## Why the sky is blue\n\n1. **Sunlight** contains all colours.\n2. In the atmosphere, "
+        "air molecules scatter the **short blue wavelengths** far more than the long red ones "
+        "— this is *Rayleigh scattering*.\n3. So blue light reaches our eyes from every "
+        "direction of the sky.",
+        "**Short answer:** air molecules scatter blue light much more than red light (Rayleigh "
+        "scattering).\n\nSunlight contains all colours; the short blue wavelengths get "
+        "scattered in every direction, so the whole sky looks blue.",
+    ],
+)
+def test_sky_rewrites_that_keep_it(rewrite: str) -> None:
+    assert decide(SKY_Q, SKY, rewrite, "explain_answer").rule == "passed"

@@ -400,4 +400,19 @@ def contradiction(original: str, rewrite: str) -> str | None:
                 return (
                     f"the rewrite says {w!r} where the original says {min(swapped)!r}: {r[:80]!r}"
                 )
+        if flipped := _order_flipped(best, r):
+            return f"the rewrite swaps {flipped[0]!r} and {flipped[1]!r}: {r[:80]!r}"
+    return None
+
+
+def _order_flipped(original: str, rewrite: str) -> tuple[str, str] | None:
+    """Two opposite words both statements use, in the other order ("the short blue waves
+    scatter more than the long red ones" restated with "long" first): what each qualifies
+    was swapped."""
+    o = [stem(w) for w in words(original)]
+    r = [stem(w) for w in words(rewrite)]
+    for a in sorted(set(o) & set(r)):
+        for b in sorted(_OPPOSITES.get(a, set()) & set(o) & set(r)):
+            if a < b and (o.index(a) < o.index(b)) != (r.index(a) < r.index(b)):
+                return a, b
     return None
