@@ -142,8 +142,8 @@ def test_judge_rejects_bad_arguments(tmp_path: Path) -> None:
         ],
     )
     assert r.exit_code == 2 and "unknown aspect(s) beauty" in r.output
-    r = CliRunner().invoke(app, ["judge", str(a), str(a), str(a), "-o", str(tmp_path / "o.json")])
-    assert r.exit_code == 2 and "not 3" in r.output
+    r = CliRunner().invoke(app, ["judge", "-o", str(tmp_path / "o.json")])
+    assert r.exit_code == 2 and "Missing argument" in r.output
     r = CliRunner().invoke(
         app,
         [

@@ -115,6 +115,24 @@ def test_ray_run_writes_what_the_local_engine_writes_and_shares_one_cache(
     assert without_time(out.read_text()) == outs["ray"][0]
 
 
+def test_ray_workers_run_the_verify_check(ray_session: object, tmp_path: Path) -> None:
+    """`--verify` reaches the workers with the run's options: every rewrite the rules passed
+    was checked (the fake model says yes), and the checks are in the shared cache."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(alpaca(6)) + "\n")
+    types = {**TYPES, "default": ("Anything that fits no other type.", "yes", "no", "Answer.")}
+    pack = str(write_pack(tmp_path / "pack", types))
+    out = tmp_path / "out.jsonl"
+    argv = ["run", str(src), "-o", str(out), "--backend", "fake", "--pack", pack, "--force"]
+    res = runner.invoke(app, [*argv, "--verify", "--engine", "ray", "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    units = [u for x in out.read_text().splitlines() for u in json.loads(x)["realign"]["units"]]
+    passed = [u for u in units if u["filter"]["rule"] == "passed"]
+    assert passed and all(u["filter"]["checked"][-1] == "verify" for u in passed)
+    with Cache(tmp_path / "realign-home" / "cache.sqlite") as cache:
+        assert len(cache) == 6 * 2 + len(passed)  # classify + rewrite per record, and the checks
+
+
 def test_sigkill_then_rerun_finishes_without_duplicates(ray_session: Any, tmp_path: Path) -> None:
     # The runs join this module's Ray cluster (`--address`), as on a real cluster: the driver
     # is killed, the cluster stays.

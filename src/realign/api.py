@@ -59,7 +59,9 @@ async def arealign_records(
     stages = Stages(
         pack=crit,
         engine=engine,
-        options=RunOptions(**{**crit.settings.run_defaults(), **options}),
+        options=RunOptions(
+            **{**crit.settings.run_defaults(local=backend.name == "local"), **options}
+        ),
         retriever=retriever,
         model=backend.model,
         backend=backend.name,

@@ -247,6 +247,9 @@ class PackSettings(BaseModel):
     samples: int = Field(1, ge=1, le=16)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     selection: Literal["longest", "first"] = "longest"
+    # The model checks each rewrite the rules passed (`realign run --verify`). The embedded
+    # model is too small to judge faithfully: with it, only an explicit --verify turns it on.
+    verify: bool = False
 
     @field_validator("prompt")
     @classmethod
@@ -257,9 +260,13 @@ class PackSettings(BaseModel):
             raise ValueError(f"no prompt template '{v}' in realign/prompts/")
         return v
 
-    def run_defaults(self) -> dict[str, Any]:
-        """The `RunOptions` fields this file sets."""
-        return self.model_dump()
+    def run_defaults(self, *, local: bool = False) -> dict[str, Any]:
+        """The `RunOptions` fields this file sets. `local`: the run uses the embedded model,
+        for which `verify: true` is not taken from a pack (only an explicit --verify)."""
+        out = self.model_dump()
+        if local:
+            out["verify"] = False
+        return out
 
 
 def load_settings(folder: Path) -> PackSettings:

@@ -129,7 +129,10 @@ def _print_errors(message: str) -> None:
 
 def _settings_text(settings: PackSettings) -> str:
     """`prompt rewrite_paper, samples 2, ...`; an unset temperature reads as realign's rule."""
-    parts = [f"{k} {v}" for k, v in settings.run_defaults().items() if v is not None]
+    shown = {k: v for k, v in settings.run_defaults().items() if v is not None}
+    if not shown.get("verify"):  # off is the default: saying so on every pack is noise
+        shown.pop("verify", None)
+    parts = [f"{k} {'yes' if v is True else v}" for k, v in shown.items()]
     return ", ".join(parts)
 
 

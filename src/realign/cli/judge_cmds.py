@@ -14,7 +14,14 @@ JUDGE_HELP = """Judge responses with an LLM.
 aspect. **Two inputs A B: pairwise comparison.** Records are matched by id (or by instruction
 text when ids differ; unmatched ones are listed); each pair is judged in both orders per
 aspect, and a verdict that flips with the order counts as a tie. Outcomes are for B against A
-(win = B better), overall and per task type, with bootstrap 95% intervals.
+(win = B better), overall and per task type, with bootstrap 95% intervals. Beside the raw win
+rate stands the **length-controlled** win rate (AlpacaEval 2 style): judges favour longer
+answers, so it is read from a logistic model of each outcome on the two answers' length
+difference, at zero difference. **Three or more inputs:** every pair is compared (or each
+against `--baseline`), and each dataset gets a Bradley-Terry rating (Elo scale) per aspect.
+
+`--dry-run` prints the requests, tokens and dollars and sends nothing; `--max-cost` stops
+cleanly before spending more (rerun to resume).
 
 Aspects: `alignment` (does what the request asks, judged against the request alone, never
 against realign's own criteria), `factuality` (uses the `--reference` answer matched by record
@@ -30,6 +37,8 @@ Examples:
 
     realign judge out.json -o scores.json --aspects alignment,readability
     realign judge original.json realigned.json -o cmp.json --html cmp.html
+    realign judge original.json realigned.json -o cmp.json --dry-run
+    realign judge orig.json v1.json v2.json -o cmp.json --baseline orig.json
     realign judge a.json b.json --reference gold.json -o cmp.json \\
         --base-url http://127.0.0.1:8000/v1 --model my-model
 """
@@ -57,7 +66,14 @@ REFERENCE = typer.Option(
     "when the request asks for several things.",
 )
 HTML = typer.Option(None, "--html", help="Also write a self-contained HTML report here.")
-INPUTS = typer.Argument(..., help="One dataset (scores) or two, A then B (comparison).")
+INPUTS = typer.Argument(
+    ..., help="One dataset (scores), two, A then B (comparison), or more (ratings)."
+)
+BASELINE = typer.Option(
+    None,
+    help="With three or more inputs: compare each input with this one only (one of the "
+    "inputs), instead of every pair.",
+)
 REPORT_INPUT = typer.Argument(..., help="A `realign run` output, or a judge output JSON.")
 REPORT_HTML = typer.Option(..., "--html", help="Where to write the HTML report.")
 
@@ -85,6 +101,9 @@ def register(app: typer.Typer) -> None:
         ),
         resamples: int = typer.Option(1000, min=100, help="Bootstrap resamples for the intervals."),
         seed: int = typer.Option(0, help="Bootstrap seed (same seed, same intervals)."),
+        baseline: Path | None = BASELINE,
+        max_cost: float | None = options.MAX_COST,
+        dry_run: bool = options.DRY_RUN,
         input_format: str | None = options.INPUT_FORMAT,
         fields: str | None = options.FIELDS,
     ) -> None:

@@ -53,6 +53,9 @@ def judge_command(
     limit: int | None,
     resamples: int,
     seed: int,
+    baseline: Path | None,
+    max_cost: float | None,
+    dry_run: bool,
     input_format: str | None,
     fields: str | None,
 ) -> int:
@@ -63,8 +66,9 @@ def judge_command(
     from realign.pipeline.state import AnswerJournal
 
     con = make_console()
-    if len(inputs) not in (1, 2):
-        raise die(f"give one input (scores) or two (A B comparison), not {len(inputs)}")
+    if not inputs:
+        raise die("give one input (scores), two (A B comparison) or more (ratings)")
+    base = _baseline_index(inputs, baseline)
     check_output(output, *inputs)
     try:
         wanted = judge.parse_aspects(aspects)
@@ -85,19 +89,22 @@ def judge_command(
     for err in read_errors:
         con.print(f"[red]not readable:[/] {err}")
     refs = _references(reference, con)
+    engine_options = EngineOptions(
+        backend=backend,
+        model=model,
+        base_url=base_url,
+        concurrency=concurrency,
+        max_cost=max_cost,
+        no_cache=no_cache,
+        default_model=judge.DEFAULT_JUDGE_MODEL,
+    )
+    if dry_run:
+        return _dry_run(
+            engine_options, [d for d, _ in datasets], wanted, crit_pack, refs, base, con
+        ) or (1 if read_errors else 0)
 
     lock = lock_output(output)  # before anything is paid for
-    built = build_engine(
-        EngineOptions(
-            backend=backend,
-            model=model,
-            base_url=base_url,
-            concurrency=concurrency,
-            no_cache=no_cache,
-            default_model=judge.DEFAULT_JUDGE_MODEL,
-        ),
-        stderr=con.file,
-    )
+    built = build_engine(engine_options, stderr=con.file)
     engine = built.engine
     settings = {
         "inputs": [_stamp(p) for p in inputs],
@@ -109,6 +116,7 @@ def judge_command(
         "fields": fields,
         "model": engine.backend.model,
         "backend": engine.backend.backend_id,
+        "baseline": base,
     }
     job = open_job(
         "judge",
@@ -121,23 +129,32 @@ def judge_command(
         what="judge answers",
     )
     engine.cache = AnswerJournal(job.state, engine.cache)
-    result: list[judge.Comparison | judge.ScoresReport] = []
+    result: list[judge.Comparison | judge.ScoresReport | judge.MultiComparison] = []
 
     async def work(tick: Tick) -> None:
         def on_progress(n: int) -> None:
             for _ in range(n):
                 tick()
 
+        planned = [0]
+
+        def on_total(n: int) -> None:  # several comparisons each announce their calls
+            planned[0] += n
+            tick.set_total(planned[0])
+
         common: dict[str, Any] = {
             "pack": crit_pack,
             "references": refs,
             "reference_name": str(reference) if reference else None,
-            "on_total": tick.set_total,
+            "on_total": on_total,
             "on_progress": on_progress,
             "resamples": resamples,
             "seed": seed,
         }
-        if len(inputs) == 2:
+        if len(inputs) > 2:
+            named = [(str(p), d[0]) for p, d in zip(inputs, datasets, strict=True)]
+            result.append(await judge.judge_many(engine, named, wanted, baseline=base, **common))
+        elif len(inputs) == 2:
             names = (str(inputs[0]), str(inputs[1]))
             a, b = datasets[0][0], datasets[1][0]
             result.append(await judge.judge_pairwise(engine, a, b, wanted, names=names, **common))
@@ -185,23 +202,90 @@ def _report_judged(
     return 0
 
 
+def _baseline_index(inputs: list[Path], baseline: Path | None) -> int | None:
+    if baseline is None:
+        return None
+    if len(inputs) < 3:
+        raise die("--baseline needs three or more inputs (two are compared with each other)")
+    for i, p in enumerate(inputs):
+        if p == baseline or p.resolve() == baseline.resolve():
+            return i
+    raise die(f"--baseline {baseline}: not one of the inputs ({', '.join(map(str, inputs))})")
+
+
+def _dry_run(
+    opts: Any,
+    datasets: list[Any],
+    aspects: list[str],
+    pack: Any,
+    refs: ReferenceIndex | None,
+    base: int | None,
+    con: Console,
+) -> int:
+    """Print what the judge run would send and cost; sends nothing. 0 (the caller adds the
+    exit status that unreadable records would give the real run)."""
+    from realign.judge.estimate import estimate_judge
+    from realign.llm.build import pricing_model
+    from realign.llm.pricing import estimate, render_table
+
+    stage = estimate_judge(datasets, aspects, pack=pack, references=refs, baseline=base)
+    con.print(
+        f"dry run: {sum(len(d) for d in datasets)} records read from {len(datasets)} "
+        "input(s); no request was sent."
+    )
+    con.print(render_table(estimate(pricing_model(opts), [stage])))
+    con.print(
+        f"output tokens are counted at the cap of {stage.output_tokens // max(1, stage.requests)} a call (an upper bound)."
+    )
+    return 0
+
+
+def _rate(r: Any) -> str:
+    return f"{r.rate:.0%} [{r.low:.0%}–{r.high:.0%}]"
+
+
 def _summary(result: Any) -> Any:
     from rich.table import Table
 
-    from realign.judge import Comparison
+    from realign.judge import Comparison, MultiComparison
 
+    if isinstance(result, MultiComparison):
+        t = Table(title="Bradley-Terry ratings (Elo scale, 95% CI)", caption=result.note)
+        t.add_column("dataset")
+        for a in result.aspects:
+            t.add_column(a)
+        for name in result.datasets:
+            cells = []
+            for a in result.aspects:
+                r = next(x for x in result.ratings[a] if x.name == name)
+                cells.append(f"{r.rating:.0f} [{r.low:.0f}–{r.high:.0f}]")
+            t.add_row(name, *cells)
+        return t
     if isinstance(result, Comparison):
-        t = Table(title=f"B ({result.b}) against A ({result.a})")
-        for h in ("aspect", "n", "B better [95% CI]", "tie", "A better [95% CI]", "consistent"):
+        t = Table(
+            title=f"B ({result.b}) against A ({result.a})",
+            caption="At equal length: the length-controlled win rate (README, Judging).   ",
+        )
+        for h in (
+            "aspect",
+            "n",
+            "B better [95% CI]",
+            "B better at equal length",
+            "tie",
+            "A better [95% CI]",
+            "consistent",
+        ):
             t.add_column(h)
         for a in result.aspects:
             s = result.summary[a].overall
+            lc = result.summary[a].length_controlled
             t.add_row(
                 a,
                 str(s.n),
-                f"{s.win.rate:.0%} [{s.win.low:.0%}–{s.win.high:.0%}]",
+                _rate(s.win),
+                _rate(lc) if lc else "n/a",
                 f"{s.tie.rate:.0%}",
-                f"{s.lose.rate:.0%} [{s.lose.low:.0%}–{s.lose.high:.0%}]",
+                _rate(s.lose),
                 f"{s.consistency:.0%}",
             )
         for name, m in (("A", result.metrics_a), ("B", result.metrics_b)):
@@ -223,13 +307,14 @@ def _summary(result: Any) -> Any:
 
 def _write_html(result: Any, path: Path, con: Console) -> None:
     from realign import report
-    from realign.judge import Comparison
+    from realign.judge import Comparison, MultiComparison
 
-    view = (
-        report.comparison_view(result)
-        if isinstance(result, Comparison)
-        else report.scores_view(result)
-    )
+    if isinstance(result, MultiComparison):
+        view = report.multi_view(result)
+    elif isinstance(result, Comparison):
+        view = report.comparison_view(result)
+    else:
+        view = report.scores_view(result)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(report.render_html(view), encoding="utf-8")
     con.print(f"wrote {path}")
@@ -241,7 +326,7 @@ def _judge_output(path: Path) -> Any | None:
 
     from pydantic import ValidationError
 
-    from realign.judge import Comparison, ScoresReport
+    from realign.judge import Comparison, MultiComparison, ScoresReport
 
     if path.suffix.lower() != ".json" or not path.is_file():
         return None
@@ -254,9 +339,10 @@ def _judge_output(path: Path) -> Any | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     kind = data.get("kind") if isinstance(data, dict) else None
-    models: dict[Any, type[Comparison] | type[ScoresReport]] = {
+    models: dict[Any, type[Comparison] | type[ScoresReport] | type[MultiComparison]] = {
         "comparison": Comparison,
         "scores": ScoresReport,
+        "multi_comparison": MultiComparison,
     }
     model = models.get(kind)
     if model is None:
@@ -281,9 +367,15 @@ def report_command(
     con = make_console()
     judged = _judge_output(input)
     if judged is not None:
-        from realign.judge import Comparison, comparison_warnings, scores_warnings
+        from realign.judge import (
+            Comparison,
+            MultiComparison,
+            comparison_warnings,
+            scores_warnings,
+        )
 
-        if not judged.judge_warnings:  # an output written before realign checked its judge
+        if not judged.judge_warnings and not isinstance(judged, MultiComparison):
+            # an output written before realign checked its judge
             check = comparison_warnings if isinstance(judged, Comparison) else scores_warnings
             judged.judge_warnings = check(judged)
         if reference is not None:

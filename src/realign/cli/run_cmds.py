@@ -26,7 +26,17 @@ Examples:
         --force --filter-preset gsm8k
     realign run data.json -o out.json --dry-run             # cost estimate, no request
     realign run realign.json -o out.json --pack realign-paper   # ReAlign's formats and settings
+    realign run data.json -o out.json --model gpt-4o-mini --verify   # the model checks rewrites
 """
+
+VERIFY_HELP = (
+    "After the filter rules pass a rewrite, one more request asks the model whether the "
+    "rewrite keeps every fact, number, verdict and code of the original and answers the "
+    "request; a no keeps the original (rule verify, with the model's reason). Cached, "
+    "counted in --dry-run and --max-cost, works with --batch and --engine ray. "
+    "[default: the pack's `verify:` (pack.yaml), else off; with the embedded model only "
+    "an explicit --verify turns it on]"
+)
 
 FILTER_PRESET_HELP = (
     "Filter rules to apply, after ReAlign's per-dataset selection; every preset first "
@@ -84,6 +94,7 @@ def register(app: typer.Typer) -> None:
             help=FILTER_PRESET_HELP,
             metavar="default|open-platypus|no-robots|gsm8k|math",
         ),
+        verify: bool | None = typer.Option(None, "--verify/--no-verify", help=VERIFY_HELP),
         reclassify: bool = typer.Option(
             False, help="Classify even records whose input already gives a task type."
         ),

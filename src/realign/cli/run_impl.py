@@ -17,7 +17,7 @@ from realign.cli.console import make_console
 from realign.cli.job import engine_rows, failed_note, open_job, run_job
 from realign.cli.options import EngineArgs
 from realign.criteria import CriteriaError, CriteriaPack, load_pack
-from realign.llm.build import EngineOptions
+from realign.llm.build import EngineOptions, goes_local
 from realign.pipeline.build import RunSettings
 from realign.pipeline.inputs import DEFAULT_MAX_RECORD_MB, open_input, read_items
 from realign.pipeline.record import RunOptions
@@ -39,6 +39,7 @@ class RunArgs(EngineArgs):
     temperature: float | None = None
     force: bool = False
     filter_preset: str = "default"
+    verify: bool | None = None  # None: the pack's `verify:` (never for the embedded model)
     reclassify: bool = False
     classifier: str = "llm"
     min_confidence: float = 0.5
@@ -100,9 +101,21 @@ def load_criteria(args: RunArgs) -> CriteriaPack:
 def run_options(args: RunArgs, pack: CriteriaPack) -> RunOptions:
     """The run's options: the flags given, else the pack's `pack.yaml` defaults (realign-paper:
     ReAlign's prompt, 2 samples at 0.3, longest), else realign's own."""
-    given = {"samples": args.samples, "selection": args.selection, "temperature": args.temperature}
+    given = {
+        "samples": args.samples,
+        "selection": args.selection,
+        "temperature": args.temperature,
+        "verify": args.verify,
+    }
+    local = not args.classify_only and goes_local(args.engine_options())
+    if local and pack.settings.verify and args.verify is None:
+        err.print(
+            f"criteria pack '{pack.name}' says verify: true, but the embedded model is too "
+            "small to judge its own rewrites: verification is off (--verify turns it on)"
+        )
+    defaults = pack.settings.run_defaults(local=local)
     return RunOptions(
-        **{**pack.settings.run_defaults(), **{k: v for k, v in given.items() if v is not None}},
+        **{**defaults, **{k: v for k, v in given.items() if v is not None}},
         tasks=frozenset(split_csv(args.tasks)) or None,
         force=args.force,
         filter_preset=args.filter_preset,
@@ -111,6 +124,33 @@ def run_options(args: RunArgs, pack: CriteriaPack) -> RunOptions:
         min_confidence=args.min_confidence,
         classify_only=args.classify_only,
     )
+
+
+def acceptance_line(summary: Any, model: str = "the model") -> str:
+    """How many rewrites were accepted, and when a run tried some but accepted none, why:
+    a bare 0 reads as a bug; `model` names the model ("the embedded model")."""
+    tried = summary.attempts
+    accepted, total = tried.get("accepted", 0), sum(tried.values())
+    line = f"{accepted} of {total} rewrite(s) accepted"
+    if accepted or not total:
+        return line if total else "no rewrite tried"
+    why = []
+    if tried.get("filter"):
+        fired = {r: n for r, n in summary.filter_rules.most_common() if r != "passed"}
+        rules = ", ".join(f"{r} {n}" for r, n in fired.items())
+        lost = "only copied the originals" if set(fired) == {"unchanged"} else "lost content"
+        why.append(
+            f"the filter kept every original (rules: {rules}); {model}'s rewrites {lost} "
+            "— use a stronger model (--model / --base-url)"
+        )
+    if tried.get("format"):
+        why.append(
+            f"{model} judged the format a poor fit {tried['format']} time(s) (--force rewrites "
+            "anyway)"
+        )
+    if tried.get("truncated"):
+        why.append(f"{tried['truncated']} rewrite(s) were cut off twice by the output budget")
+    return f"0 rewrites accepted: {'; '.join(why)}"
 
 
 def summary_table(summary: Any, engine: Any, seconds: float, command: str = "run") -> Table:
@@ -123,6 +163,10 @@ def summary_table(summary: Any, engine: Any, seconds: float, command: str = "run
         for status in ("rewritten", "kept", "skipped"):
             t.add_row(f"  {status}", str(summary.statuses.get(status, 0)))
     t.add_row("  failed", str(summary.failed))
+    if command == "run":
+        local = engine is not None and engine.has_backend and engine.backend.name == "local"
+        model = "the embedded model" if local else "the model"
+        t.add_row("rewrites", acceptance_line(summary, model))
     if summary.filter_rules:
         rules = ", ".join(f"{k} {v}" for k, v in summary.filter_rules.most_common())
         t.add_row("filter decisions", rules)

@@ -8,10 +8,13 @@ is given, told whether its lines are aliases (any one is enough) or a list (ever
 needed, `metrics.reference_lines`).
 
 `units` (what is judged, reference answers, pairing two datasets) → `requests` (rubrics,
-prompts, outputs, calls) → `stats` (bootstrap CIs, degenerate-judge signs) → `pointwise` /
-`pairwise` (the two runs and their reports).
+prompts, outputs, calls) → `stats` (bootstrap CIs, degenerate-judge signs), `lc`
+(length-controlled win rate), `ranking` (Bradley-Terry ratings) → `pointwise` / `pairwise` /
+`multi` (the runs and their reports); `estimate` counts a run's requests for `--dry-run`.
 """
 
+from realign.judge.lc import LengthControlled, length_controlled
+from realign.judge.multi import MultiComparison, judge_many
 from realign.judge.pairwise import (
     CONVENTION,
     AspectSummary,
@@ -29,6 +32,7 @@ from realign.judge.pointwise import (
     judge_pointwise,
     scores_warnings,
 )
+from realign.judge.ranking import Rating, bradley_terry
 from realign.judge.requests import (
     DEFAULT_ASPECTS,
     DEFAULT_JUDGE_MODEL,
@@ -76,7 +80,9 @@ __all__ = [
     "AspectVerdict",
     "Comparison",
     "JudgeFailure",
+    "LengthControlled",
     "MatchingInfo",
+    "MultiComparison",
     "OrderVerdict",
     "Outcome",
     "OutcomeStats",
@@ -84,6 +90,7 @@ __all__ = [
     "PairwiseOutput",
     "PointwiseOutput",
     "RateCI",
+    "Rating",
     "RecordPair",
     "ReferenceIndex",
     "ScoreStats",
@@ -93,10 +100,13 @@ __all__ = [
     "Unit",
     "UnmatchedRecord",
     "available_aspects",
+    "bradley_terry",
     "combine_orders",
     "comparison_warnings",
+    "judge_many",
     "judge_pairwise",
     "judge_pointwise",
+    "length_controlled",
     "match_records",
     "outcome_stats",
     "pairwise_request",

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from realign import metrics
 from realign.criteria import CriteriaPack
+from realign.judge.lc import LengthControlled, length_controlled
 from realign.judge.requests import (
     JudgeFailure,
     Outcome,
@@ -93,6 +94,9 @@ class PairResult(BaseModel):
 class AspectSummary(BaseModel):
     overall: OutcomeStats
     by_task_type: dict[str, OutcomeStats]
+    # B's win rate at equal length (`judge/lc.py`); None below `lc.MIN_UNITS` judged units.
+    length_controlled: LengthControlled | None = None
+    lc_by_task_type: dict[str, LengthControlled | None] = Field(default_factory=dict)
 
 
 class Comparison(BaseModel):
@@ -118,7 +122,7 @@ class Comparison(BaseModel):
     judge_warnings: list[str] = Field(default_factory=list)
 
 
-def _pair_units(
+def pair_units(
     pairs: Sequence[RecordPair], info: MatchingInfo
 ) -> list[tuple[RecordPair, Unit, Unit]]:
     out: list[tuple[RecordPair, Unit, Unit]] = []
@@ -154,7 +158,7 @@ async def judge_pairwise(
     seed: int = 0,
 ) -> Comparison:
     pairs, info = match_records(records_a, records_b)
-    units = _pair_units(pairs, info)
+    units = pair_units(pairs, info)
     results: list[PairResult] = []
     for p, ua, ub in units:
         task_type = ub.task_type or ua.task_type
@@ -234,20 +238,7 @@ async def judge_pairwise(
                 a_first=va,
                 b_first=vb,
             )
-    summary = {}
-    for aspect in aspects:
-        judged = [
-            (r.task_type, (f"{r.index_a}:{r.index_b}", v.outcome, v.consistent))
-            for r in results
-            if (v := r.verdicts[aspect]).outcome is not None
-        ]
-        summary[aspect] = AspectSummary(
-            overall=outcome_stats([x for _, x in judged], resamples=resamples, seed=seed),  # type: ignore[misc]
-            by_task_type={
-                tt: outcome_stats(g, resamples=resamples, seed=seed)  # type: ignore[arg-type]
-                for tt, g in by_task_type(judged).items()
-            },
-        )
+    summary = {aspect: _summarise(results, aspect, resamples, seed) for aspect in aspects}
     failures.sort(key=lambda f: (f.id, f.turn, f.aspect, f.order or ""))
     cmp = Comparison(
         a=names[0],
@@ -267,6 +258,34 @@ async def judge_pairwise(
     )
     cmp.judge_warnings = comparison_warnings(cmp)
     return cmp
+
+
+def _summarise(results: list[PairResult], aspect: str, resamples: int, seed: int) -> AspectSummary:
+    """Raw outcome rates and the length-controlled win rate, overall and per task type."""
+    Row = tuple[tuple[str, Outcome, bool], tuple[str, Outcome, int, int]]
+    rows: list[tuple[str | None, Row]] = []
+    for r in results:
+        v = r.verdicts[aspect]
+        if v.outcome is None:
+            continue
+        key = f"{r.index_a}:{r.index_b}"
+        lengths = (key, v.outcome, r.metrics_a.tokens, r.metrics_b.tokens)
+        rows.append((r.task_type, ((key, v.outcome, v.consistent), lengths)))
+    groups = by_task_type(rows)
+    return AspectSummary(
+        overall=outcome_stats([o for _, (o, _) in rows], resamples=resamples, seed=seed),
+        by_task_type={
+            tt: outcome_stats([o for o, _ in g], resamples=resamples, seed=seed)
+            for tt, g in groups.items()
+        },
+        length_controlled=length_controlled(
+            [lc for _, (_, lc) in rows], resamples=resamples, seed=seed
+        ),
+        lc_by_task_type={
+            tt: length_controlled([lc for _, lc in g], resamples=resamples, seed=seed)
+            for tt, g in groups.items()
+        },
+    )
 
 
 def comparison_warnings(cmp: Comparison) -> list[str]:

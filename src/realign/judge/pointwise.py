@@ -138,8 +138,7 @@ async def judge_pointwise(
         summary[aspect] = AspectScores(
             overall=score_stats([(k, sc) for k, sc, _ in items], resamples=resamples, seed=seed),
             by_task_type={
-                tt: score_stats(g, resamples=resamples, seed=seed)  # type: ignore[arg-type]
-                for tt, g in groups.items()
+                tt: score_stats(g, resamples=resamples, seed=seed) for tt, g in groups.items()
             },
         )
     failures.sort(key=lambda f: (f.id, f.turn, f.aspect))

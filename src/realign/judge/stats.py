@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from typing import TypeVar
 
 from pydantic import BaseModel
 
 from realign import metrics
 from realign.judge.requests import Outcome
 from realign.judge.units import UNKNOWN_TASK
+
+T = TypeVar("T")
 
 # --- statistics ---------------------------------------------------------------------------
 
@@ -93,8 +96,9 @@ def score_stats(
     )
 
 
-def by_task_type(items: Sequence[tuple[str | None, object]]) -> dict[str, list[object]]:
-    groups: dict[str, list[object]] = defaultdict(list)
+def by_task_type(items: Sequence[tuple[str | None, T]]) -> dict[str, list[T]]:
+    """Items grouped by task type, the largest group first."""
+    groups: dict[str, list[T]] = defaultdict(list)
     for tt, item in items:
         groups[tt or UNKNOWN_TASK].append(item)
     return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))

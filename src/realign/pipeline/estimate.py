@@ -18,9 +18,11 @@ from realign.pipeline.record import RunOptions, skip_reason
 from realign.records import Failure, Record, input_task_type
 from realign.stages.classify import classification_schema, context_text
 from realign.stages.rewrite import build_request, output_budget
+from realign.stages.verify import VerifyOutput
 
 CLASSIFY_OUTPUT_TOKENS = 40
 REASONING_TOKENS = 60
+VERIFY_ESTIMATE_TOKENS = 60  # two booleans and a sentence
 
 
 def estimate_run(
@@ -49,6 +51,10 @@ def estimate_run(
         for m in prompts.render("classify", criteria=crit_list, context="", instruction="")
     )
     schema_tokens = tokens.count(str(schema.model_json_schema()))
+    verify_prompt = prompts.render("verify", context="", instruction="", original="", rewrite="")
+    verify_fixed = sum(tokens.count(m.content) for m in verify_prompt) + tokens.count(
+        str(VerifyOutput.model_json_schema())
+    )
     for item in items:
         if options.limit is not None and records >= options.limit:
             break
@@ -100,13 +106,16 @@ def estimate_run(
             req["rewrite"] += calls
             tin["rewrite"] += n_in * calls
             original = item.turns[turn].content
-            tout["rewrite"] += (
-                min(
-                    output_budget(original, crit),
-                    int(1.5 * tokens.count(original)) + REASONING_TOKENS,
-                )
-                * options.samples
+            rewrite_tokens = min(
+                output_budget(original, crit),
+                int(1.5 * tokens.count(original)) + REASONING_TOKENS,
             )
+            tout["rewrite"] += rewrite_tokens * options.samples
+            if options.verify:  # every rewrite counted as passing the rules: an upper bound
+                shown = item.instruction_for(turn) + context_text(item, turn) + original
+                req["verify"] += 1
+                tin["verify"] += verify_fixed + tokens.count(shown) + rewrite_tokens
+                tout["verify"] += VERIFY_ESTIMATE_TOKENS
     stages = [
         StageEstimate(
             stage=s,
@@ -114,7 +123,7 @@ def estimate_run(
             input_tokens=tin[s],
             output_tokens=tout[s] if s != "retrieve (search)" else 0,
         )
-        for s in ("classify", "retrieve (search)", "rewrite")
+        for s in ("classify", "retrieve (search)", "rewrite", "verify")
         if req[s]
     ]
     report = estimate(
@@ -124,6 +133,11 @@ def estimate_run(
     err.print(render_table(report))
     if req["retrieve (search)"]:
         err.print(f"search requests (priced by your search provider): {req['retrieve (search)']}")
+    if req["verify"]:
+        err.print(
+            f"verify: {req['verify']} request(s), one per rewrite, counted as if the filter "
+            "rules passed every rewrite (an upper bound)."
+        )
     if unknown_types:
         err.print(
             f"{unknown_types} unit(s) have no task type yet: counted as classified and "

@@ -21,7 +21,15 @@ from realign.io.formats import input_evidence
 from realign.llm.engine import Deferred, Engine, OutputTruncated, StructuredOutputError
 from realign.pipeline.runner import STOPS, StageError, process_items
 from realign.pipeline.state import RunState, atomic_text
-from realign.records import Failure, Provenance, Record, Status, UnitMeta, ensure_units
+from realign.records import (
+    Failure,
+    FilterDecision,
+    Provenance,
+    Record,
+    Status,
+    UnitMeta,
+    ensure_units,
+)
 from realign.stages.classify import (
     DEFAULT_TYPE,
     EMBED_BATCH,
@@ -32,6 +40,7 @@ from realign.stages.classify import (
 from realign.stages.filter import DEFAULT_PRESET, decide
 from realign.stages.retrieve_query import request_context
 from realign.stages.rewrite import SELECTION_POLICIES, rewrite_unit
+from realign.stages.verify import verify_rewrite
 
 MAX_RESPONSE_TOKENS = 3000  # longer originals are passed through: a rewrite would not fit
 
@@ -52,6 +61,7 @@ class RunOptions:
     max_evidence_tokens: int = 600
     classify_only: bool = False
     filter_preset: str = DEFAULT_PRESET
+    verify: bool = False  # --verify: the model checks each rewrite the rules passed
 
     def fingerprint_data(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -98,6 +108,9 @@ class RunSummary:
     statuses: Counter[str] = field(default_factory=Counter)
     task_types: Counter[str] = field(default_factory=Counter)
     filter_rules: Counter[str] = field(default_factory=Counter)
+    # Units a rewrite was tried for, by outcome: accepted, or the original kept by the
+    # filter, by the model's "format does not fit", or after a truncated rewrite.
+    attempts: Counter[str] = field(default_factory=Counter)
     pending: int = 0  # batch mode: records waiting for Batch API answers
     stopped: str = ""  # why the run stopped early (resumable), "" when complete
     output: Path | None = None
@@ -111,6 +124,9 @@ class RunSummary:
             for u in out.meta.units:
                 if u.filter is not None:
                     self.filter_rules[u.filter.rule] += 1
+                if u.status in ("rewritten", "kept"):
+                    kept_by = "filter" if u.filter else "format" if u.candidates else "truncated"
+                    self.attempts["accepted" if u.status == "rewritten" else kept_by] += 1
         else:
             self.failed += 1
 
@@ -247,12 +263,25 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
         context="\n".join(t.content for t in record.turns[: unit.turn]),
         finish_reason=cands[chosen].finish_reason,
     )
+    decision = await verified(stages, record, unit, cands[chosen].response, decision)
     unit.filter = decision
     if decision.keep_original:
         unit.status, unit.reason = "kept", f"{decision.rule}: {decision.reason}"
         return
     record.turns[unit.turn].content = cands[chosen].response
     unit.status, unit.reason = "rewritten", cands[chosen].reasoning
+
+
+async def verified(
+    stages: Stages, record: Record, unit: UnitMeta, rewrite: str, decision: FilterDecision
+) -> FilterDecision:
+    """With `--verify`, a rewrite the rules passed is checked by the model too (`verify`)."""
+    if not stages.options.verify or stages.engine is None or decision.keep_original:
+        return decision
+    async with stage_errors("verify"):
+        return await verify_rewrite(
+            stages.engine, record, unit.turn, unit.original or "", rewrite, decision
+        )
 
 
 def aggregate(units: list[UnitMeta]) -> tuple[Status, str]:

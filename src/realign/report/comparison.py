@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from realign import metrics
-from realign.judge import UNKNOWN_TASK, Comparison, OutcomeStats
+from realign.judge import UNKNOWN_TASK, Comparison, LengthControlled, OutcomeStats
 from realign.report.blocks import filter_note, metric_note, metrics_table, warning_sections
 from realign.report.diff import word_diff
 from realign.report.svg import pct, svg_histogram, svg_outcome_bars, token_bins
@@ -21,9 +21,53 @@ _OUTCOME_TAG = {"win": "B better", "tie": "tie", "lose": "A better"}
 _TONE = {"win": "win", "tie": "tie", "lose": "lose"}
 
 
+LC_NOTE = (
+    "Length-controlled: judges tend to prefer the longer answer, so this is B's win rate read "
+    "from a logistic model of each verdict on the two answers' length difference, at equal "
+    "length (AlpacaEval 2 style; n/a under 10 judged pairs)."
+)
+
+
 def _ci(st: OutcomeStats, which: str) -> str:
     r = getattr(st, which)
     return f"{pct(r.rate)} [{pct(r.low)}–{pct(r.high)}]"
+
+
+def _lc(lc: LengthControlled | None) -> str:
+    return f"{pct(lc.rate)} [{pct(lc.low)}–{pct(lc.high)}]" if lc else "n/a"
+
+
+def summary_table(cmp: Comparison) -> TableView:
+    """Verdicts per aspect, raw and length-controlled (also used for each pair of a
+    multi-dataset comparison)."""
+    return TableView(
+        caption=f"Judge verdicts (B = {cmp.b} against A = {cmp.a})",
+        header=[
+            "aspect",
+            "n",
+            "B better [95% CI]",
+            "B better, length-controlled",
+            "tie",
+            "A better [95% CI]",
+            "order-consistent",
+        ],
+        rows=[
+            [
+                a,
+                str(st.n),
+                _ci(st, "win"),
+                _lc(cmp.summary[a].length_controlled),
+                pct(st.tie.rate),
+                _ci(st, "lose"),
+                pct(st.consistency),
+            ]
+            for a in cmp.aspects
+            if (st := cmp.summary[a].overall)
+        ],
+        note=cmp.convention
+        + f" Intervals: percentile bootstrap over records, {cmp.resamples} resamples, "
+        f"seed {cmp.seed}. " + LC_NOTE,
+    )
 
 
 def comparison_view(cmp: Comparison, max_rows: int = MAX_ROWS) -> ReportView:
@@ -31,30 +75,36 @@ def comparison_view(cmp: Comparison, max_rows: int = MAX_ROWS) -> ReportView:
     for aspect in cmp.aspects:
         st = cmp.summary[aspect].overall
         cards.append((f"{aspect}: B better", _ci(st, "win")))
+        if (lc := cmp.summary[aspect].length_controlled) is not None:
+            cards.append((f"{aspect}: length-controlled", _lc(lc)))
     for name, m in (("A", cmp.metrics_a), ("B", cmp.metrics_b)):
         if m.containment_rate is not None:
             cards.append((f"{name} contains gold answer", pct(m.containment_rate)))
 
     aspect_rows = [(a, cmp.summary[a].overall) for a in cmp.aspects]
-    summary_table = TableView(
-        caption="Judge verdicts (B against A)",
-        header=["aspect", "n", "B better [95% CI]", "tie", "A better [95% CI]", "order-consistent"],
-        rows=[
-            [a, str(st.n), _ci(st, "win"), pct(st.tie.rate), _ci(st, "lose"), pct(st.consistency)]
-            for a, st in aspect_rows
-        ],
-        note=cmp.convention + f" Intervals: percentile bootstrap over records, "
-        f"{cmp.resamples} resamples, seed {cmp.seed}.",
-    )
     by_type = SectionView(title="By task type")
     for aspect in cmp.aspects:
         groups = cmp.summary[aspect].by_task_type
         by_type.tables.append(
             TableView(
                 caption=aspect,
-                header=["task type", "n", "B better [95% CI]", "tie", "A better [95% CI]"],
+                header=[
+                    "task type",
+                    "n",
+                    "B better [95% CI]",
+                    "length-controlled",
+                    "tie",
+                    "A better [95% CI]",
+                ],
                 rows=[
-                    [tt, str(st.n), _ci(st, "win"), pct(st.tie.rate), _ci(st, "lose")]
+                    [
+                        tt,
+                        str(st.n),
+                        _ci(st, "win"),
+                        _lc(cmp.summary[aspect].lc_by_task_type.get(tt)),
+                        pct(st.tie.rate),
+                        _ci(st, "lose"),
+                    ]
                     for tt, st in groups.items()
                 ],
             )
@@ -72,7 +122,7 @@ def comparison_view(cmp: Comparison, max_rows: int = MAX_ROWS) -> ReportView:
         *warning_sections(cmp.model, cmp.judge_warnings),
         SectionView(
             title="Summary",
-            tables=[summary_table],
+            tables=[summary_table(cmp)],
             charts=[
                 ChartView(
                     title="Outcome per aspect",
