@@ -211,16 +211,16 @@ def test_filter_preset_flag_is_applied_and_named_in_the_output(tmp_path: Path) -
     assert res.exit_code == 0, res.output
     (got,) = [json.loads(x) for x in out.read_text().splitlines()]
     decision = got["realign"]["units"][0]["filter"]
-    # The fake model's rewrite is the tail of its prompt ("fake: …the format does not fit)."),
-    # which talks about the rewriting: meta_text keeps the original before the gsm8k rules.
-    assert decision["preset"] == "gsm8k" and decision["rule"] == "meta_text"
+    # The fake model's rewrite keeps the original (`**Answer:** 2+3=5\n#### 5`): every rule of
+    # the gsm8k preset passes it.
+    assert decision["preset"] == "gsm8k" and decision["rule"] == "passed"
     # the preset's own rules in its order, among the safety rules every preset runs
     ours = [r for r in decision["checked"] if r in ("final_answer_lost", "length_ratio")]
     assert decision["checked"][:2] == ["unchanged", "meta_text"]
     assert ours == ["final_answer_lost", "length_ratio"]
     assert decision["checked"] == list(PRESETS["gsm8k"])
-    assert got["answer"] == row["answer"] and got["realign"]["status"] == "kept"
-    assert "meta_text 1" in " ".join(res.output.split())
+    assert got["answer"].endswith("#### 5") and got["realign"]["status"] == "rewritten"
+    assert "passed 1" in " ".join(res.output.split())
 
     res = runner.invoke(app, [*argv, "--filter-preset", "alpaca"])
     assert res.exit_code != 0 and "--filter-preset 'alpaca'" in res.output
