@@ -90,7 +90,8 @@ def _ends_mid_sentence(original: str, rewrite: str) -> str | None:
     last_word = tail[-1].lower()
     # A list item or a "Label: value" line needs no full stop.
     is_item = re.match(r"^(?:[-*+•]|\d+[.)])\s|^[*_]*[\w' ]{1,30}:", last) is not None
-    if text.endswith((",", "-", "–", "—")) or last_word in _DANGLING:
+    option = len(tail[-1]) == 1 and tail[-1].isupper()  # "… is A": an option, no article
+    if text.endswith((",", "-", "–", "—")) or (last_word in _DANGLING and not option):
         return f"the rewrite ends mid-sentence: …{text[-40:]!r}"
     if _cut_word(tail[-1], original):
         return f"the rewrite ends mid-word: …{text[-40:]!r}"
