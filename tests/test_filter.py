@@ -60,11 +60,14 @@ def test_gsm8k_final_answer() -> None:
         ).rule
         == "passed"
     )
+    # gsm8k/math presets: graders read the `####` line, so it must stay (issue 20: the other
+    # presets accept the same number in other words, test_final_line_in_other_words_passes)
     assert decide(
         "q",
         orig,
         "Step 1: 16-3-4 = 9 eggs.\nStep 2: 9*2 = 18 dollars. The answer is 18.",
         "math_puzzles",
+        "gsm8k",
     ).rule == ("final_answer_lost")
     assert decide(
         "q", orig, "Step 1: 16-3-4 = 9.\nStep 2: 9*2 = 18 dollars.\n#### 19", "math_puzzles"
@@ -97,11 +100,17 @@ def test_boxed_and_last_number() -> None:
     assert decide(
         "q", "3 + 4 = 7", "We add three and four.\nThat gives 8 in total.", "math_puzzles"
     ).rule == ("final_answer_lost")
-    # not a math type: numbers of a long answer are not checked (a short one is the answer:
-    # test_short_original_answer_must_survive)
+    # not a math type: the numbers of a long answer are not its final answer, but a changed
+    # one is lost from a brief answer and a number the original never stated (issue 20)
     long_orig = "The club was founded in 1990 by a group of teachers from the old town."
     long_rw = "The club was founded in 1991 by a group of teachers from the old town, long ago."
-    assert decide("q", long_orig, long_rw, "open_qa").rule == "passed"
+    assert decide("q", long_orig, long_rw, "open_qa").rule == "short_answer_lost"
+    assert decide("q", long_orig, long_rw, "open_qa", "no-robots").rule in (
+        "short_answer_lost",
+        "invented_content",
+    )
+    kept = "The club was founded in **1990** by a group of teachers from the old town, long ago."
+    assert decide("q", long_orig, kept, "open_qa").rule == "passed"
 
 
 def test_planning_needs_a_request_for_a_plan() -> None:
@@ -123,14 +132,21 @@ def test_short_original_answer_must_survive() -> None:
     )
     assert d.keep_original and d.rule == "short_answer_lost" and "Fransham" in d.reason
     assert (
-        decide("q", "Ben Fransham", "**Ben Fransham** holds it, since 2013.", "open_qa").rule
+        decide(
+            "q",
+            "Ben Fransham",
+            "**Ben Fransham** holds it, since 2013.",
+            "open_qa",
+            evidence=["Ben Fransham has held the record since 2013."],  # the year's source
+        ).rule
         == "passed"
     )
     assert decide("q", "Founded in 1990.", "It was founded in 1991, long ago.", "open_qa").rule == (
         "short_answer_lost"
     )
     # framing words may change; the words that carry the answer may not
-    assert decide("q", "It is Paris.", "**Paris** is the capital of France.", "open_qa").rule == (
+    q = "What is the capital of France?"  # where "France" comes from
+    assert decide(q, "It is Paris.", "**Paris** is the capital of France.", "open_qa").rule == (
         "passed"
     )
     assert decide("q", "1,000 metres", "About 1000 metres in total.", "open_qa").rule == "passed"
@@ -254,6 +270,7 @@ def test_open_platypus_preset() -> None:
             "**True.** Water boils at 100 °C at sea level.",
             "fact_verification",
             "open-platypus",
+            evidence=["At sea level water boils at 100 °C."],
         ).rule
         == "passed"
     )
@@ -279,10 +296,11 @@ def test_no_robots_preset() -> None:
     assert decide("What is Rome like?", resp, resp + " More.", "planning", "no-robots").rule == (
         "planning_not_requested"
     )
-    # ReAlign's no-robots rules do not check short answers
+    # ReAlign's no-robots rules do not check short answers; since issue 20 every preset ends
+    # with the safety rules, which do
     assert (
         decide("q", "Paris", "The capital is Lyon, in fact.", "open_qa", "no-robots").rule
-        == "passed"
+        == "short_answer_lost"
     )
 
 

@@ -134,11 +134,14 @@ def test_no_git_means_no_commit(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- the run sends them
 
-REVISED = "A longer revised answer, with the context first and the reasons after it. " * 3
+# Faithful rewrites (the filter keeps the original when a rewrite loses its answer).
+REVISED = "The builders were masons.\n\n**Answer:** Masons built it."
+REVISED_MATH = "Six times seven is 42.\n\n**Answer:** 42"
 
 
 def responder(request: ChatRequest) -> str:
-    return f"Reasoning: reshaped to the format.\nRevised response: {REVISED}"
+    revised = REVISED if "Who built it?" in request.messages[-1].content else REVISED_MATH
+    return f"Reasoning: reshaped to the format.\nRevised response: {revised}"
 
 
 @pytest.fixture

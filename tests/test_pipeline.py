@@ -429,3 +429,47 @@ def test_run_fingerprint_changes_with_options_pack_and_model(tmp_path: Path) -> 
     assert base != fp(RunOptions(tasks=frozenset({"open_qa", "math"})), p=smaller)
     data.write_text('{"instruction": "q2", "output": "a"}\n')  # the input changed
     assert base != fp(RunOptions(tasks=frozenset({"open_qa", "math"})))
+
+
+class _CutOffBackend(FakeBackend):
+    """Answers whole JSON but says the model stopped at its limit (finish reason `length`)."""
+
+    async def chat(self, request: ChatRequest):  # type: ignore[no-untyped-def]
+        resp = await super().chat(request)
+        if request.stage == "rewrite":
+            resp.finish_reasons = ["length"] * len(resp.texts)
+        return resp
+
+
+def test_the_filter_sees_the_models_finish_reason(tmp_path: Path) -> None:
+    """Issue 20: a rewrite the model stopped at its output limit keeps the original, even
+    when what it wrote parsed."""
+    pack = tiny_pack(tmp_path)
+    out = run(pack, rec("Who wrote Hamlet?", "Shakespeare wrote it."), _CutOffBackend(responder()))
+    u = out.meta.units[0]
+    assert u.candidates and u.candidates[0].finish_reason == "length"
+    assert u.status == "kept" and u.filter is not None and u.filter.rule == "truncated"
+    assert out.turns[1].content == "Shakespeare wrote it."
+    # the same rewrite with finish reason `stop` is accepted
+    out = run(pack, rec("Who wrote Hamlet?", "Shakespeare wrote it."), FakeBackend(responder()))
+    assert out.meta.units[0].candidates[0].finish_reason == "stop"
+    assert out.meta.status == "rewritten"
+
+
+def test_facts_from_the_evidence_are_not_invented(tmp_path: Path) -> None:
+    """The filter compares the rewrite with the unit's evidence: a year the search found is
+    grounded, the same year without that evidence is invented."""
+    pack = tiny_pack(tmp_path)
+    rewrite = "**Answer:** Shakespeare wrote it, around 1600."
+    item = rec("Who wrote Hamlet?", "Shakespeare wrote it.")
+    item.turns[0].extra["evidence"] = [
+        {"title": "Hamlet", "snippet": "Hamlet is a tragedy written by Shakespeare around 1600."}
+    ]
+    out = run(pack, item, FakeBackend(responder(rewrite=rewrite)))
+    u = out.meta.units[0]
+    assert u.evidence and u.filter is not None and u.filter.rule == "passed", u.filter
+    out = run(pack, rec("Who wrote Hamlet?", "Shakespeare wrote it."),
+              FakeBackend(responder(rewrite=rewrite)))
+    u = out.meta.units[0]
+    assert u.status == "kept" and u.filter is not None and u.filter.rule == "invented_content"
+    assert "1600" in u.filter.reason

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from realign.cli.main import app
 from realign.pipeline.state import state_path
+from realign.stages.filter import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -212,11 +213,16 @@ def test_filter_preset_flag_is_applied_and_named_in_the_output(tmp_path: Path) -
     assert res.exit_code == 0, res.output
     (got,) = [json.loads(x) for x in out.read_text().splitlines()]
     decision = got["realign"]["units"][0]["filter"]
-    # The fake model's rewrite has no `#### 5`: the gsm8k preset keeps the original.
-    assert decision["preset"] == "gsm8k" and decision["rule"] == "final_answer_lost"
-    assert decision["checked"] == ["unchanged", "meta_text", "final_answer_lost", "length_ratio"]
-    assert got["answer"] == row["answer"] and got["realign"]["status"] == "kept"
-    assert "final_answer_lost 1" in " ".join(res.output.split())
+    # The fake model's rewrite keeps the original (`**Answer:** 2+3=5\n#### 5`): every rule of
+    # the gsm8k preset passes it.
+    assert decision["preset"] == "gsm8k" and decision["rule"] == "passed"
+    # the preset's own rules in its order, among the safety rules every preset runs
+    ours = [r for r in decision["checked"] if r in ("final_answer_lost", "length_ratio")]
+    assert decision["checked"][:2] == ["unchanged", "meta_text"]
+    assert ours == ["final_answer_lost", "length_ratio"]
+    assert decision["checked"] == list(PRESETS["gsm8k"])
+    assert got["answer"].endswith("#### 5") and got["realign"]["status"] == "rewritten"
+    assert "passed 1" in " ".join(res.output.split())
 
     res = runner.invoke(app, [*argv, "--filter-preset", "sharegpt"])  # no such preset
     assert res.exit_code != 0 and "--filter-preset 'sharegpt'" in res.output

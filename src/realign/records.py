@@ -53,6 +53,9 @@ class Candidate(BaseModel):
     reasoning: str = ""
     format_fits: bool = True
     tokens: int = 0
+    # The model's own finish reason ("stop", "length" = cut off by the output budget); the
+    # filter keeps the original of a cut-off rewrite. None when the backend gives none.
+    finish_reason: str | None = None
 
 
 class FilterDecision(BaseModel):

@@ -376,11 +376,18 @@ class Engine:
             self._stage_cost[request.stage] = (done + 1, spent + usd)
 
     async def structured(
-        self, request: ChatRequest, schema: type[T], *, raise_truncated: bool = False
+        self,
+        request: ChatRequest,
+        schema: type[T],
+        *,
+        raise_truncated: bool = False,
+        finish_reasons: list[str | None] | None = None,
     ) -> list[T]:
         """`request.n` outputs validated by `schema`, invalid ones re-asked with the validation
         error (`realign.llm.structured.structured_output` says how, and what is cached)."""
-        return await structured_output(self, request, schema, raise_truncated=raise_truncated)
+        return await structured_output(
+            self, request, schema, raise_truncated=raise_truncated, finish_reasons=finish_reasons
+        )
 
     # ------------------------------------------------------------------ other calls
 

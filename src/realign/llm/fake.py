@@ -2,7 +2,7 @@
 
 `FakeBackend(responder)` calls `responder(request) -> str | list[str]` for each request.
 The default responder fills the requested JSON schema with plausible values, so every stage
-runs end to end without a model. With `honour_max_tokens=True` an answer longer than
+runs end to end without a model; its rewrite is the original under a bold `**Answer:**` label. With `honour_max_tokens=True` an answer longer than
 `max_tokens` (counted as 4 characters a token) is cut there with finish reason `length`, as a
 real server does.
 """
@@ -45,7 +45,15 @@ def default_responder(request: ChatRequest) -> str:
     if request.json_schema is None:
         return "fake answer"
     schema = request.json_schema
-    return json.dumps(_fill(schema, schema.get("$defs", {}), request.messages[-1].content))
+    prompt = request.messages[-1].content
+    out = _fill(schema, schema.get("$defs", {}), prompt)
+    if request.stage == "rewrite" and isinstance(out, dict) and "response" in out:
+        # A rewrite keeps the original under a bold label, as a faithful model would: the
+        # filter rejects filler (the prompt's tail), and a wiring check wants rewrites.
+        original = prompt.split("<response>", 1)[-1].split("</response>", 1)[0].strip()
+        if "<response>" in prompt and original:
+            out["response"] = f"**Answer:** {original}"
+    return json.dumps(out)
 
 
 class FakeBackend:

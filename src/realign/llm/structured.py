@@ -38,7 +38,12 @@ class OutputTruncated(StructuredOutputError):
 
 
 async def structured_output(
-    engine: Engine, request: ChatRequest, schema: type[T], *, raise_truncated: bool = False
+    engine: Engine,
+    request: ChatRequest,
+    schema: type[T],
+    *,
+    raise_truncated: bool = False,
+    finish_reasons: list[str | None] | None = None,
 ) -> list[T]:
     """`request.n` validated outputs; invalid ones are re-asked with the validation error.
 
@@ -52,6 +57,10 @@ async def structured_output(
     `raise_truncated`: when an invalid output was cut off by `max_tokens`, raise
     `OutputTruncated` at once instead of re-asking with the same budget, which would only
     be cut off again (the caller may retry with a larger one).
+
+    `finish_reasons`, when given, receives the model's finish reason of each returned output,
+    in order (None where the backend gives none): the filter keeps the original of a rewrite
+    that stopped at its limit even though what it wrote parsed.
     """
     request = request.model_copy(
         update={"json_schema": _json_schema(schema), "schema_name": schema.__name__}
@@ -73,6 +82,9 @@ async def structured_output(
         for i, text in enumerate(resp.texts[:need]):
             try:
                 out.append(schema.model_validate(json.loads(text)))
+                if finish_reasons is not None:
+                    reasons = resp.finish_reasons
+                    finish_reasons.append(reasons[i] if i < len(reasons) else None)
             except (ValidationError, json.JSONDecodeError) as e:
                 last_raw, last_err = text, _short_error(e)
                 truncated |= i < len(resp.finish_reasons) and resp.finish_reasons[i] == "length"

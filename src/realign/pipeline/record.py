@@ -9,7 +9,6 @@ Every input record ends in exactly one of the two files.
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from realign.io.formats import input_evidence
 from realign.llm.engine import Deferred, Engine, OutputTruncated, StructuredOutputError
 from realign.pipeline.runner import STOPS, StageError, process_items
 from realign.pipeline.state import RunState, atomic_text
+from realign.pipeline.summary import RunSummary as RunSummary  # re-exported: the run's tally
 from realign.records import (
     Failure,
     FilterDecision,
@@ -106,38 +106,6 @@ class Stages:
         if name not in self.criteria_hashes:
             self.criteria_hashes[name] = self.pack[name].content_hash
         return self.criteria_hashes[name]
-
-
-@dataclass
-class RunSummary:
-    read: int = 0
-    resumed: int = 0
-    written: int = 0
-    failed: int = 0
-    statuses: Counter[str] = field(default_factory=Counter)
-    task_types: Counter[str] = field(default_factory=Counter)
-    filter_rules: Counter[str] = field(default_factory=Counter)
-    # Units a rewrite was tried for, by outcome: accepted, or the original kept by the
-    # filter, by the model's "format does not fit", or after a truncated rewrite.
-    attempts: Counter[str] = field(default_factory=Counter)
-    pending: int = 0  # batch mode: records waiting for Batch API answers
-    stopped: str = ""  # why the run stopped early (resumable), "" when complete
-    output: Path | None = None
-    failures: Path | None = None
-
-    def count(self, out: Record | Failure) -> None:
-        """Tally one finished record (local and `--engine ray` runs alike)."""
-        if isinstance(out, Record):
-            self.statuses[out.meta.status] += 1
-            self.task_types[out.meta.task_type or "?"] += 1
-            for u in out.meta.units:
-                if u.filter is not None:
-                    self.filter_rules[u.filter.rule] += 1
-                if u.status in ("rewritten", "kept"):
-                    kept_by = "filter" if u.filter else "format" if u.candidates else "truncated"
-                    self.attempts["accepted" if u.status == "rewritten" else kept_by] += 1
-        else:
-            self.failed += 1
 
 
 # ---------------------------------------------------------------- one record
@@ -267,7 +235,17 @@ async def process_unit(stages: Stages, record: Record, unit: UnitMeta) -> None:
         return
     unit.chosen = chosen
     decision = decide(
-        instruction, original, cands[chosen].response, task, opts.filter_preset, pack=pack
+        instruction,
+        original,
+        cands[chosen].response,
+        task,
+        opts.filter_preset,
+        pack=pack,
+        # Facts the rewrite may take from elsewhere than the original: the search evidence
+        # and the conversation so far (invented_content, off_topic).
+        evidence=[f"{e.title}\n{e.snippet}" for e in evidence],
+        context="\n".join(t.content for t in record.turns[: unit.turn]),
+        finish_reason=cands[chosen].finish_reason,
     )
     decision = await verified(stages, record, unit, cands[chosen].response, decision)
     unit.filter = decision

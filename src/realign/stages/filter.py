@@ -2,26 +2,51 @@
 
 A preset names the rules to run, in order; the first that fires decides, and its name is
 recorded with the decision (with the preset and every rule it checked). The presets follow
-ReAlign's per-dataset selection rules (`rewrite_data_selection.py` of GAIR-NLP/ReAlign), each
-plus two rules every preset runs first: `unchanged` (an unchanged copy is not a rewrite) and
-`meta_text` (refusals and leaked rewriting chatter are never better than an answer).
+ReAlign's per-dataset selection rules (`rewrite_data_selection.py` of GAIR-NLP/ReAlign). Every
+preset runs `unchanged` (an unchanged copy is not a rewrite) and `meta_text` (refusals and talk
+about the response are never better than an answer) first, and after its own rules the safety
+rules of `filter_rules.py` (truncation, language, verdicts, answers, list items, code, off-topic
+and invented content): the original is kept whenever the rewrite might have lost, changed or
+invented content.
+
+Each rule takes one `FilterInput` (see `filter_text.py`) and returns the reason it fires, or
+None; `RULES` names them and `PRESETS` orders them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from realign import tokens
 from realign.criteria import CriteriaPack, numeric_answer
-from realign.metrics import (
-    GSM8K,
-    NUMBER,
-    boxed_contents,
-    has_explicit_final_answer,
-    normalize_number,
-)
+from realign.metrics import GSM8K, NUMBER, boxed_contents, has_explicit_final_answer
 from realign.records import FilterDecision
+from realign.stages import filter_rules as safety
+from realign.stages.filter_answers import (
+    BRIEF_ANSWER_WORDS,
+    answer_not_subject,
+    answer_terms,
+    brief_terms,
+    chosen_letters,
+    final_answers,
+    has_code,
+    has_term,
+    last_number,
+    order_lost,
+    same_number,
+    stated_answer,
+)
+from realign.stages.filter_text import (
+    FilterInput,
+    code_blocks,
+    digit_numbers,
+    number_values,
+    strip_comments,
+    word_count,
+)
+
+__all__ = ["DEFAULT_PRESET", "PRESETS", "RULES", "FilterInput", "decide", "has_code", "last_number"]
 
 MIN_LENGTH_RATIO = 0.5
 # An original this short is the answer itself (a name, a date, "B", "True"): its words must
@@ -29,168 +54,54 @@ MIN_LENGTH_RATIO = 0.5
 # is (C).") when they have one.
 SHORT_ANSWER_WORDS = 8
 
-_FENCE = re.compile(r"```")
-_FUNC_DEF = re.compile(
-    r"^\s*(?:async\s+)?def\s+\w+\s*\(|"  # Python
-    r"\bfunction\s+\w+\s*\(|"  # JavaScript / PHP
-    r"^\s*(?:public|private|protected|static|\s)+[\w<>\[\]]+\s+\w+\s*\([^)]*\)\s*\{|"  # Java/C#
-    r"^\s*(?:int|void|char|float|double|bool|auto)\s+\w+\s*\([^)]*\)\s*\{|"  # C/C++
-    r"^\s*fn\s+\w+\s*\(|^\s*func\s+\w+\s*\(",  # Rust, Go
-    re.MULTILINE,
-)
 _PLAN_WORDS = re.compile(
     r"\b(plan|planning|schedule|itinerary|roadmap|timeline|agenda|strategy|steps?|"
     r"organi[sz]e|prepare|outline|routine|program(?:me)?|calendar|checklist)\b",
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[^\W_]+")
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
-# An option letter as answers write it: "(C)", "C)", "C.", "C:" or a capital letter alone.
-_OPTION = re.compile(r"\(([A-Za-z])\)|(?<![\w(])([A-Z])(?:[).:]|\s*$)")
-# Words that frame a short answer rather than carry it ("It is Paris." carries "Paris").
-_FRAME_WORDS = frozenset(
-    re.findall(
-        r"\S+",
-        """a an the is are was were be been it its s this that these those there here of in on
-        at to for from by with as and or so then thus therefore hence answer correct right
-        option choice final i we you he she they his her their my our your think believe
-        guess say says""",
-    )
-)
-_STATED_ANSWER = re.compile(
-    r"(?:\b(?:the\s+)?(?:correct\s+|final\s+|right\s+|best\s+)?answer\s+(?:is|would be)"
-    r"|\banswer\s*:)\s*:?\s*(.+)",
-    re.IGNORECASE,
-)
-# Where a response names the option it chooses: "the answer is (C)", "**Final answer:** C",
-# "the correct option is C", "(C) is correct", "I'd choose C". A bare letter must be a capital.
-_LETTER = r"(?:\(([A-Za-z])\)|\b([A-Z])\b)(?!['’\w])"
-_CHOSEN_LETTER = re.compile(
-    r"(?i:answer)\s*(?:(?i:is|would be)|:)\s*:?\s*\**\s*" + _LETTER + "|"
-    r"(?i:correct|right|best)\s+(?i:option|choice|answer)\s*(?:(?i:is)|:)\s*\**\s*"
-    r"(?:(?i:option)\s+)?" + _LETTER + "|"
-    r"(?:(?i:option|choice)\s+)?" + _LETTER + r"\**\s+(?i:is)\s+(?:(?i:the)\s+)?"
-    r"(?i:correct|right|best)|"
-    r"(?i:choose|pick|select|go with)\s+(?:(?i:option)\s+)?" + _LETTER
-)
-# Else a response that opens with its option: "(C) fits best.", "**C.** Carbon dioxide".
-_OPENING_LETTER = re.compile(r"\A[\s*_#>]*(?:\(([A-Za-z])\)|([A-Z])(?:[.):]|\s*\Z))")
-# Text about the rewriting itself, or prompt-template debris (Open-Platypus, Alpaca).
 _LEAKS = re.compile(
     r"\b(?:revised|rewritten|original|improved) response\b|\bformat guide\b|"
     r"###\s*(?:instruction|response|input)\s*:|\bas an ai(?: language model)?,",
     re.IGNORECASE,
 )
-# Refusals and non-answers that replace an answer the original gave.
-_REFUSALS = re.compile(
-    r"\bI(?:'m| am) not (?:sure|certain)\b|\bI (?:do not|don't) know\b|"
-    r"\b(?:is|are|was|were) not (?:provided|given|mentioned|specified|stated)\b|"
-    r"\bnot (?:provided|given|mentioned|specified|stated) in the\b|"
-    r"\bI (?:cannot|can't|can not|am unable to|'m unable to|am not able to) "
-    r"(?:answer|provide|determine|help|say)\b|"
-    r"\bthere is no (?:information|answer|way to (?:know|tell|determine))\b",
-    re.IGNORECASE,
-)
 _QUESTION_NUMBER = re.compile(r"\d*\.?\d+")
 
+# A preset whose datasets are graded by their `####` / `\boxed{}` line must keep that line; the
+# others accept the same final number in other words ("Therefore, the answer is 18.").
+MARKED_ANSWER_PRESETS = frozenset({"gsm8k", "math"})
 
-def has_code(text: str) -> bool:
-    return bool(_FENCE.search(text) or _FUNC_DEF.search(text))
-
-
-def same_number(a: str, b: str) -> bool:
-    """Equal as numbers ('1,000' == '1000.0' == '\\frac{2000}{2}'), else as trimmed text."""
-    na, nb = normalize_number(a), normalize_number(b)
-    if na is not None and nb is not None:
-        return na == nb
-    return a.strip().lower() == b.strip().lower()
+Rule = Callable[[FilterInput], str | None]
 
 
-def last_number(text: str) -> str | None:
-    nums = NUMBER.findall(text)
-    return nums[-1] if nums else None
-
-
-def answer_terms(answer: str) -> list[str]:
-    """The words that carry a short answer: all of a one-word answer ("B", "a", "True"),
-    else its words minus framing words, plus any option letter ("(C)", "C.")."""
-    text = _THOUSANDS.sub("", answer)
-    words = _WORD.findall(text)
-    if len(words) <= 1:
-        return words
-    terms = [w for w in words if (len(w) > 1 or w.isdigit()) and w.lower() not in _FRAME_WORDS]
-    terms += [a or b for a, b in _OPTION.findall(text)]
-    return list(dict.fromkeys(terms))
-
-
-def has_term(term: str, text: str) -> bool:
-    """`term` as a whole word of `text`. Single letters are case-sensitive (an option "A" is
-    not the article "a"), everything else is not."""
-    text = _THOUSANDS.sub("", text)
-    if len(term) == 1:
-        return re.search(rf"(?<![^\W_]){re.escape(term)}(?![^\W_])", text) is not None
-    return term.lower() in {w.lower() for w in _WORD.findall(text)}
-
-
-def chosen_letters(text: str) -> set[str]:
-    """The option letters `text` says it chooses (upper case)."""
-    said = {g.upper() for m in _CHOSEN_LETTER.finditer(text) for g in m.groups() if g}
-    if not said and (m := _OPENING_LETTER.match(text)):
-        said = {(m.group(1) or m.group(2)).upper()}
-    return said
-
-
-def stated_answer(text: str) -> str | None:
-    """The answer a response states in so many words ("The answer is (C).", "Answer: 42"),
-    up to the end of its sentence; the last one wins."""
-    found = None
-    for m in _STATED_ANSWER.finditer(text):
-        found = re.split(r"(?<=[^\s.])\.(?:\s|$)|\n", m.group(1))[0].strip(" *.")
-    return found or None
-
-
-# Each rule: (instruction, original, rewrite, task_type, numeric) -> reason it fires, or None.
-# `numeric`: the task type's criterion says `answer: numeric` (see `criteria.numeric_answer`).
-Rule = Callable[[str, str, str, str, bool], str | None]
-
-
-def rule_unchanged(
-    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
-) -> str | None:
-    if " ".join(original.split()) == " ".join(rewrite.split()):
+def rule_unchanged(x: FilterInput) -> str | None:
+    if " ".join(x.original.split()) == " ".join(x.rewrite.split()):
         return "the rewrite is the original unchanged"
     return None
 
 
-def rule_meta_text(
-    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
-) -> str | None:
-    leak = _LEAKS.search(rewrite)
-    if leak and not _LEAKS.search(original):
+def rule_meta_text(x: FilterInput) -> str | None:
+    leak = _LEAKS.search(x.rewrite)
+    if leak and not _LEAKS.search(x.original):
         return f"the rewrite talks about the rewriting or the prompt: {leak.group(0)!r}"
-    if task_type == "rejecting" or _REFUSALS.search(original):
-        return None  # the original already declines: saying so again is fine
-    refusal = _REFUSALS.search(rewrite)
-    if refusal:
-        return (
-            f"the rewrite refuses or gives no answer where the original did: {refusal.group(0)!r}"
-        )
-    return None
+    return safety.meta_reason(x)
 
 
-def rule_length_ratio(
-    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
-) -> str | None:
-    o, r = tokens.count(original), tokens.count(rewrite)
+def rule_length_ratio(x: FilterInput) -> str | None:
+    o, r = tokens.count(x.original), tokens.count(x.rewrite)
     if r < MIN_LENGTH_RATIO * o:
         return f"rewrite has {r} tokens, under {MIN_LENGTH_RATIO}x the original's {o}"
     return None
 
 
-def rule_code_mismatch(
-    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
-) -> str | None:
-    o, r = has_code(original), has_code(rewrite)
+def rule_code_mismatch(x: FilterInput) -> str | None:
+    o, r = has_code(x.original), has_code(x.rewrite)
+    if (
+        r
+        and not o
+        and all(strip_comments(b) in strip_comments(x.original) for b in code_blocks(x.rewrite))
+    ):
+        return None  # the original's own command or snippet, now fenced
     if o != r:
         return (
             "the original contains code but the rewrite does not"
@@ -200,91 +111,117 @@ def rule_code_mismatch(
     return None
 
 
-def rule_short_answer(
-    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
-) -> str | None:
-    o = original.strip()
+def rule_short_answer(x: FilterInput) -> str | None:
+    o = x.original.strip()
+    long = word_count(o) > SHORT_ANSWER_WORDS and stated_answer(o) is None
+    said = chosen_letters(o) if long else set()
+    if len(said) == 1 and (other := chosen_letters(x.rewrite) - said):
+        # "C. Nitrogen makes up 78% …" opens with its option, whatever the type's answer
+        return f"the rewrite chooses {', '.join(sorted(other))}; the original chose {min(said)}"
     if has_explicit_final_answer(o):
         return None  # `#### N` / `\boxed{}`: final_answer_lost compares it as a number
-    if numeric and NUMBER.search(o):
+    if x.numeric and NUMBER.search(o):
         return None  # "3 + 4 = 7": the result matters, not the operands (final_answer_lost)
-    if len(_WORD.findall(o)) <= SHORT_ANSWER_WORDS:
+    if word_count(o) <= SHORT_ANSWER_WORDS:
         answer, what = o, "original short answer"
-    else:
-        stated = stated_answer(o)
-        if stated is None or len(_WORD.findall(stated)) > SHORT_ANSWER_WORDS:
-            return None
+    elif (stated := stated_answer(o)) is not None and word_count(stated) <= SHORT_ANSWER_WORDS:
         answer, what = stated, "original's stated answer"
-    terms = answer_terms(answer)
+    else:
+        return _brief_answer_lost(x)
+    terms = answer_not_subject(answer_terms(answer), x.instruction)
     letters = {t.upper() for t in terms if len(t) == 1 and t.isalpha()}
-    other = chosen_letters(rewrite) - letters
+    other = chosen_letters(x.rewrite) - letters
     if len(letters) == 1 and other:
         # The letter may still appear ("A is tempting, but..."): what counts is the choice.
         return f"the rewrite chooses {', '.join(sorted(other))}; the {what} is {answer!r}"
-    missing = [t for t in terms if not has_term(t, rewrite)]
+    missing = [t for t in terms if not has_term(t, x.rewrite)]
     if missing:
         return f"the {what} {answer!r} is not in the rewrite (missing {', '.join(missing)})"
+    return order_lost(terms, x.rewrite, x.instruction)
+
+
+def _brief_answer_lost(x: FilterInput) -> str | None:
+    """A brief original keeps the names and numbers of its first sentence."""
+    if word_count(x.original) > BRIEF_ANSWER_WORDS:
+        return None
+    terms = brief_terms(x.original, x.instruction)
+    missing = [t for t in terms if not has_term(t, x.rewrite)]
+    if missing:
+        return f"the original's answer names {', '.join(missing)}, which the rewrite does not"
     return None
 
 
-def rule_final_answer(
-    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
-) -> str | None:
-    m = GSM8K.findall(original)
-    if m:
-        want, got = m[-1].strip(), GSM8K.findall(rewrite)
-        # The last `####` line is the one graders read.
-        if not (got and same_number(want, got[-1].strip())):
-            return f"the original final answer '#### {want}' is lost"
+def _marked_answer(original: str, rewrite: str, marked: bool) -> str | None:
+    """The `#### N` / `\boxed{N}` answer of the original, checked in the rewrite: the same
+    marker when `marked`, else the rewrite's final answer in any wording."""
+    if m := GSM8K.findall(original):
+        want, shown = m[-1].strip(), f"'#### {m[-1].strip()}'"
+        got = [g.strip() for g in GSM8K.findall(rewrite)[-1:]]
+    elif b := boxed_contents(original):
+        want, shown = b[-1], f"\\boxed{{{b[-1]}}}"
+        got = boxed_contents(rewrite)[-1:]
+    else:
         return None
-    ob = boxed_contents(original)
-    if ob:
-        rb = boxed_contents(rewrite)
-        if not (rb and same_number(ob[-1], rb[-1])):
-            return f"the original final answer \\boxed{{{ob[-1]}}} is lost"
-        return None
-    if numeric:
-        last = last_number(original)
-        said = last_number(rewrite)
+    if not got and not marked:
+        got = final_answers(rewrite)[:3]  # the stated answer or the last line's numbers
+    # The last `####` (or `\boxed{}`) is the one graders read.
+    if not (got and same_number(want, got[0])) and not (
+        not marked and any(same_number(want, g) for g in got)
+    ):
+        return f"the original final answer {shown} is lost"
+    return None
+
+
+def _working_lost(original: str, rewrite: str) -> str | None:
+    """A worked answer's numbers ("16 - 3 - 4 = 9") must mostly survive: a rewrite that
+    keeps only the result lost the working."""
+    work = digit_numbers(GSM8K.sub("", original))
+    kept = work & number_values(rewrite)
+    if len(work) >= 3 and len(kept) * 2 < len(work):
+        missing = ", ".join(str(v) for v in sorted(work - kept)[:4])
+        return f"the rewrite drops the original's working (numbers {missing} are gone)"
+    return None
+
+
+def rule_final_answer(x: FilterInput) -> str | None:
+    if has_explicit_final_answer(x.original):
+        return _marked_answer(
+            x.original, x.rewrite, x.preset in MARKED_ANSWER_PRESETS
+        ) or _working_lost(x.original, x.rewrite)
+    if x.numeric:
+        last = last_number(x.original)
+        said = last_number(x.rewrite)
         if last is not None and not (said is not None and same_number(last, said)):
             # A closing line such as "That gives 7 in total." still states the answer.
-            tail = rewrite.strip().split("\n")[-1]
-            if not any(same_number(last, x) for x in NUMBER.findall(tail)):
+            tail = x.rewrite.strip().split("\n")[-1]
+            if not any(same_number(last, n) for n in NUMBER.findall(tail)):
                 return f"the original's last number {last} is not the rewrite's final answer"
     return None
 
 
-def rule_planning(
-    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
-) -> str | None:
-    if task_type == "planning" and not _PLAN_WORDS.search(instruction):
+def rule_planning(x: FilterInput) -> str | None:
+    if x.task_type == "planning" and not _PLAN_WORDS.search(x.instruction):
         return "task type is planning but the request does not ask for a plan"
     return None
 
 
-def rule_default_type(
-    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
-) -> str | None:
-    if task_type == "default":
+def rule_default_type(x: FilterInput) -> str | None:
+    if x.task_type == "default":
         return "task type is default: no format to follow"
     return None
 
 
-def rule_math_without_numbers(
-    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
-) -> str | None:
-    if task_type == "math_puzzles" and not _QUESTION_NUMBER.search(instruction):
+def rule_math_without_numbers(x: FilterInput) -> str | None:
+    if x.task_type == "math_puzzles" and not _QUESTION_NUMBER.search(x.instruction):
         return "task type is math_puzzles but the request has no number"
     return None
 
 
-def rule_exam_short_original(
-    instruction: str, original: str, rewrite: str, task_type: str, numeric: bool
-) -> str | None:
+def rule_exam_short_original(x: FilterInput) -> str | None:
     # ReAlign's exam rule: an exam answer of at most 5 characters ("B", "True", "42") is
     # the answer a grader reads; a rewrite buries it, so the original stays.
-    if task_type == "exam_problem_solving_tutor" and len(original.strip()) <= 5:
-        return f"exam answer {original.strip()!r} has at most 5 characters: kept as it is"
+    if x.task_type == "exam_problem_solving_tutor" and len(x.original.strip()) <= 5:
+        return f"exam answer {x.original.strip()!r} has at most 5 characters: kept as it is"
     return None
 
 
@@ -298,13 +235,42 @@ RULES: dict[str, Rule] = {
     "code_mismatch": rule_code_mismatch,
     "short_answer_lost": rule_short_answer,
     "final_answer_lost": rule_final_answer,
+    "truncated": safety.rule_truncated,
+    "language_switch": safety.rule_language,
+    "verdict_lost": safety.rule_verdict,
+    "list_items_lost": safety.rule_list_items,
+    "code_changed": safety.rule_code_changed,
+    "off_topic": safety.rule_off_topic,
+    "invented_content": safety.rule_invented,
     "exam_short_original": rule_exam_short_original,
 }
 
 _FIRST = ("unchanged", "meta_text")
+# Run by every preset: the first two right after `_FIRST` (a cut or translated rewrite fails
+# the other rules too, for a less telling reason), the rest after the preset's own rules
+# (those it already runs keep their place).
+SAFETY_RULES = (
+    "truncated",
+    "language_switch",
+    "verdict_lost",
+    "final_answer_lost",
+    "short_answer_lost",
+    "list_items_lost",
+    "code_changed",
+    "off_topic",
+    "invented_content",
+)
+_EARLY = SAFETY_RULES[:2]
+
+
+def with_safety(*rules: str) -> tuple[str, ...]:
+    """`unchanged`, `meta_text`, `truncated`, `language_switch`, the preset's own `rules`,
+    then the other safety rules it lacks."""
+    return (*_FIRST, *_EARLY, *rules, *(r for r in SAFETY_RULES[2:] if r not in rules))
+
+
 PRESETS: dict[str, tuple[str, ...]] = {
-    "default": (
-        *_FIRST,
+    "default": with_safety(
         "planning_not_requested",
         "length_ratio",
         "code_mismatch",
@@ -313,20 +279,16 @@ PRESETS: dict[str, tuple[str, ...]] = {
     ),
     # ReAlign: a one-character answer must stay a standalone token (case-sensitive), True/False
     # answers pass; code must not appear or vanish; the rewrite must keep half the length.
-    "open-platypus": (*_FIRST, "short_answer_lost", "code_mismatch", "length_ratio"),
+    "open-platypus": with_safety("short_answer_lost", "code_mismatch", "length_ratio"),
     # ReAlign: no rewrite of the `default` type; `planning` only when a plan was asked for.
-    "no-robots": (
-        *_FIRST,
-        "default_type",
-        "planning_not_requested",
-        "code_mismatch",
-        "length_ratio",
+    "no-robots": with_safety(
+        "default_type", "planning_not_requested", "code_mismatch", "length_ratio"
     ),
-    "gsm8k": (*_FIRST, "final_answer_lost", "length_ratio"),
+    "gsm8k": with_safety("final_answer_lost", "length_ratio"),
     # ReAlign: math_puzzles only when the question has a number.
-    "math": (*_FIRST, "math_without_numbers", "final_answer_lost", "length_ratio"),
+    "math": with_safety("math_without_numbers", "final_answer_lost", "length_ratio"),
     # ReAlign's Alpaca selection (code, then length) and its exam rule for that type.
-    "alpaca": (*_FIRST, "exam_short_original", "code_mismatch", "length_ratio"),
+    "alpaca": with_safety("exam_short_original", "code_mismatch", "length_ratio"),
 }
 DEFAULT_PRESET = "default"
 
@@ -338,15 +300,31 @@ def decide(
     task_type: str,
     preset: str = DEFAULT_PRESET,
     pack: CriteriaPack | None = None,
+    *,
+    evidence: Sequence[str] = (),
+    context: str = "",
+    finish_reason: str | None = None,
 ) -> FilterDecision:
     """The first rule of `preset` that fires, else `passed`. Whether the answer is a number
-    comes from the task type's criterion in `pack` (else in the built-in pack)."""
+    comes from the task type's criterion in `pack` (else in the built-in pack). `evidence`
+    (search snippets) and `context` (earlier turns) are texts the rewrite may take facts from;
+    `finish_reason` is the model's own for the rewrite."""
     if preset not in PRESETS:
         raise ValueError(f"unknown filter preset {preset!r}: use {', '.join(PRESETS)}")
     names = PRESETS[preset]
-    numeric = numeric_answer(task_type, pack)
+    x = FilterInput(
+        instruction=instruction,
+        original=original,
+        rewrite=rewrite,
+        task_type=task_type,
+        numeric=numeric_answer(task_type, pack),
+        evidence=tuple(evidence),
+        context=context,
+        finish_reason=finish_reason,
+        preset=preset,
+    )
     for name in names:
-        reason = RULES[name](instruction, original, rewrite, task_type, numeric)
+        reason = RULES[name](x)
         if reason is not None:
             return FilterDecision(
                 keep_original=True, rule=name, reason=reason, preset=preset, checked=list(names)

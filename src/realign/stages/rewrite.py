@@ -144,18 +144,25 @@ async def rewrite_unit(
     )
     if templates is not None:
         return await rewrite_text(engine, request)
+    reasons: list[str | None] = []
     try:
-        outs = await engine.structured(request, RewriteOutput, raise_truncated=True)
+        outs = await engine.structured(
+            request, RewriteOutput, raise_truncated=True, finish_reasons=reasons
+        )
     except OutputTruncated:
         budget = retry_budget(request.max_tokens or MAX_OUTPUT_TOKENS)
         request = request.model_copy(update={"max_tokens": budget})
-        outs = await engine.structured(request, RewriteOutput, raise_truncated=True)
+        reasons.clear()
+        outs = await engine.structured(
+            request, RewriteOutput, raise_truncated=True, finish_reasons=reasons
+        )
     return [
         Candidate(
             response=o.response.strip(),
             reasoning=o.reasoning,
             format_fits=o.format_fits or force,
             tokens=tokens.count(o.response),
+            finish_reason=reasons[i] if i < len(reasons) else None,
         )
-        for o in outs
+        for i, o in enumerate(outs)
     ]
