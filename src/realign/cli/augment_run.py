@@ -19,6 +19,7 @@ from realign.cli.common import die, lock_output, split_csv
 from realign.cli.console import make_console
 from realign.cli.job import Job, open_job
 from realign.cli.options import EngineArgs
+from realign.io.compress import side_path
 from realign.llm.build import build_engine, pricing_model
 from realign.pipeline.inputs import check_output
 from realign.pipeline.runner import fingerprint
@@ -299,7 +300,7 @@ def generate_command(args: GenerateArgs) -> int:
         return code
 
     prov = gen.provenance(engine.backend.model, engine.backend.name, pack)
-    dup_path = args.output.with_name(f"{args.output.stem}.duplicates.jsonl")
+    dup_path = side_path(args.output, "duplicates")
     out = write_generated(
         job.state, args.output, dup_path, args.output_format, args.dedup_threshold, prov
     )

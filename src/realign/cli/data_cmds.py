@@ -171,6 +171,7 @@ def convert(
     Exit code 0 when done (rejects included), 2 on an unusable input or output path, 1 with
     --strict at the first bad record or when no record could be converted.
     """
+    from realign.io.compress import side_path
     from realign.io.errors import RecordWriteError
     from realign.io.formats import FormatError
     from realign.io.write import JsonlAppender, RecordWriter
@@ -181,12 +182,14 @@ def convert(
         _say(console, f"error: {output}: the output must differ from the input", "red")
         raise typer.Exit(2)
     reader = _open_reader(console, input, input_format, fields, max_record_mb)
-    rejected_path = output.with_name(f"{output.stem}.rejected.jsonl")
+    rejected_path = side_path(output, "rejected")
     rejected_path.unlink(missing_ok=True)  # a stale file from an earlier run would mislead
     rejects = _Rejects(console)
     read = 0
     try:
-        writer = RecordWriter(output, output_format, output_fields or fields, source_fields=fields)
+        writer = RecordWriter(
+            output, output_format, output_fields or fields, source_fields=fields, keep_types_of=input
+        )
     except FormatError as e:
         _say(console, f"error: {e}", "red")
         raise typer.Exit(2) from None

@@ -22,6 +22,7 @@ from realign.cli.augment_run import (
 from realign.cli.common import die
 from realign.cli.job import finish
 from realign.errors import UsageError
+from realign.io.compress import side_path
 from realign.pipeline.inputs import open_input, read_items
 from realign.records import Failure, Record
 
@@ -101,7 +102,7 @@ def filter_command(args: FilterArgs) -> int:
     if code is not None:
         return code
 
-    dropped_path = args.output.with_name(f"{args.output.stem}.dropped.jsonl")
+    dropped_path = side_path(args.output, "dropped")
     out = write_filtered(job.state, args.output, dropped_path, args.output_format, args.fields)
     table = Table(title=f"realign filter: {', '.join(aspects)} ≥ {args.min_score}")
     table.add_column("task type")

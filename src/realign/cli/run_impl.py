@@ -211,7 +211,7 @@ def _run(args: RunArgs) -> int:
     if args.dry_run:
         from realign.pipeline.estimate import estimate_run
 
-        estimate_run(settings, pack, options, read_items(reader), err)
+        estimate_run(settings, pack, options, read_items(reader, args.output), err)
         return 0
 
     lock = lock_output(args.output)  # before anything is paid for
@@ -241,7 +241,12 @@ def _run(args: RunArgs) -> int:
 
     async def local(done: Any) -> None:
         await pipeline.run_records(
-            stages, read_items(reader), state, summary, window=runtime.window, on_done=done
+            stages,
+            read_items(reader, args.output),
+            state,
+            summary,
+            window=runtime.window,
+            on_done=done,
         )
 
     def ray(done: Any) -> None:
@@ -250,7 +255,7 @@ def _run(args: RunArgs) -> int:
         run_records_ray(
             settings,
             stages,
-            read_items(reader),
+            read_items(reader, args.output),
             state,
             summary,
             run_id=fp[:16],

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from realign.io.compress import compression, data_type
 from realign.io.detect import DETECT_SAMPLE, detect_format
 from realign.io.errors import ReadError
 from realign.io.formats import FORMAT_NAMES, FieldMap, FormatError, RecordError, to_record
@@ -23,6 +24,8 @@ from realign.io.parquet import parquet_gen
 from realign.records import Record
 
 READ_EXTENSIONS = (".json", ".jsonl", ".ndjson", ".parquet")
+# Text files may be compressed: `.jsonl.gz`, `.json.gz`, `.jsonl.zst`, ... (see `compress.py`).
+COMPRESSED = ".gz/.zst"
 
 
 def read_objects(
@@ -38,13 +41,21 @@ def read_objects(
             f"{spec}: is a folder; pass a dataset file ({', '.join(READ_EXTENSIONS)}) or a "
             "folder saved with datasets' save_to_disk"
         )
+    if p.exists() and not p.is_file():
+        raise FormatError(f"{spec}: not a regular file (a pipe or a device); pass a dataset file")
     if not p.is_file():
         raise FormatError(f"{spec}: no such file")
-    ext = p.suffix.lower()
+    ext = data_type(p)
+    if compression(p) is not None and ext not in (".jsonl", ".ndjson", ".json"):
+        raise FormatError(
+            f"{spec}: compressed '{ext or p.suffix}' files are not read; compress .jsonl or "
+            f".json files ({COMPRESSED}), or give the Parquet file as it is"
+        )
+    size = None if compression(p) else p.stat().st_size  # progress counts decompressed bytes
     if ext in (".jsonl", ".ndjson"):
-        return ObjectStream(spec, jsonl_gen(p), p.stat().st_size, "bytes", max_record_bytes)
+        return ObjectStream(spec, jsonl_gen(p), size, "bytes", max_record_bytes)
     if ext == ".json":
-        return ObjectStream(spec, json_gen(p), p.stat().st_size, "bytes", max_record_bytes)
+        return ObjectStream(spec, json_gen(p), size, "bytes", max_record_bytes)
     if ext == ".parquet":
         import pyarrow.parquet as pq
 
@@ -54,8 +65,8 @@ def read_objects(
             raise FormatError(f"{spec}: not a readable Parquet file ({e})") from None
         return ObjectStream(spec, parquet_gen(p), rows, "rows", max_record_bytes)
     raise FormatError(
-        f"{spec}: unknown file type '{ext}'; use {', '.join(READ_EXTENSIONS)}, "
-        "hf:NAME[:SPLIT] or a folder saved with datasets"
+        f"{spec}: unknown file type '{ext}'; use {', '.join(READ_EXTENSIONS)} (text ones may "
+        f"be compressed: {COMPRESSED}), hf:NAME[:SPLIT] or a folder saved with datasets"
     )
 
 
@@ -105,6 +116,11 @@ class RecordReader:
 
     def progress(self) -> tuple[int, int | None]:
         return self.stream.progress()
+
+    @property
+    def notes(self) -> list[str]:
+        """What the reader decided that the user should know (e.g. a .jsonl read as .json)."""
+        return self.stream.notes
 
     def _detect(self) -> None:
         if self._detected:
