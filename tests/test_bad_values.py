@@ -426,3 +426,34 @@ def test_missing_hf_split_names_the_splits(tmp_path: Path) -> None:
     assert "holds one dataset, no splits" in line
     res = invoke("convert", f"hf:{dd}:validation", tmp_path / "o.jsonl")
     assert res.exit_code == 0 and len(jsonl(tmp_path / "o.jsonl")) == 2
+
+
+def test_packed_values_come_back_exactly() -> None:
+    """The run state's form of every value a Parquet row can hold, a user key like realign's
+    own tag included."""
+    import pandas as pd
+
+    from realign.values import TAG, json_text, pack, unpack
+
+    row = {
+        "b": b"\x00\xff",
+        "ts": dt.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC),
+        "ns": pd.Timestamp(1_700_000_000_123_456_789),
+        "d": dt.date(2024, 1, 2),
+        "t": dt.time(1, 2, 3),
+        "td": dt.timedelta(days=-1, seconds=5),
+        "tdns": pd.Timedelta(7, unit="ns"),
+        "dec": Decimal("-1.50"),
+        "map": [("k", 1), ("j", None)],
+        "inf": -math.inf,
+        "big": 10**40,
+        "mine": {TAG: "bytes", "v": "not ours"},
+        "plain": {"a": [1, "x", None]},
+    }
+    back = unpack(json.loads(json.dumps(pack(row), allow_nan=False)))
+    assert back == row and type(back["ns"]) is pd.Timestamp
+    plain = {"a": [1, {"b": "c"}]}
+    assert pack(plain) is plain and unpack(plain) is plain  # nothing copied when nothing to do
+    assert json_text({"d": Decimal("2.50"), "td": dt.timedelta(seconds=90)}) == (
+        '{"d": "2.50", "td": "P0DT90S"}'
+    )

@@ -33,8 +33,8 @@ def non_finite_token(v: float) -> str:
 def _duration(v: dt.timedelta) -> str:
     sign = "-" if v < dt.timedelta(0) else ""
     v = abs(v)
-    seconds = v.seconds + v.microseconds / 1_000_000
-    return f"{sign}P{v.days}DT{seconds:g}S"
+    seconds = f"{v.seconds}.{v.microseconds:06d}{getattr(v, 'nanoseconds', 0):03d}"
+    return f"{sign}P{v.days}DT{seconds.rstrip('0').rstrip('.')}S"
 
 
 def _packed(kind: str, v: Any) -> dict[str, Any]:
@@ -48,12 +48,16 @@ def _pack_scalar(v: Any) -> Any:
     if isinstance(v, bytes | bytearray | memoryview):
         return _packed("bytes", base64.b64encode(bytes(v)).decode("ascii"))
     if isinstance(v, dt.datetime):
-        return _packed("datetime", v.isoformat())
+        # pandas' Timestamp (what Arrow gives for nanosecond columns) keeps its nanoseconds
+        kind = "timestamp" if getattr(v, "nanosecond", 0) else "datetime"
+        return _packed(kind, v.isoformat())
     if isinstance(v, dt.date):
         return _packed("date", v.isoformat())
     if isinstance(v, dt.time):
         return _packed("time", v.isoformat())
     if isinstance(v, dt.timedelta):
+        if getattr(v, "nanoseconds", 0):  # pandas' Timedelta, from a nanosecond column
+            return _packed("timedelta_ns", v.value)
         return _packed("timedelta", [v.days, v.seconds, v.microseconds])
     if isinstance(v, Decimal):
         return _packed("decimal", str(v))
@@ -91,12 +95,20 @@ def _unpack_tagged(kind: str, v: Any) -> Any:
         return base64.b64decode(v)
     if kind == "datetime":
         return dt.datetime.fromisoformat(v)
+    if kind == "timestamp":
+        import pandas as pd  # only pandas makes a datetime with nanoseconds
+
+        return pd.Timestamp(v)
     if kind == "date":
         return dt.date.fromisoformat(v)
     if kind == "time":
         return dt.time.fromisoformat(v)
     if kind == "timedelta":
         return dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2])
+    if kind == "timedelta_ns":
+        import pandas as pd
+
+        return pd.Timedelta(v, unit="ns")
     if kind == "decimal":
         return Decimal(v)
     if kind == "tuple":

@@ -59,7 +59,7 @@ def open_read(path: Path) -> IO[bytes]:
     """The file's bytes, decompressed by its name."""
     kind = compression(path)
     if kind == "gzip":
-        return gzip.open(path, "rb")
+        return io.BufferedReader(gzip.GzipFile(path, "rb"))
     if kind == "zstd":
         zstd = _zstd()
         return io.BufferedReader(zstd.ZstdDecompressor().stream_reader(path.open("rb")))

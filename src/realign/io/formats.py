@@ -211,6 +211,8 @@ def _chat_content(obj: Mapping[str, Any], path: Path) -> str:
                 raise RecordError(f"{_show(path)}[{j}]", f"content part '{kind}' is not text")
             texts.append(_text(obj, (*path, j, "text")))
         return "\n".join(texts)
+    if isinstance(v, float):
+        _text(obj, path)  # NaN / Infinity: named as such
     raise RecordError(_show(path), f"expected a string or text parts, got {_type_name(v)}")
 
 

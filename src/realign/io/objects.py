@@ -119,6 +119,16 @@ def strip_nulls(obj: Any) -> Any:
     return obj
 
 
+def label_id(obj: dict[str, Any]) -> str | None:
+    """The record's `id` for error messages: None when there is none fit to show."""
+    rid = obj.get("id")
+    if rid is None or isinstance(rid, dict | list):
+        return None
+    if isinstance(rid, float) and not math.isfinite(rid):
+        return None
+    return str(rid)
+
+
 def mb(n: int) -> str:
     """Decimal units, like --max-record-mb: 4.0 MB is 4,000,000 bytes."""
     return f"{n / 1_000_000:.1f} MB" if n >= 100_000 else f"{n / 1000:.1f} kB"
@@ -173,9 +183,7 @@ class ObjectStream:
                 index=index,
                 text=None if text is None else printable(text),
             )
-        rid = obj.get("id")
-        usable = not (isinstance(rid, float) and not math.isfinite(rid))
-        rid = None if rid is None or isinstance(rid, dict | list) or not usable else str(rid)
+        rid = label_id(obj)
         # A record failing these checks cannot be held by the failures file as an object
         # (pydantic and SQLite refuse it), so its failure line carries the input text.
         if (text is None or text.count("{") + text.count("[") > MAX_DEPTH) and _depth(

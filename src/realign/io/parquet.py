@@ -13,6 +13,7 @@ hold (bytes, timestamps, decimals, map entries, NaN) go through the spool packed
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,7 +97,7 @@ def _infer_schema(rows: list[dict[str, Any]], like: Any = None) -> Any:
     return pa.schema(fields)
 
 
-def _input_schema(path: str | Path | None) -> Any:
+def _input_schema(path: str | os.PathLike[str] | None) -> Any:
     """The Arrow schema of a Parquet input (None for other inputs)."""
     if path is None or Path(path).suffix.lower() != ".parquet" or not Path(path).is_file():
         return None
@@ -127,7 +128,7 @@ class ParquetSink:
         name: str,
         batch_rows: int,
         batch_bytes: int,
-        like: str | Path | None = None,
+        like: str | os.PathLike[str] | None = None,
     ) -> None:
         self.like = _input_schema(like)
         self.tmp = tmp

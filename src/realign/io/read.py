@@ -19,7 +19,7 @@ from realign.io.errors import ReadError
 from realign.io.formats import FORMAT_NAMES, FieldMap, FormatError, RecordError, to_record
 from realign.io.hf import is_hf_source, open_hf
 from realign.io.jsonstream import json_gen, jsonl_gen
-from realign.io.objects import DEFAULT_MAX_RECORD_BYTES, ObjectStream
+from realign.io.objects import DEFAULT_MAX_RECORD_BYTES, ObjectStream, label_id
 from realign.io.parquet import parquet_gen
 from realign.records import Record
 
@@ -154,8 +154,7 @@ class RecordReader:
             if isinstance(obj, ReadError):
                 yield obj
                 continue
-            rid = obj.get("id")
-            rid = None if rid is None or isinstance(rid, dict | list) else str(rid)
+            rid = label_id(obj)
             if self._format is None:
                 yield ReadError(
                     file=self.name,
