@@ -57,7 +57,7 @@ def _pack_scalar(v: Any) -> Any:
         return _packed("time", v.isoformat())
     if isinstance(v, dt.timedelta):
         if getattr(v, "nanoseconds", 0):  # pandas' Timedelta, from a nanosecond column
-            return _packed("timedelta_ns", v.value)
+            return _packed("timedelta_ns", getattr(v, "value"))  # noqa: B009 (pandas only)
         return _packed("timedelta", [v.days, v.seconds, v.microseconds])
     if isinstance(v, Decimal):
         return _packed("decimal", str(v))

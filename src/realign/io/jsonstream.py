@@ -40,15 +40,10 @@ def _number_problem(e: ValueError) -> str:
     return f"a number too long to read ({e})"
 
 
-def _spans_lines(text: str) -> bool:
-    """A first line opening a JSON array that continues on the next lines (pretty-printed)."""
-    if not text.lstrip().startswith("["):
-        return False
-    try:
-        json.loads(text)
-    except ValueError:
-        return True
-    return False
+def _opens_array(text: str) -> bool:
+    """A first line opening a JSON array: the file is a `.json` array (pretty-printed, or all
+    on one line) saved under a JSON Lines name, never records one a line."""
+    return text.lstrip().startswith("[")
 
 
 def jsonl_gen(path: Path) -> Callable[[ObjectStream], Iterator[tuple[int, int | None, Any]]]:
@@ -71,10 +66,10 @@ def jsonl_gen(path: Path) -> Callable[[ObjectStream], Iterator[tuple[int, int | 
                     except UnicodeDecodeError:
                         text, suspect = raw.decode("utf-8", "surrogateescape"), True
                     text = text.rstrip("\r\n")
-                    if not seen_text and _spans_lines(text):
+                    if not seen_text and _opens_array(text):
                         s.notes.append(
-                            f"{s.name}: holds one JSON array over many lines, not JSON Lines; "
-                            "read as a .json file"
+                            f"{s.name}: holds a JSON array, not JSON Lines (one object a "
+                            "line); read as a .json file"
                         )
                         s.done = 0
                         yield from json_gen(path)(s)
