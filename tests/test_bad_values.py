@@ -128,6 +128,23 @@ def test_number_beyond_float_range_is_a_load_failure_with_its_text(
     assert fail["raw_output"] == bad  # the record exactly as written
 
 
+@pytest.mark.parametrize("ext", [".jsonl", ".json"])
+def test_integer_too_long_to_parse_is_a_load_failure(tmp_path: Path, ext: str) -> None:
+    bad = '{"id": "bad", "instruction": "q", "output": "a", "n": ' + "9" * 5000 + "}"
+    src = tmp_path / f"in{ext}"
+    if ext == ".jsonl":
+        src.write_text(around(bad))
+    else:
+        src.write_text("[\n" + ",\n".join(around(bad).splitlines()) + "\n]\n")
+    res = run(tmp_path, src, tmp_path / "out.jsonl")
+    assert res.exit_code == 1, res.output
+    assert [r["id"] for r in jsonl(tmp_path / "out.jsonl")] == ["g0", "g1", "g2"]
+    (fail,) = jsonl(tmp_path / "out.failures.jsonl")
+    assert fail["stage"] == "load" and fail["index"] == 2
+    assert "an integer of more than 4300 digits cannot be read" in fail["error"]
+    assert fail["raw_output"] == bad
+
+
 def test_nan_elsewhere_is_kept_by_parquet_and_fails_a_json_output_before_any_request(
     tmp_path: Path,
 ) -> None:

@@ -37,7 +37,9 @@ def _check_bom(head: bytes, path: Path) -> str | None:
 
 def _number_problem(e: ValueError) -> str:
     """A `ValueError` of `json` that is not a syntax error: an integer over Python's limit."""
-    return f"a number too long to read ({e})"
+    if "digits" in str(e):
+        return "an integer of more than 4300 digits cannot be read; write it as a string"
+    return f"a number that cannot be read ({e})"
 
 
 def _opens_array(text: str) -> bool:
@@ -321,8 +323,12 @@ def _json_records(s: ObjectStream, tb: _TextBuffer) -> Iterator[tuple[int, int |
                 err, lost = _skipped(s, tb, index, line, f"malformed JSON: {e.msg}")
                 yield index, line, err
                 break
-            except RecursionError:
-                problem = f"nested more than {MAX_DEPTH} levels deep"
+            except (ValueError, RecursionError) as e:
+                problem = (
+                    _number_problem(e)
+                    if isinstance(e, ValueError)
+                    else f"nested more than {MAX_DEPTH} levels deep"
+                )
                 err, lost = _skipped(s, tb, index, start_line, problem)
                 yield index, start_line, err
                 break

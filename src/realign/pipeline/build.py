@@ -59,7 +59,9 @@ def count_records(path: Path) -> int | None:
     try:
         if path.suffix == ".jsonl" and compression(path) is None and path.is_file():
             with path.open("rb") as f:
-                return sum(1 for line in f if line.strip())
+                n = sum(1 for line in f if line.strip())
+            # a JSON array saved as .jsonl is read as .json: its lines are not its records
+            return None if path.read_bytes()[:4096].lstrip().startswith(b"[") else n
         if data_type(path) == ".parquet" and path.is_file():
             import pyarrow.parquet as pq
 
