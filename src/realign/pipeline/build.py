@@ -59,9 +59,11 @@ def count_records(path: Path) -> int | None:
     try:
         if path.suffix == ".jsonl" and compression(path) is None and path.is_file():
             with path.open("rb") as f:
-                n = sum(1 for line in f if line.strip())
-            # a JSON array saved as .jsonl is read as .json: its lines are not its records
-            return None if path.read_bytes()[:4096].lstrip().startswith(b"[") else n
+                # a JSON array saved as .jsonl is read as .json: its lines are not its records
+                if f.read(4096).lstrip().startswith(b"["):
+                    return None
+                f.seek(0)
+                return sum(1 for line in f if line.strip())
         if data_type(path) == ".parquet" and path.is_file():
             import pyarrow.parquet as pq
 
