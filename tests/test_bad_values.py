@@ -319,6 +319,26 @@ def test_zstd_round_trip(tmp_path: Path) -> None:
     assert (tmp_path / "mid.jsonl.zst").read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # zstd magic
 
 
+def test_zst_without_the_extra_is_one_error_before_any_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # as if the extra were not installed
+    src = tmp_path / "in.jsonl"
+    src.write_text(around(json.dumps(good(9))))
+    zst = tmp_path / "in.jsonl.zst"
+    zst.write_bytes(b"\x28\xb5\x2f\xfd")
+    for cmd in (
+        ("convert", zst, tmp_path / "o.jsonl"),
+        ("convert", src, tmp_path / "o.jsonl.zst"),
+        ("run", src, "-o", tmp_path / "o.jsonl.zst", "--backend", "fake"),
+    ):
+        line = one_error_line(invoke(*cmd))
+        assert "needs the `zstd` extra: pip install 'realign[zstd]'" in line
+    assert not list(tmp_path.glob("o.*")) and not list(tmp_path.glob(".o.*"))
+
+
 @pytest.mark.parametrize("name", ["in.jsonl", "in.json"])
 def test_gzip_bytes_under_a_plain_name_are_one_error(tmp_path: Path, name: str) -> None:
     src = tmp_path / name

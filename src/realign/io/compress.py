@@ -45,14 +45,24 @@ def side_path(output: Path, kind: str) -> Path:
     return output.with_name(f"{stem(output)}.{kind}.jsonl")
 
 
+class MissingExtra(ValueError):
+    """A compression whose package is not installed (a usage error: exit 2)."""
+
+
 def _zstd() -> Any:
     try:
         import zstandard
     except ImportError:
-        raise OSError(
+        raise MissingExtra(
             "reading or writing .zst files needs the `zstd` extra: pip install 'realign[zstd]'"
         ) from None
     return zstandard
+
+
+def check_compression(path: Path) -> None:
+    """`MissingExtra` when `path` names a compression realign cannot use here."""
+    if compression(path) == "zstd":
+        _zstd()
 
 
 def open_read(path: Path) -> IO[bytes]:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from realign.io.compress import compression, data_type
+from realign.io.compress import MissingExtra, check_compression, compression, data_type
 from realign.io.detect import DETECT_SAMPLE, detect_format
 from realign.io.errors import ReadError
 from realign.io.formats import FORMAT_NAMES, FieldMap, FormatError, RecordError, to_record
@@ -51,6 +51,10 @@ def read_objects(
             f"{spec}: compressed '{ext or p.suffix}' files are not read; compress .jsonl or "
             f".json files ({COMPRESSED}), or give the Parquet file as it is"
         )
+    try:
+        check_compression(p)
+    except MissingExtra as e:
+        raise FormatError(f"{spec}: {e}") from None
     size = None if compression(p) else p.stat().st_size  # progress counts decompressed bytes
     if ext in (".jsonl", ".ndjson"):
         return ObjectStream(spec, jsonl_gen(p), size, "bytes", max_record_bytes)

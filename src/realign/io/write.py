@@ -9,7 +9,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from realign.io.compress import compressed_text, compression, data_type
+from realign.io.compress import (
+    MissingExtra,
+    check_compression,
+    compressed_text,
+    compression,
+    data_type,
+)
 from realign.io.emit import from_record
 from realign.io.errors import Label, RecordWriteError, WriteError
 from realign.io.formats import FORMAT_NAMES, FieldMap, FormatError, RecordError
@@ -102,6 +108,10 @@ class RecordWriter:
                 f"{path}: unknown output type '{self.path.suffix.lower()}'; use "
                 f"{', '.join(WRITE_EXTENSIONS)} (text ones may end in .gz or .zst)"
             )
+        try:
+            check_compression(self.path)
+        except MissingExtra as e:
+            raise FormatError(f"{path}: {e}") from None
         self._tmp = self.path.with_name(f".{self.path.name}.partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._sink: _TextSink | ParquetSink = (

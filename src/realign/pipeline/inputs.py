@@ -29,6 +29,12 @@ def check_input(path: Path) -> None:
 
 def check_output(output: Path, *inputs: Path) -> None:
     """The output must not overwrite an input (a Hugging Face source is never a file here)."""
+    from realign.io.compress import MissingExtra, check_compression
+
+    try:
+        check_compression(output)  # before anything is paid for
+    except MissingExtra as e:
+        raise UsageError(f"{output}: {e}") from None
     if any(p.exists() and output.resolve() == p.resolve() for p in inputs):
         what = "the input" if len(inputs) == 1 else "an input"
         raise UsageError(f"the output must not overwrite {what}; choose another -o path")
