@@ -64,22 +64,36 @@ def _pack_scalar(v: Any) -> Any:
     return v
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})  # JSON holds these as they are
+
+
 def pack(obj: Any) -> Any:
     """`obj` in a JSON form `unpack` reverses; the same object when nothing needed packing."""
+    kind = type(obj)
+    if kind in _PLAIN:  # the common case first: most records hold nothing else
+        return obj
+    if kind is float:
+        return obj if math.isfinite(obj) else _packed("float", non_finite_token(obj))
     if isinstance(obj, dict):
         out: dict[Any, Any] | None = None
         for k, v in obj.items():
-            p = pack(v)
-            if p is not v and out is None:
-                out = dict(obj)
-            if out is not None:
+            p = v if type(v) in _PLAIN else pack(v)
+            if p is not v:
+                if out is None:
+                    out = dict(obj)
                 out[k] = p
         if TAG in obj:  # a user key that looks like ours: wrap it, so unpack leaves it alone
             return _packed("object", out if out is not None else obj)
         return obj if out is None else out
     if isinstance(obj, list):
-        items = [pack(v) for v in obj]
-        return obj if all(a is b for a, b in zip(items, obj, strict=True)) else items
+        items: list[Any] | None = None
+        for i, v in enumerate(obj):
+            p = v if type(v) in _PLAIN else pack(v)
+            if p is not v:
+                if items is None:
+                    items = list(obj)
+                items[i] = p
+        return obj if items is None else items
     if isinstance(obj, tuple):
         return _packed("tuple", [pack(v) for v in obj])
     return _pack_scalar(obj)
@@ -125,15 +139,25 @@ def unpack(obj: Any) -> Any:
             return _unpack_tagged(obj[TAG], obj["v"])
         out: dict[Any, Any] | None = None
         for k, v in obj.items():
+            if type(v) in _PLAIN:
+                continue
             u = unpack(v)
-            if u is not v and out is None:
-                out = dict(obj)
-            if out is not None:
+            if u is not v:
+                if out is None:
+                    out = dict(obj)
                 out[k] = u
         return obj if out is None else out
     if isinstance(obj, list):
-        items = [unpack(v) for v in obj]
-        return obj if all(a is b for a, b in zip(items, obj, strict=True)) else items
+        items: list[Any] | None = None
+        for i, v in enumerate(obj):
+            if type(v) in _PLAIN:
+                continue
+            u = unpack(v)
+            if u is not v:
+                if items is None:
+                    items = list(obj)
+                items[i] = u
+        return obj if items is None else items
     return obj
 
 
