@@ -372,6 +372,16 @@ def test_json_array_saved_as_jsonl_is_read_as_json(tmp_path: Path, indent: int |
     assert f"note: {src}: holds a JSON array, not JSON Lines" in res.stderr.replace("\n", " ")
 
 
+def test_pretty_printed_objects_saved_as_jsonl_are_read_as_json(tmp_path: Path) -> None:
+    """What `jq '.[]'` writes: one object after another, each over many lines."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps(good(i), indent=2) for i in range(5)) + "\n")
+    res = run(tmp_path, src, tmp_path / "out.jsonl")
+    assert res.exit_code == 0, res.output
+    assert [r["id"] for r in jsonl(tmp_path / "out.jsonl")] == [f"g{i}" for i in range(5)]
+    assert f"note: {src}: holds pretty-printed JSON, not JSON Lines" in res.stderr
+
+
 # ---------------------------------------------------------------- nested fields, task type
 
 

@@ -42,10 +42,12 @@ def _number_problem(e: ValueError) -> str:
     return f"a number that cannot be read ({e})"
 
 
-def _opens_array(text: str) -> bool:
-    """A first line opening a JSON array: the file is a `.json` array (pretty-printed, or all
-    on one line) saved under a JSON Lines name, never records one a line."""
-    return text.lstrip().startswith("[")
+def _not_json_lines(text: str) -> bool:
+    """A first line that says the file is a `.json` file under a JSON Lines name: it opens an
+    array (pretty-printed, or all on one line), or it is a lone `{` (pretty-printed objects
+    one after another, as `jq` writes them)."""
+    start = text.strip()
+    return start.startswith("[") or start == "{"
 
 
 def jsonl_gen(path: Path) -> Callable[[ObjectStream], Iterator[tuple[int, int | None, Any]]]:
@@ -68,10 +70,11 @@ def jsonl_gen(path: Path) -> Callable[[ObjectStream], Iterator[tuple[int, int | 
                     except UnicodeDecodeError:
                         text, suspect = raw.decode("utf-8", "surrogateescape"), True
                     text = text.rstrip("\r\n")
-                    if not seen_text and _opens_array(text):
+                    if not seen_text and _not_json_lines(text):
+                        what = "a JSON array" if text.strip()[0] == "[" else "pretty-printed JSON"
                         s.notes.append(
-                            f"{s.name}: holds a JSON array, not JSON Lines (one object a "
-                            "line); read as a .json file"
+                            f"{s.name}: holds {what}, not JSON Lines (one object a line); "
+                            "read as a .json file"
                         )
                         s.done = 0
                         yield from json_gen(path)(s)

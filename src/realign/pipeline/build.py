@@ -59,8 +59,9 @@ def count_records(path: Path) -> int | None:
     try:
         if path.suffix == ".jsonl" and compression(path) is None and path.is_file():
             with path.open("rb") as f:
-                # a JSON array saved as .jsonl is read as .json: its lines are not its records
-                if f.read(4096).lstrip().startswith(b"["):
+                # .json content saved as .jsonl is read as .json: its lines are not its records
+                head = f.read(4096).lstrip()
+                if head.startswith(b"[") or head.split(b"\n", 1)[0].strip() == b"{":
                     return None
                 f.seek(0)
                 return sum(1 for line in f if line.strip())
