@@ -39,7 +39,8 @@ FieldsOpt = typer.Option(
     None,
     "--fields",
     help="Read flat records through a mapping, e.g. `instruction=question,response=answer` "
-    "(also input=, system=, id=). Implies --input-format fields.",
+    "(also input=, system=, id=, task_type=; a key may be a path such as instances.0.output). "
+    "Implies --input-format fields.",
 )
 MaxRecordOpt = typer.Option(
     4.0, "--max-record-mb", min=0.001, help="Reject records larger than this (MB of UTF-8 JSON)."
