@@ -14,7 +14,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+)
+
+from realign.values import pack, readable, unpack
 
 Role = Literal["system", "user", "assistant"]
 
@@ -26,12 +35,27 @@ Role = Literal["system", "user", "assistant"]
 Status = Literal["pending", "rewritten", "kept", "skipped", "failed"]
 
 
+def _unpacked(v: Any, info: ValidationInfo) -> Any:
+    """Undo `pack` when a model is read back from JSON (the run state)."""
+    return unpack(v) if info.mode == "json" else v
+
+
 class Turn(BaseModel):
     """One message. `extra` keeps unknown per-turn keys of the input (e.g. ReAlign's `category`)."""
 
     role: Role
     content: str
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    # Values JSON cannot hold (bytes, dates, NaN, ...) survive the run state unchanged.
+    @field_serializer("extra", when_used="json")
+    def _pack_extra(self, v: dict[str, Any]) -> Any:
+        return pack(v)
+
+    @field_validator("extra", mode="before")
+    @classmethod
+    def _unpack_extra(cls, v: Any, info: ValidationInfo) -> Any:
+        return _unpacked(v, info)
 
 
 class Evidence(BaseModel):
@@ -134,6 +158,15 @@ class Record(BaseModel):
     raw: dict[str, Any] = Field(default_factory=dict)
     meta: RealignMeta = Field(default_factory=RealignMeta)
 
+    @field_serializer("raw", when_used="json")
+    def _pack_raw(self, v: dict[str, Any]) -> Any:
+        return pack(v)
+
+    @field_validator("raw", mode="before")
+    @classmethod
+    def _unpack_raw(cls, v: Any, info: ValidationInfo) -> Any:
+        return _unpacked(v, info)
+
     def assistant_turns(self) -> list[int]:
         return [i for i, t in enumerate(self.turns) if t.role == "assistant"]
 
@@ -196,3 +229,8 @@ class Failure(BaseModel):
     error: str
     raw_output: str | None = None
     record: dict[str, Any] = Field(default_factory=dict)
+
+    # The failures file is for people and other tools: plain JSON, whatever the record held.
+    @field_serializer("record", when_used="json")
+    def _readable_record(self, v: dict[str, Any]) -> Any:
+        return readable(v)

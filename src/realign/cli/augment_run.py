@@ -19,6 +19,7 @@ from realign.cli.common import die, lock_output, split_csv
 from realign.cli.console import make_console
 from realign.cli.job import Job, open_job
 from realign.cli.options import EngineArgs
+from realign.io.compress import side_path
 from realign.llm.build import build_engine, pricing_model
 from realign.pipeline.outputs import JSONL_TYPES, Output, check_outputs, job_output
 from realign.pipeline.runner import fingerprint
@@ -270,7 +271,7 @@ def generate_command(args: GenerateArgs) -> int:
         )
     if not 0.0 < args.dedup_threshold <= 1.0:
         raise die(f"--dedup-threshold {args.dedup_threshold}: use a number in (0, 1]")
-    dup_path = args.output.with_name(f"{args.output.stem}.duplicates.jsonl")
+    dup_path = side_path(args.output, "duplicates")
     check_job_outputs(args, job_output(args.output, args.output_format, side_files=[dup_path]))
     pack = load_pack_or_die(args.pack, args.criteria) if args.typed else None
     n = args.per_chunk

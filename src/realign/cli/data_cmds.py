@@ -39,7 +39,8 @@ FieldsOpt = typer.Option(
     None,
     "--fields",
     help="Read flat records through a mapping, e.g. `instruction=question,response=answer` "
-    "(also input=, system=, id=). Implies --input-format fields.",
+    "(also input=, system=, id=, task_type=; a key may be a path such as instances.0.output). "
+    "Implies --input-format fields.",
 )
 MaxRecordOpt = typer.Option(
     4.0, "--max-record-mb", min=0.001, help="Reject records larger than this (MB of UTF-8 JSON)."
@@ -187,6 +188,7 @@ def convert(
     (the others are still written) or with --strict at the first bad record, 2 on an unusable
     input, output path or option (nothing is written).
     """
+    from realign.io.compress import side_path
     from realign.io.errors import RecordWriteError
     from realign.io.formats import FormatError
     from realign.io.write import JsonlAppender, RecordWriter
@@ -194,13 +196,15 @@ def convert(
 
     console = _console()
     reader = _open_reader(console, input, input_format, fields, max_record_mb)
-    rejected_path = output.with_name(f"{output.stem}.rejected.jsonl")
+    rejected_path = side_path(output, "rejected")
     _check_output(console, output, output_format, output_fields or fields, rejected_path, input)
     rejected_path.unlink(missing_ok=True)  # a stale file from an earlier run would mislead
     rejects = _Rejects(console)
     read = 0
     try:
-        writer = RecordWriter(output, output_format, output_fields or fields, source_fields=fields)
+        writer = RecordWriter(
+            output, output_format, output_fields or fields, source_fields=fields, keep_types_of=input
+        )
     except FormatError as e:
         _say(console, f"error: {e}", "red")
         raise typer.Exit(2) from None

@@ -23,6 +23,7 @@ from realign.cli.augment_run import (
 from realign.cli.common import die
 from realign.cli.job import finish
 from realign.errors import UsageError
+from realign.io.compress import side_path
 from realign.pipeline.inputs import open_input, read_items
 from realign.pipeline.outputs import job_output
 from realign.records import Failure, Record
@@ -47,7 +48,7 @@ def filter_command(args: FilterArgs) -> int:
     from realign.pipeline.build import count_json_records, count_records
 
     reader = open_input(args.input, args.input_format, args.fields)
-    dropped_path = args.output.with_name(f"{args.output.stem}.dropped.jsonl")
+    dropped_path = side_path(args.output, "dropped")
     kept = job_output(args.output, args.output_format, args.fields, side_files=[dropped_path])
     check_job_outputs(args, kept, inputs=(args.reference,) if args.reference else ())
     try:

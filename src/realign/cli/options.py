@@ -52,7 +52,8 @@ OUTPUT_FORMAT = typer.Option(None, help="Output format (default: the input's).")
 FIELDS = typer.Option(
     None,
     help="Field mapping for flat records, e.g. instruction=question,response=answer "
-    "(implies --input-format fields).",
+    "(also input=, system=, id=, task_type=; a key may be a path such as "
+    "instances.0.output). Implies --input-format fields.",
 )
 
 MAX_RECORD_MB = typer.Option(

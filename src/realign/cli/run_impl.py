@@ -314,7 +314,7 @@ def _run(args: RunArgs) -> int:
     if args.dry_run:
         from realign.pipeline.estimate import estimate_run
 
-        return estimate_run(settings, pack, options, read_items(reader), err)
+        return estimate_run(settings, pack, options, read_items(reader, args.output), err)
 
     lock = lock_output(args.output)  # before anything is paid for
     runtime = build_runtime(settings, pack, options, err)
@@ -343,7 +343,12 @@ def _run(args: RunArgs) -> int:
 
     async def local(done: Any) -> None:
         await pipeline.run_records(
-            stages, read_items(reader), state, summary, window=runtime.window, on_done=done
+            stages,
+            read_items(reader, args.output),
+            state,
+            summary,
+            window=runtime.window,
+            on_done=done,
         )
 
     def ray(done: Any) -> None:
@@ -352,7 +357,7 @@ def _run(args: RunArgs) -> int:
         run_records_ray(
             settings,
             stages,
-            read_items(reader),
+            read_items(reader, args.output),
             state,
             summary,
             run_id=fp[:16],

@@ -74,7 +74,7 @@ def _patch(record: Record, fields: FieldMap | None) -> dict[str, Any] | None:
     for turn, before, slot in zip(record.turns, old, slots, strict=True):
         if turn.content != before.content:
             if slot.join is not None:
-                extra_input = optional_text(record.raw, str(slot.join[0]))
+                extra_input = optional_text(record.raw, slot.join)
                 tail = "\n\n" + extra_input
                 if extra_input and turn.content.endswith(tail):
                     cow.set(slot.path, turn.content[: -len(tail)])

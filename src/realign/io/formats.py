@@ -15,6 +15,7 @@ Pure functions, no I/O (files are the job of `read.py` and `write.py`). Supporte
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -22,6 +23,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from realign.records import Evidence, RealignMeta, Record, Role, Turn
+from realign.values import non_finite_token
 
 FormatName = Literal["items", "sharegpt", "alpaca", "messages", "fields"]
 FORMAT_NAMES: tuple[str, ...] = get_args(FormatName)
@@ -63,7 +65,11 @@ class RecordError(ValueError):
 
 
 class FieldMap(BaseModel):
-    """Which keys of a flat object hold the instruction, the response and the optional parts."""
+    """Which keys of a flat object hold the instruction, the response and the optional parts.
+
+    A key may be a dotted path into nested objects and lists (`instances.0.output`): a key
+    the object holds as it is wins over the path.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -72,10 +78,11 @@ class FieldMap(BaseModel):
     input: str | None = None  # joined to the instruction like alpaca's `input`
     system: str | None = None
     id: str | None = None
+    task_type: str | None = None  # the record's task type (like ReAlign's `category`)
 
     @classmethod
     def parse(cls, spec: str) -> FieldMap:
-        """`instruction=question,response=answer[,input=..][,system=..][,id=..]`."""
+        """`instruction=question,response=answer[,input=..][,system=..][,id=..][,task_type=..]`."""
         pairs: dict[str, str] = {}
         for part in filter(None, (p.strip() for p in spec.split(","))):
             name, sep, key = part.partition("=")
@@ -102,7 +109,10 @@ class FieldMap(BaseModel):
         return ",".join(f"{k}={v}" for k, v in self.model_dump(exclude_none=True).items())
 
     def content_keys(self) -> set[str]:
-        return {k for k in (self.instruction, self.response, self.input, self.system) if k}
+        """The top-level keys the conversation is read from (a nested path's top-level key
+        holds other values too, so it is not one of them)."""
+        keys = (self.instruction, self.response, self.input, self.system)
+        return {k for k in keys if k and "." not in k}
 
 
 # ---------------------------------------------------------------- reading
@@ -137,9 +147,54 @@ def _text(obj: Mapping[str, Any], path: Path, *, numbers: bool = False) -> str:
         v = v[p]
     if isinstance(v, str):
         return v
+    if isinstance(v, float) and not math.isfinite(v):  # never the text "nan" sent to a model
+        raise RecordError(
+            _show(path),
+            f"{non_finite_token(v)} is not text (a missing value written as a number?); "
+            "give it a string, or drop the record",
+        )
     if numbers and isinstance(v, int | float) and not isinstance(v, bool):
         return str(v)
     raise RecordError(_show(path), f"expected a string, got {_type_name(v)}")
+
+
+def resolve(obj: Any, spec: str) -> tuple[Path | None, str]:
+    """Where `spec` (a key, or a dotted path with list indices) is in `obj`: its path, or
+    None and what is missing ('instances[0] has no output')."""
+    if isinstance(obj, Mapping) and spec in obj:
+        return (spec,), ""
+    if "." not in spec:
+        return None, f"no '{spec}'"
+    node: Any = obj
+    path: list[str | int] = []
+    for part in spec.split("."):
+        key: str | int
+        if isinstance(node, Mapping) and part in node:
+            key = part
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            key = int(part)
+        else:
+            where = _show(tuple(path)) or "the record"
+            if isinstance(node, Mapping):
+                return None, f"{where} has no '{part}'"
+            if isinstance(node, list):
+                return None, f"{where} has {len(node)} items, no [{part}]"
+            return None, f"{where} is {_type_name(node)}, not an object or array"
+        path.append(key)
+        node = node[key]
+    return tuple(path), ""
+
+
+def _value(obj: Mapping[str, Any], spec: str | None) -> tuple[Path | None, Any]:
+    if spec is None:
+        return None, None
+    path, _ = resolve(obj, spec)
+    if path is None:
+        return None, None
+    v: Any = obj
+    for p in path:
+        v = v[p]
+    return path, v
 
 
 def _chat_content(obj: Mapping[str, Any], path: Path) -> str:
@@ -156,6 +211,8 @@ def _chat_content(obj: Mapping[str, Any], path: Path) -> str:
                 raise RecordError(f"{_show(path)}[{j}]", f"content part '{kind}' is not text")
             texts.append(_text(obj, (*path, j, "text")))
         return "\n".join(texts)
+    if isinstance(v, float):
+        _text(obj, path)  # NaN / Infinity: named as such
     raise RecordError(_show(path), f"expected a string or text parts, got {_type_name(v)}")
 
 
@@ -234,10 +291,31 @@ def input_evidence(record: Record, turn_index: int) -> list[Evidence]:
     return out
 
 
-def optional_text(obj: Mapping[str, Any], key: str | None) -> str:
-    if key is None or obj.get(key) is None:
+def optional_text(obj: Mapping[str, Any], key: str | Path | None) -> str:
+    """The text at `key` (a key, a dotted path, or a resolved path); '' when it is missing."""
+    path, v = _value(obj, key) if isinstance(key, str) or key is None else (key, _at(obj, key))
+    if path is None or v is None:
         return ""
-    return _text(obj, (key,), numbers=True)
+    return _text(obj, path, numbers=True)
+
+
+def _at(obj: Any, path: Path) -> Any:
+    try:
+        for p in path:
+            obj = obj[p]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return obj
+
+
+def _task_type(obj: Mapping[str, Any], spec: str | None) -> dict[str, Any]:
+    """The user turn's `category` from the mapped task type column ({} when it has none)."""
+    path, v = _value(obj, spec)
+    if path is None or v is None:
+        return {}
+    if not isinstance(v, str):
+        raise RecordError(_show(path), f"expected a task type name, got {_type_name(v)}")
+    return {"category": v.strip()} if v.strip() else {}
 
 
 def _parse_flat(
@@ -248,12 +326,14 @@ def _parse_flat(
     system: str | None,
     *,
     history_key: str | None = None,
+    task_type: str | None = None,
 ) -> tuple[list[Turn], list[_Slot]]:
     turns: list[Turn] = []
     slots: list[_Slot] = []
-    if system and optional_text(obj, system):
-        turns.append(Turn(role="system", content=_text(obj, (system,))))
-        slots.append(_Slot((system,)))
+    system_path, _ = _value(obj, system)
+    if system_path is not None and optional_text(obj, system_path):
+        turns.append(Turn(role="system", content=_text(obj, system_path)))
+        slots.append(_Slot(system_path))
     history = obj.get(history_key) if history_key else None
     if history is not None:  # LLaMA-Factory's multi-turn alpaca
         if not isinstance(history, list):
@@ -266,17 +346,22 @@ def _parse_flat(
             for j, role in ((0, "user"), (1, "assistant")):
                 turns.append(Turn(role=role, content=_text(obj, ("history", k, j))))
                 slots.append(_Slot(("history", k, j)))
+    paths: list[Path] = []
     for key in (instr, resp):
-        if obj.get(key) is None:
+        path, missing = resolve(obj, key)
+        if path is None or _at(obj, path) is None:
             what = "instruction" if key == instr else "response"
-            raise RecordError(key, f"missing: every record needs its {what}")
-    text = _text(obj, (instr,), numbers=True)
-    extra_input = optional_text(obj, inp)
+            detail = f" ({missing})" if path is None and "." in key and key not in obj else ""
+            raise RecordError(key, f"missing{detail}: every record needs its {what}")
+        paths.append(path)
+    text = _text(obj, paths[0], numbers=True)
+    input_path, _ = _value(obj, inp)
+    extra_input = optional_text(obj, input_path) if input_path is not None else ""
     user = text + ("\n\n" + extra_input if extra_input else "")
-    turns.append(Turn(role="user", content=user))
-    slots.append(_Slot((instr,), (inp,) if inp else None))
-    turns.append(Turn(role="assistant", content=_text(obj, (resp,), numbers=True)))
-    slots.append(_Slot((resp,)))
+    turns.append(Turn(role="user", content=user, extra=_task_type(obj, task_type)))
+    slots.append(_Slot(paths[0], input_path))
+    turns.append(Turn(role="assistant", content=_text(obj, paths[1], numbers=True)))
+    slots.append(_Slot(paths[1]))
     return turns, slots
 
 
@@ -292,16 +377,25 @@ def parse_turns(
             raise FormatError(
                 "format 'fields' needs a mapping: --fields instruction=KEY,response=KEY"
             )
-        return _parse_flat(obj, fields.instruction, fields.response, fields.input, fields.system)
+        return _parse_flat(
+            obj,
+            fields.instruction,
+            fields.response,
+            fields.input,
+            fields.system,
+            task_type=fields.task_type,
+        )
     raise FormatError(f"unknown format '{fmt}'; use one of {', '.join(FORMAT_NAMES)}")
 
 
 def _record_id(obj: Mapping[str, Any], key: str, index: int) -> str:
-    v = obj.get(key)
-    if v is None:
+    path, v = _value(obj, key)
+    if path is None or v is None:
         return str(index)
     if isinstance(v, dict | list):
         raise RecordError(key, f"expected a string or number, got {_type_name(v)}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise RecordError(key, f"{non_finite_token(v)} is not a usable id")
     return str(v)
 
 

@@ -55,9 +55,18 @@ def _import_datasets() -> Any:
     return datasets
 
 
+def _splits_of(datasets: Any, name: str, config: str | None) -> list[str]:
+    """The splits a dataset has ([] when that cannot be found out, e.g. offline)."""
+    try:
+        return list(datasets.get_dataset_split_names(name, config))
+    except Exception:  # offline, unknown name: the caller reports the first error
+        return []
+
+
 def open_hf(spec: str, max_record_bytes: int) -> ObjectStream:
     datasets = _import_datasets()
-    if spec.startswith("hf:"):
+    found = _split_hf_dir(spec.removeprefix("hf:"))  # hf:DIR[:SPLIT] is read from disk too
+    if found is None:
         parts = spec[3:].split(":")
         config: str | None
         split: str | None
@@ -71,23 +80,31 @@ def open_hf(spec: str, max_record_bytes: int) -> ObjectStream:
         try:
             ds = datasets.load_dataset(name, config, split=split, streaming=True)
         except Exception as e:  # offline, unknown name, bad split: many types
+            if (splits := _splits_of(datasets, name, config)) and split not in splits:
+                raise FormatError(
+                    f"{spec}: no split '{split}'; this dataset has {', '.join(splits)} "
+                    f"(hf:{name}:SPLIT)"
+                ) from None
             raise FormatError(
                 f"{spec}: cannot open the Hugging Face dataset ({type(e).__name__}: "
                 f"{str(e).strip().splitlines()[0] if str(e).strip() else e!r}). Check the name "
                 "and the network, or save it with datasets' save_to_disk and pass the folder"
             ) from None
         return ObjectStream(spec, _hf_gen(ds), None, "rows", max_record_bytes)
-    found = _split_hf_dir(spec)
-    assert found is not None
     folder, split = found
     ds = datasets.load_from_disk(str(folder))
+    if split is not None and not isinstance(ds, datasets.DatasetDict):
+        raise FormatError(
+            f"{spec}: {folder} holds one dataset, no splits; pass {folder} without ':{split}'"
+        )
     if isinstance(ds, datasets.DatasetDict):
         splits = list(ds)
         if split is None:
             split = "train" if "train" in splits else (splits[0] if len(splits) == 1 else None)
         if split not in splits:
+            problem = "choose a split" if split is None else f"no split '{split}'"
             raise FormatError(
-                f"{spec}: choose a split as {folder}:SPLIT, one of {', '.join(splits)}"
+                f"{spec}: {problem}; {folder} has {', '.join(splits)} (pass {folder}:SPLIT)"
             )
         ds = ds[split]
     return ObjectStream(spec, _hf_gen(ds), len(ds), "rows", max_record_bytes)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from realign.io.compress import compression, magic_problem, open_read, read_error
 from realign.io.errors import ReadError
 from realign.io.objects import MAX_DEPTH, SURROGATE, ObjectStream, ParsedText, mb, printable
 
@@ -23,7 +24,9 @@ _CHUNK = 1 << 16
 _NON_BLANK = re.compile(r"\S")
 
 
-def _check_bom(head: bytes) -> str | None:
+def _check_bom(head: bytes, path: Path) -> str | None:
+    if compression(path) is None and (problem := magic_problem(head, path)) is not None:
+        return problem
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or head[:4] in (
         codecs.BOM_UTF32_LE,
         codecs.BOM_UTF32_BE,
@@ -32,54 +35,90 @@ def _check_bom(head: bytes) -> str | None:
     return None
 
 
+def _number_problem(e: ValueError) -> str:
+    """A `ValueError` of `json` that is not a syntax error: an integer over Python's limit."""
+    if "digits" in str(e):
+        return "an integer of more than 4300 digits cannot be read; write it as a string"
+    return f"a number that cannot be read ({e})"
+
+
+def _not_json_lines(text: str) -> bool:
+    """A first line that says the file is a `.json` file under a JSON Lines name: it opens an
+    array (pretty-printed, or all on one line), or it is a lone `{` (pretty-printed objects
+    one after another, as `jq` writes them)."""
+    start = text.strip()
+    return start.startswith("[") or start == "{"
+
+
 def jsonl_gen(path: Path) -> Callable[[ObjectStream], Iterator[tuple[int, int | None, Any]]]:
     def gen(s: ObjectStream) -> Iterator[tuple[int, int | None, Any]]:
         index = 0
         seen_text = False
-        with path.open("rb") as f:
-            for lineno, raw in enumerate(f, start=1):
-                s.done += len(raw)
-                if lineno == 1:
-                    if (msg := _check_bom(raw)) is not None:
-                        yield 0, 1, s.error(msg, line=1)
+        try:
+            with open_read(path) as f:
+                for lineno, raw in enumerate(f, start=1):
+                    s.done += len(raw)
+                    if lineno == 1:
+                        if (msg := _check_bom(raw, path)) is not None:
+                            yield 0, 1, s.error(msg, line=1)
+                            return
+                        raw = raw.removeprefix(codecs.BOM_UTF8)
+                    if not raw.strip():
+                        continue
+                    try:
+                        text, suspect = raw.decode("utf-8"), False
+                    except UnicodeDecodeError:
+                        text, suspect = raw.decode("utf-8", "surrogateescape"), True
+                    text = text.rstrip("\r\n")
+                    if not seen_text and _not_json_lines(text):
+                        what = "a JSON array" if text.strip()[0] == "[" else "pretty-printed JSON"
+                        s.notes.append(
+                            f"{s.name}: holds {what}, not JSON Lines (one object a line); "
+                            "read as a .json file"
+                        )
+                        s.done = 0
+                        yield from json_gen(path)(s)
                         return
-                    raw = raw.removeprefix(codecs.BOM_UTF8)
-                if not raw.strip():
-                    continue
-                seen_text = True
-                try:
-                    text, suspect = raw.decode("utf-8"), False
-                except UnicodeDecodeError:
-                    text, suspect = raw.decode("utf-8", "surrogateescape"), True
-                text = text.rstrip("\r\n")
-                obj: ParsedText | ReadError
-                try:
-                    obj = ParsedText(json.loads(text), len(raw), suspect, text)
-                except (json.JSONDecodeError, RecursionError) as e:
-                    obj = s.error(
-                        f"malformed JSON: {e.msg} (column {e.colno})"
-                        if isinstance(e, json.JSONDecodeError)
-                        else f"nested more than {MAX_DEPTH} levels deep",
-                        line=lineno,
-                        index=index,
-                        text=printable(text),
-                    )
-                yield index, lineno, obj
-                index += 1
+                    seen_text = True
+                    yield index, lineno, _parse_line(s, text, raw, suspect, lineno, index)
+                    index += 1
+        except (OSError, EOFError) as e:  # a damaged or truncated compressed file
+            if compression(path) is None:
+                raise
+            yield index, None, s.error(read_error(path, e), index=index if seen_text else None)
+            return
         if not seen_text:
             yield 0, None, s.error("file is empty: no records")
 
     return gen
 
 
+def _parse_line(
+    s: ObjectStream, text: str, raw: bytes, suspect: bool, lineno: int, index: int
+) -> ParsedText | ReadError:
+    try:
+        return ParsedText(json.loads(text), len(raw), suspect, text)
+    except (ValueError, RecursionError) as e:
+        return s.error(
+            f"malformed JSON: {e.msg} (column {e.colno})"
+            if isinstance(e, json.JSONDecodeError)
+            else _number_problem(e)
+            if isinstance(e, ValueError)
+            else f"nested more than {MAX_DEPTH} levels deep",
+            line=lineno,
+            index=index,
+            text=printable(text),
+        )
+
+
 class _TextBuffer:
     """A growing window over a UTF-8 file for incremental `raw_decode`, tracking lines."""
 
-    def __init__(self, f: IO[bytes], on_read: Callable[[int], None]) -> None:
+    def __init__(self, f: IO[bytes], on_read: Callable[[int], None], first: bytes = b"") -> None:
         self.f = f
         self.on_read = on_read
         self.dec = codecs.getincrementaldecoder("utf-8")("surrogateescape")
-        self.buf = ""
+        self.buf = self.dec.decode(first)
         self.pos = 0
         self.line = 1
         self.column = 0  # of pos, in characters
@@ -204,97 +243,110 @@ def _skip_record(tb: _TextBuffer, limit: int) -> tuple[str, bool]:
 
 
 def json_gen(path: Path) -> Callable[[ObjectStream], Iterator[tuple[int, int | None, Any]]]:
-    decoder = json.JSONDecoder()
-
     def gen(s: ObjectStream) -> Iterator[tuple[int, int | None, Any]]:
-        with path.open("rb") as f:
-            head = f.read(4)
-            if (msg := _check_bom(head)) is not None:
-                yield 0, 1, s.error(msg, line=1)
-                return
-            f.seek(len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0)
-
-            def on_read(n: int) -> None:
-                s.done += n
-
-            tb = _TextBuffer(f, on_read)
-            first = tb.peek()
-            if first == "":
-                yield 0, None, s.error("file is empty: no records")
-                return
-            if first not in "[{":
-                yield (
-                    0,
-                    tb.line,
-                    s.error(f"expected a JSON array of records, found {first!r}", line=tb.line),
-                )
-                return
-            array = first == "["
-            if array:
-                tb.advance(tb.pos + 1)
-            index = 0
-            lost = False  # a record that did not parse ran to the end of the file
-            while True:
-                c = tb.peek()
-                if array and c == "]":  # also after a trailing comma: nothing is lost
-                    tb.advance(tb.pos + 1)
-                    if tb.peek() != "":
-                        text = tb.buf[tb.pos : tb.pos + 200]
-                        yield (
-                            index,
-                            tb.line,
-                            s.error(
-                                "unexpected text after the closing ']'",
-                                line=tb.line,
-                                index=index,
-                                text=printable(text),
-                            ),
-                        )
+        with open_read(path) as f:
+            try:
+                head = f.read(4)
+                s.done += len(head)
+                if (msg := _check_bom(head, path)) is not None:
+                    yield 0, 1, s.error(msg, line=1)
                     return
-                if c == "":
-                    if array and not lost:  # records may be missing: a truncated file
-                        yield (
-                            index,
-                            tb.line,
-                            s.error(
-                                "malformed JSON: the array is not closed with ']' "
-                                "(is the file truncated?)",
-                                line=tb.line,
-                                index=index,
-                            ),
-                        )
-                    return
-                start_line = tb.line
-                while True:
-                    try:
-                        obj, end = decoder.raw_decode(tb.buf, tb.pos)
-                    except json.JSONDecodeError as e:
-                        # At the window's edge the record may just be incomplete: read on.
-                        truncated = e.pos >= len(tb.buf) - 6 or e.msg.startswith("Unterminated")
-                        if truncated and tb.more():
-                            continue
-                        line = start_line + tb.buf.count("\n", tb.pos, e.pos)
-                        err, lost = _skipped(s, tb, index, line, f"malformed JSON: {e.msg}")
-                        yield index, line, err
-                        break
-                    except RecursionError:
-                        problem = f"nested more than {MAX_DEPTH} levels deep"
-                        err, lost = _skipped(s, tb, index, start_line, problem)
-                        yield index, start_line, err
-                        break
-                    if end < len(tb.buf) or tb.eof or not tb.more():
-                        suspect = SURROGATE.search(tb.buf, tb.pos, end) is not None
-                        text = tb.buf[tb.pos : end]
-                        tb.advance(end)
-                        yield index, start_line, ParsedText(obj, len(text), suspect, text)
-                        break  # complete (a bare number at the edge might have continued)
-                index += 1
-                if array and tb.peek() == ",":
-                    tb.advance(tb.pos + 1)
-                # Anything else (`]`, the next record after a missing comma, stray text) is
-                # handled at the top of the loop: stray text becomes a failed record.
+
+                def on_read(n: int) -> None:
+                    s.done += n
+
+                tb = _TextBuffer(f, on_read, head.removeprefix(codecs.BOM_UTF8))
+                yield from _json_records(s, tb)
+            except (OSError, EOFError) as e:  # a damaged or truncated compressed file
+                if compression(path) is None:
+                    raise
+                yield 0, None, s.error(read_error(path, e))
 
     return gen
+
+
+def _json_records(s: ObjectStream, tb: _TextBuffer) -> Iterator[tuple[int, int | None, Any]]:
+    decoder = json.JSONDecoder()
+    first = tb.peek()
+    if first == "":
+        yield 0, None, s.error("file is empty: no records")
+        return
+    if first not in "[{":
+        yield (
+            0,
+            tb.line,
+            s.error(f"expected a JSON array of records, found {first!r}", line=tb.line),
+        )
+        return
+    array = first == "["
+    if array:
+        tb.advance(tb.pos + 1)
+    index = 0
+    lost = False  # a record that did not parse ran to the end of the file
+    while True:
+        c = tb.peek()
+        if array and c == "]":  # also after a trailing comma: nothing is lost
+            tb.advance(tb.pos + 1)
+            if tb.peek() != "":
+                text = tb.buf[tb.pos : tb.pos + 200]
+                yield (
+                    index,
+                    tb.line,
+                    s.error(
+                        "unexpected text after the closing ']'",
+                        line=tb.line,
+                        index=index,
+                        text=printable(text),
+                    ),
+                )
+            return
+        if c == "":
+            if array and not lost:  # records may be missing: a truncated file
+                yield (
+                    index,
+                    tb.line,
+                    s.error(
+                        "malformed JSON: the array is not closed with ']' "
+                        "(is the file truncated?)",
+                        line=tb.line,
+                        index=index,
+                    ),
+                )
+            return
+        start_line = tb.line
+        while True:
+            try:
+                obj, end = decoder.raw_decode(tb.buf, tb.pos)
+            except json.JSONDecodeError as e:
+                # At the window's edge the record may just be incomplete: read on.
+                truncated = e.pos >= len(tb.buf) - 6 or e.msg.startswith("Unterminated")
+                if truncated and tb.more():
+                    continue
+                line = start_line + tb.buf.count("\n", tb.pos, e.pos)
+                err, lost = _skipped(s, tb, index, line, f"malformed JSON: {e.msg}")
+                yield index, line, err
+                break
+            except (ValueError, RecursionError) as e:
+                problem = (
+                    _number_problem(e)
+                    if isinstance(e, ValueError)
+                    else f"nested more than {MAX_DEPTH} levels deep"
+                )
+                err, lost = _skipped(s, tb, index, start_line, problem)
+                yield index, start_line, err
+                break
+            if end < len(tb.buf) or tb.eof or not tb.more():
+                suspect = SURROGATE.search(tb.buf, tb.pos, end) is not None
+                text = tb.buf[tb.pos : end]
+                tb.advance(end)
+                yield index, start_line, ParsedText(obj, len(text), suspect, text)
+                break  # complete (a bare number at the edge might have continued)
+        index += 1
+        if array and tb.peek() == ",":
+            tb.advance(tb.pos + 1)
+        # Anything else (`]`, the next record after a missing comma, stray text) is
+        # handled at the top of the loop: stray text becomes a failed record.
+
 
 
 def _skipped(

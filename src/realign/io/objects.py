@@ -9,12 +9,14 @@ kept as an object, and the records after it still come.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from realign.io.errors import ReadError
+from realign.values import find_non_finite
 
 # ~1M tokens, beyond any model's context. Decimal MB, like --max-record-mb and the messages.
 DEFAULT_MAX_RECORD_BYTES = 4_000_000
@@ -117,6 +119,16 @@ def strip_nulls(obj: Any) -> Any:
     return obj
 
 
+def label_id(obj: dict[str, Any]) -> str | None:
+    """The record's `id` for error messages: None when there is none fit to show."""
+    rid = obj.get("id")
+    if rid is None or isinstance(rid, dict | list):
+        return None
+    if isinstance(rid, float) and not math.isfinite(rid):
+        return None
+    return str(rid)
+
+
 def mb(n: int) -> str:
     """Decimal units, like --max-record-mb: 4.0 MB is 4,000,000 bytes."""
     return f"{n / 1_000_000:.1f} MB" if n >= 100_000 else f"{n / 1000:.1f} kB"
@@ -145,6 +157,7 @@ class ObjectStream:
         self.unit = unit  # "bytes" or "rows"
         self.done = 0
         self.max_record_bytes = max_record_bytes
+        self.notes: list[str] = []  # what the reader decided for the user to know
         self._gen = gen
 
     def __iter__(self) -> Iterator[tuple[int, int | None, dict[str, Any] | ReadError]]:
@@ -170,8 +183,7 @@ class ObjectStream:
                 index=index,
                 text=None if text is None else printable(text),
             )
-        rid = obj.get("id")
-        rid = None if rid is None or isinstance(rid, dict | list) else str(rid)
+        rid = label_id(obj)
         # A record failing these checks cannot be held by the failures file as an object
         # (pydantic and SQLite refuse it), so its failure line carries the input text.
         if (text is None or text.count("{") + text.count("[") > MAX_DEPTH) and _depth(
@@ -193,10 +205,22 @@ class ObjectStream:
                 field=problem[0],
                 text=printable(text),
             )
+        if text is not None and _OVERFLOW_HINT.search(text) and (big := _overflow(text)):
+            return self.error(
+                f"the number {big[:40]} is beyond the range of a float: no output can keep "
+                "it unchanged (it would become Infinity); write it as a string",
+                line=line,
+                index=index,
+                id=None if rid is None else printable(rid),
+                field=_inf_field(obj),
+                text=printable(text),
+            )
         if size is None:  # no source text: count the characters of the strings
             size = approx_size(obj)
         if size > self.max_record_bytes // 4:  # a cheap bound first: a char is at most 4 bytes
-            size = len(json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogateescape"))
+            size = len(
+                json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8", "surrogateescape")
+            )
             if size > self.max_record_bytes:
                 field, n = _largest_field(obj)
                 return self.error(
@@ -209,6 +233,37 @@ class ObjectStream:
                     record=obj,
                 )
         return obj
+
+
+# A float literal with a 3-digit exponent, or 309+ digits, may overflow to infinity.
+_OVERFLOW_HINT = re.compile(r"[eE][+]?\d{3}|\d{309}")
+
+
+class _Overflow(ValueError):
+    pass
+
+
+def _finite_float(token: str) -> float:
+    v = float(token)
+    if math.isinf(v):
+        raise _Overflow(token)
+    return v
+
+
+def _overflow(text: str) -> str | None:
+    """The first number of `text` too large for a float (which `json` reads as infinity)."""
+    try:
+        json.loads(text, parse_float=_finite_float)
+    except _Overflow as e:
+        return str(e)
+    except ValueError:
+        return None
+    return None
+
+
+def _inf_field(obj: Any) -> str | None:
+    bad = find_non_finite(obj)
+    return None if bad is None else bad[0]
 
 
 @dataclass(frozen=True)

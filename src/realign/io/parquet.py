@@ -5,12 +5,15 @@ then writes row groups, so a key that first appears late still gets its column; 
 types clash with earlier ones (a string where there were numbers) is rejected with the field
 named. Parquet cannot tell a missing key from a null, so nulls read back as missing keys, and a
 field holding both integers and floats reads back as floats. The `realign` metadata is stored
-as a JSON text column, so its free-form shape never clashes with the schema.
+as a JSON text column, so its free-form shape never clashes with the schema. Values JSON cannot
+hold (bytes, timestamps, decimals, map entries, NaN) go through the spool packed
+(`values.pack`), and a Parquet input's column types are kept in a Parquet output.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 from realign.io.errors import Label, WriteError
 from realign.io.formats import META_KEY
 from realign.io.objects import ObjectStream, approx_size, encode, strip_nulls
+from realign.values import pack, unpack
 
 _JSON_COLUMNS_KEY = b"realign.json_columns"
 
@@ -73,12 +77,40 @@ def _empty_object(obj: Any, path: str = "") -> str | None:
     return None
 
 
-def _infer_schema(rows: list[dict[str, Any]]) -> Any:
-    """The schema of all rows (`Table.from_pylist` would take the columns of the first only)."""
+def _infer_schema(rows: list[dict[str, Any]], like: Any = None) -> Any:
+    """The schema of all rows (`Table.from_pylist` would take the columns of the first only);
+    a column the input Parquet file (`like`) has keeps its type when its values fit it."""
     import pyarrow as pa
 
     names = list(dict.fromkeys(k for r in rows for k in r))
-    return pa.Table.from_pydict({k: [r.get(k) for r in rows] for k in names}).schema
+    fields = []
+    for k in names:
+        values = [r.get(k) for r in rows]
+        if like is not None and k in like.names:
+            try:
+                pa.array(values, type=like.field(k).type)
+                fields.append(like.field(k))
+                continue
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+                pass  # the values changed type: infer the column as for any new key
+        fields.append(pa.field(k, pa.array(values).type))
+    return pa.schema(fields)
+
+
+def _input_schema(path: str | os.PathLike[str] | None) -> Any:
+    """The Arrow schema of a Parquet input (None for other inputs)."""
+    if path is None or Path(path).suffix.lower() != ".parquet" or not Path(path).is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path).remove_metadata()
+    except Exception:  # not readable: the output infers its types
+        return None
+
+
+def _spool_line(row: dict[str, Any]) -> str:
+    return json.dumps(pack(row), ensure_ascii=False)
 
 
 class ParquetSink:
@@ -90,7 +122,15 @@ class ParquetSink:
     Integers and floats in one field become floats (Arrow has one type per column).
     """
 
-    def __init__(self, tmp: Path, name: str, batch_rows: int, batch_bytes: int) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        name: str,
+        batch_rows: int,
+        batch_bytes: int,
+        like: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.like = _input_schema(like)
         self.tmp = tmp
         self.name = name
         self.batch_rows = batch_rows
@@ -103,16 +143,23 @@ class ParquetSink:
         self.n = 0
         self.spooled = 0
 
-    def _reject(self, label: Label, field: str | None, message: str) -> WriteError:
-        return WriteError(file=self.name, index=label[0], id=label[1], field=field, message=message)
+    def _reject(
+        self, label: Label, field: str | None, message: str, row: dict[str, Any]
+    ) -> WriteError:
+        record = dict(row)
+        if isinstance(record.get(META_KEY), str):  # stored as JSON text: show it as it was
+            record[META_KEY] = json.loads(record[META_KEY])
+        return WriteError(
+            file=self.name, index=label[0], id=label[1], field=field, message=message, record=record
+        )
 
     def add(self, obj: dict[str, Any], label: Label) -> list[WriteError]:
         row = dict(obj)
         if META_KEY in row:  # free-form metadata: a JSON text column
             row[META_KEY] = encode(row[META_KEY])
         if (bad := _empty_object(row)) is not None:
-            return [self._reject(label, bad, "an empty object cannot be stored in Parquet")]
-        encode(row).encode("utf-8")  # lone surrogates fail here, like in the text sinks
+            return [self._reject(label, bad, "an empty object cannot be stored in Parquet", row)]
+        _spool_line(row).encode("utf-8")  # lone surrogates fail here, like in the text sinks
         self.rows.append((row, label))
         self.size += approx_size(row)
         if len(self.rows) >= self.batch_rows or self.size >= self.batch_bytes:
@@ -134,12 +181,12 @@ class ParquetSink:
         rejects: list[WriteError] = []
         kept = [r for r, _ in self.rows]
         try:
-            self.schema = self._unify(_infer_schema(kept))
+            self.schema = self._unify(_infer_schema(kept, self.like))
         except clash:
             kept = []
             for row, label in self.rows:  # find the rows that clash, one by one
                 try:
-                    self.schema = self._unify(_infer_schema([row]))
+                    self.schema = self._unify(_infer_schema([row], self.like))
                     kept.append(row)
                 except clash as e:
                     rejects.append(
@@ -147,10 +194,11 @@ class ParquetSink:
                             label,
                             _clash_field(str(e), row),
                             f"does not fit the Parquet schema of the earlier records: {e}",
+                            row,
                         )
                     )
         for row in kept:
-            self.spool.write(encode(row) + "\n")
+            self.spool.write(_spool_line(row) + "\n")
         self.spooled += len(kept)
         self.rows, self.size = [], 0
         return rejects
@@ -173,7 +221,7 @@ class ParquetSink:
                 batch: list[dict[str, Any]] = []
                 size = 0
                 for line in f:
-                    batch.append(json.loads(line))
+                    batch.append(unpack(json.loads(line)))
                     size += len(line)
                     if len(batch) >= self.batch_rows or size >= self.batch_bytes:
                         writer.write_table(pa.Table.from_pylist(batch, schema=schema))

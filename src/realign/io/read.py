@@ -13,16 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from realign.io.compress import MissingExtra, check_compression, compression, data_type
 from realign.io.detect import DETECT_SAMPLE, detect_format
 from realign.io.errors import ReadError
 from realign.io.formats import FORMAT_NAMES, FieldMap, FormatError, RecordError, to_record
 from realign.io.hf import is_hf_source, open_hf
 from realign.io.jsonstream import json_gen, jsonl_gen
-from realign.io.objects import DEFAULT_MAX_RECORD_BYTES, ObjectStream
+from realign.io.objects import DEFAULT_MAX_RECORD_BYTES, ObjectStream, label_id
 from realign.io.parquet import parquet_gen
 from realign.records import Record
 
 READ_EXTENSIONS = (".json", ".jsonl", ".ndjson", ".parquet")
+# Text files may be compressed: `.jsonl.gz`, `.json.gz`, `.jsonl.zst`, ... (see `compress.py`).
+COMPRESSED = ".gz/.zst"
 
 
 def read_objects(
@@ -38,13 +41,25 @@ def read_objects(
             f"{spec}: is a folder; pass a dataset file ({', '.join(READ_EXTENSIONS)}) or a "
             "folder saved with datasets' save_to_disk"
         )
+    if p.exists() and not p.is_file():
+        raise FormatError(f"{spec}: not a regular file (a pipe or a device); pass a dataset file")
     if not p.is_file():
         raise FormatError(f"{spec}: no such file")
-    ext = p.suffix.lower()
+    ext = data_type(p)
+    if compression(p) is not None and ext not in (".jsonl", ".ndjson", ".json"):
+        raise FormatError(
+            f"{spec}: compressed '{ext or p.suffix}' files are not read; compress .jsonl or "
+            f".json files ({COMPRESSED}), or give the Parquet file as it is"
+        )
+    try:
+        check_compression(p)
+    except MissingExtra as e:
+        raise FormatError(f"{spec}: {e}") from None
+    size = None if compression(p) else p.stat().st_size  # progress counts decompressed bytes
     if ext in (".jsonl", ".ndjson"):
-        return ObjectStream(spec, jsonl_gen(p), p.stat().st_size, "bytes", max_record_bytes)
+        return ObjectStream(spec, jsonl_gen(p), size, "bytes", max_record_bytes)
     if ext == ".json":
-        return ObjectStream(spec, json_gen(p), p.stat().st_size, "bytes", max_record_bytes)
+        return ObjectStream(spec, json_gen(p), size, "bytes", max_record_bytes)
     if ext == ".parquet":
         import pyarrow.parquet as pq
 
@@ -54,8 +69,8 @@ def read_objects(
             raise FormatError(f"{spec}: not a readable Parquet file ({e})") from None
         return ObjectStream(spec, parquet_gen(p), rows, "rows", max_record_bytes)
     raise FormatError(
-        f"{spec}: unknown file type '{ext}'; use {', '.join(READ_EXTENSIONS)}, "
-        "hf:NAME[:SPLIT] or a folder saved with datasets"
+        f"{spec}: unknown file type '{ext}'; use {', '.join(READ_EXTENSIONS)} (text ones may "
+        f"be compressed: {COMPRESSED}), hf:NAME[:SPLIT] or a folder saved with datasets"
     )
 
 
@@ -106,6 +121,11 @@ class RecordReader:
     def progress(self) -> tuple[int, int | None]:
         return self.stream.progress()
 
+    @property
+    def notes(self) -> list[str]:
+        """What the reader decided that the user should know (e.g. a .jsonl read as .json)."""
+        return self.stream.notes
+
     def _detect(self) -> None:
         if self._detected:
             return
@@ -138,8 +158,7 @@ class RecordReader:
             if isinstance(obj, ReadError):
                 yield obj
                 continue
-            rid = obj.get("id")
-            rid = None if rid is None or isinstance(rid, dict | list) else str(rid)
+            rid = label_id(obj)
             if self._format is None:
                 yield ReadError(
                     file=self.name,

@@ -9,19 +9,31 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from realign.io.compress import (
+    MissingExtra,
+    check_compression,
+    compressed_text,
+    compression,
+    data_type,
+)
 from realign.io.emit import from_record
 from realign.io.errors import Label, RecordWriteError, WriteError
 from realign.io.formats import FORMAT_NAMES, FieldMap, FormatError, RecordError
-from realign.io.objects import ANY_SURROGATE, encode, find_surrogate
+from realign.io.objects import ANY_SURROGATE, find_surrogate
 from realign.io.parquet import ParquetSink
 from realign.records import Record
+from realign.values import NonFiniteError, json_text, readable
 
 WRITE_EXTENSIONS = (".json", ".jsonl", ".ndjson", ".parquet")
+TEXT_EXTENSIONS = (".json", ".jsonl", ".ndjson")  # these may be compressed (`compress.py`)
 
 
 def output_type(path: Path) -> str | None:
-    """The type an output path is written as; None when realign cannot write it."""
-    ext = path.suffix.lower()
+    """The type an output path is written as (`.jsonl` for `out.jsonl.gz`); None when realign
+    cannot write it."""
+    ext = data_type(path)
+    if compression(path) is not None:
+        return ext if ext in TEXT_EXTENSIONS else None
     return ext if ext in WRITE_EXTENSIONS else None
 
 
@@ -43,19 +55,28 @@ def check_writable(
     if output_type(path) is None:
         ext = path.suffix.lower()
         what = f"unknown output type '{ext}'" if ext else "no file type (extension)"
-        raise FormatError(f"{path}: {what}; use {', '.join(WRITE_EXTENSIONS)}")
+        raise FormatError(
+            f"{path}: {what}; use {', '.join(WRITE_EXTENSIONS)} (text ones may end in .gz or .zst)"
+        )
+    try:
+        check_compression(path)  # a .zst output needs the zstd extra
+    except MissingExtra as e:
+        raise FormatError(f"{path}: {e}") from None
 
 
 class _TextSink:
-    def __init__(self, tmp: Path, array: bool) -> None:
-        self.f = tmp.open("w", encoding="utf-8", newline="\n")
+    def __init__(self, tmp: Path, array: bool, name: Path) -> None:
+        self.f = compressed_text(tmp, name)
         self.array = array
         self.n = 0
         if array:
             self.f.write("[")
 
     def add(self, obj: dict[str, Any], label: Label) -> list[WriteError]:
-        text = encode(obj)
+        try:
+            text = json_text(obj)  # bytes, dates, decimals by the JSON rule; NaN fails here
+        except NonFiniteError as e:
+            raise RecordError(e.field, str(e)) from None
         text.encode("utf-8")  # lone surrogates fail here, before anything is written
         if self.array:
             self.f.write(("," if self.n else "") + "\n" + text)
@@ -77,7 +98,8 @@ class _TextSink:
 class RecordWriter:
     """Writes records to `.json` / `.jsonl` / `.parquet`, atomically (renamed on success).
 
-    `output_format` None keeps each record's own format. `write` raises `RecordWriteError` for a
+    `output_format` None keeps each record's own format. `keep_types_of` names the input: when
+    it is a Parquet file, a Parquet output keeps its columns' types (binary, timestamps, maps). `write` raises `RecordWriteError` for a
     record the format cannot hold; Parquet finds type clashes a batch at a time, so those
     arrive in `take_rejected()` (call it after `write` and after `close`).
     """
@@ -91,6 +113,7 @@ class RecordWriter:
         *,
         parquet_batch_rows: int = 1000,
         parquet_batch_bytes: int = 64 * 1024 * 1024,
+        keep_types_of: str | os.PathLike[str] | None = None,
     ) -> None:
         self.path = Path(path)
         check_writable(self.path, output_format, fields)
@@ -99,13 +122,15 @@ class RecordWriter:
         self.source_fields = (
             FieldMap.parse(source_fields) if isinstance(source_fields, str) else source_fields
         )
-        ext = self.path.suffix.lower()
+        ext = output_type(self.path)  # not None: `check_writable` said so
         self._tmp = self.path.with_name(f".{self.path.name}.partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._sink: _TextSink | ParquetSink = (
-            ParquetSink(self._tmp, str(path), parquet_batch_rows, parquet_batch_bytes)
+            ParquetSink(
+                self._tmp, str(path), parquet_batch_rows, parquet_batch_bytes, like=keep_types_of
+            )
             if ext == ".parquet"
-            else _TextSink(self._tmp, array=ext == ".json")
+            else _TextSink(self._tmp, array=ext == ".json", name=self.path)
         )
         self._rejected: list[WriteError] = []
         self._closed = False
@@ -128,6 +153,7 @@ class RecordWriter:
                     id=record.id,
                     field=field,
                     message=message,
+                    record=record.raw,
                 )
             ) from None
 
@@ -181,7 +207,7 @@ class JsonlAppender:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # backslashreplace: undecodable input bytes come out as JSON \\udcXX escapes.
             self._f = self.path.open("w", encoding="utf-8", errors="backslashreplace")
-        self._f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self._f.write(json.dumps(readable(obj), ensure_ascii=False) + "\n")
         self.n += 1
 
     def close(self) -> None:

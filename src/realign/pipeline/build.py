@@ -57,15 +57,22 @@ class Runtime:
 
 def count_records(path: Path) -> int | None:
     """Cheap total for the progress bar: lines of a JSONL file, rows of a Parquet file."""
+    from realign.io.compress import compression, data_type
+
     try:
-        if path.suffix == ".jsonl":
+        if path.suffix == ".jsonl" and compression(path) is None and path.is_file():
             with path.open("rb") as f:
+                # .json content saved as .jsonl is read as .json: its lines are not its records
+                head = f.read(4096).lstrip()
+                if head.startswith(b"[") or head.split(b"\n", 1)[0].strip() == b"{":
+                    return None
+                f.seek(0)
                 return sum(1 for line in f if line.strip())
-        if path.suffix == ".parquet":
+        if data_type(path) == ".parquet" and path.is_file():
             import pyarrow.parquet as pq
 
             return pq.ParquetFile(path).metadata.num_rows
-    except OSError:
+    except Exception:  # a bad file: the reader reports it
         return None
     return None
 
@@ -161,7 +168,11 @@ def build_runtime(
     def open_writer(path: Path) -> RecordWriter:
         # Flat records go back out through the same mapping they came in with.
         return RecordWriter(
-            path, settings.output_format, fields=settings.fields, source_fields=settings.fields
+            path,
+            settings.output_format,
+            fields=settings.fields,
+            source_fields=settings.fields,
+            keep_types_of=settings.input,
         )
 
     return Runtime(stages, window, count_records(settings.input), open_writer, closers)

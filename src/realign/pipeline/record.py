@@ -304,7 +304,9 @@ async def process_record(stages: Stages, record: Record) -> Record:
 
 
 def failures_path(output: Path) -> Path:
-    return output.with_name(f"{output.stem}.failures.jsonl")
+    from realign.io.compress import side_path
+
+    return side_path(output, "failures")
 
 
 def pretyped(
