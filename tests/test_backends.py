@@ -31,10 +31,10 @@ from realign.llm.base import BackendError, ChatRequest, Message
 from realign.llm.engine import Engine
 from realign.llm.fake import FakeBackend
 from realign.llm.local import LocalBackend, LocalModelError, find_local_model
+from realign.llm.langchain_backend import LangChainBackend, default_http_client
 from realign.llm.openai_backend import (
     NO_KEY,
     OpenAIBackend,
-    default_http_client,
     default_structured_method,
 )
 from realign.llm.openai_errors import scrub
@@ -156,13 +156,13 @@ def settings(tmp_path: Path, flags: dict[str, Any] | None = None, **env: str) ->
 
 
 def test_registry_names_and_custom_backend(tmp_path: Path) -> None:
-    assert {"openai", "local", "fake"} <= set(available_backends())
+    assert {"openai", "langchain", "local", "fake"} <= set(available_backends())
     register_backend("test-echo", lambda s: FakeBackend(model=s.model or "echo"), replace=True)
     backend = create_backend("test-echo", settings(tmp_path, {"model": "m1"}))
     assert backend.model == "m1"
     with pytest.raises(ValueError, match="already registered"):
         register_backend("test-echo", lambda s: FakeBackend())
-    with pytest.raises(ConfigError, match=r"unknown backend 'nope'.*fake, local, openai"):
+    with pytest.raises(ConfigError, match=r"unknown backend 'nope'.*fake, langchain, local, openai"):
         resolve_backend(settings(tmp_path, {"backend": "nope"}))
 
 
@@ -553,20 +553,29 @@ def _closed_port() -> int:
 
 
 @pytest.mark.block_network(allowed_hosts=["127.0.0.1"])
-@pytest.mark.parametrize("transport", ["default (aiohttp)", "httpx"])
+@pytest.mark.parametrize(
+    "transport", ["default (aiohttp)", "httpx", "langchain (aiohttp)", "langchain (httpx)"]
+)
 def test_a_refused_connection_is_named_not_reported_as_a_timeout(transport: str) -> None:
-    # openai's aiohttp transport raises APITimeoutError for a refused connection.
+    # aiohttp (and openai's aiohttp transport) raise a timeout for a refused connection.
     url = f"http://127.0.0.1:{_closed_port()}/v1"
-    client = openai.DefaultAsyncHttpxClient() if transport == "httpx" else default_http_client()
 
     async def go() -> BackendError:
-        backend = OpenAIBackend("m", base_url=url, http_async_client=client, timeout=120)
+        backend: Any
+        if transport.startswith("langchain"):
+            client = (
+                openai.DefaultAsyncHttpxClient() if "httpx" in transport else default_http_client()
+            )
+            backend = LangChainBackend("m", base_url=url, http_async_client=client, timeout=120)
+        else:
+            client = httpx.AsyncClient() if transport == "httpx" else None
+            backend = OpenAIBackend("m", base_url=url, http_async_client=client, timeout=120)
         try:
             await backend.chat(request())
         except BackendError as e:
             return e
         finally:
-            await client.aclose()
+            await backend.aclose()
         raise AssertionError("no error")
 
     e = run(go())
