@@ -657,6 +657,28 @@ def test_backend_survives_a_second_event_loop() -> None:
         assert first.texts == second.texts == third.texts == ["ok"]
 
 
+def test_langchain_backend_takes_any_chat_model() -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="one"), AIMessage("two")]))
+    backend = LangChainBackend(chat_model=model)
+    assert backend.backend_id.startswith("langchain:GenericFakeChatModel:")
+    assert not backend.supports_n  # n answers are n calls: not every provider returns n
+    resp = run(backend.chat(request(n=2, temperature=0.7)))
+    assert resp.texts == ["one", "two"]
+
+
+def test_langchain_backend_shares_the_openai_paths_cache_keys(tmp_path: Path) -> None:
+    lean = resolve_backend(settings(tmp_path, {"base_url": "http://127.0.0.1:9/v1", "model": "m"}))
+    chain = resolve_backend(
+        settings(tmp_path, {"backend": "langchain", "base_url": "http://127.0.0.1:9/v1", "model": "m"})
+    )
+    assert isinstance(lean, OpenAIBackend) and isinstance(chain, LangChainBackend)
+    assert lean.backend_id == chain.backend_id == "openai:http://127.0.0.1:9/v1:m:function_calling"
+    assert chain.name == "langchain"
+
+
 # ---------------------------------------------------------------- cassettes: real llama.cpp
 
 

@@ -216,6 +216,7 @@ class Engine:
             fut.set_result(resp)
         finally:
             del self._pending[key]
+        resp._asked = (request, key)
         if store:
             self.store(request, resp)
         return resp
@@ -225,12 +226,14 @@ class Engine:
         there)."""
         if self.cache is None or resp.cached:
             return
-        stored = resp.model_copy(update={"headers": {}})  # rate-limit headers are not answers
-        self.cache.set(
-            request.cache_key(self.backend.backend_id),
-            stored.model_dump_json(),
-            stage=request.stage,
+        asked = resp._asked
+        key = (
+            asked[1]
+            if asked is not None and asked[0] is request
+            else request.cache_key(self.backend.backend_id)
         )
+        stored = resp.model_copy(update={"headers": {}})  # rate-limit headers are not answers
+        self.cache.set(key, stored.model_dump_json(), stage=request.stage)
 
     def forget(self, request: ChatRequest) -> None:
         """Drop the cached answer to `request`, so the next time it is asked it is sent."""
