@@ -9,8 +9,6 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from realign.llm.base import BackendError
 from realign.llm.ratelimit import retry_after_seconds
 
@@ -27,7 +25,7 @@ def scrub(text: str, api_key: str | None = None) -> str:
     return _KEY_PATTERN.sub("***", text)
 
 
-def kept_headers(headers: httpx.Headers | dict[str, Any] | None) -> dict[str, str]:
+def kept_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
     if not headers:
         return {}
     return {k.lower(): str(v) for k, v in dict(headers).items() if KEPT_HEADERS.match(k.lower())}
@@ -86,7 +84,7 @@ def map_transport_error(
     # (ConnectTimeout caused by ConnectionRefusedError): the cause says what happened.
     causes = [e, *_causes(e)]
     if timed_out is None:
-        timed_out = isinstance(e, TimeoutError | httpx.TimeoutException)
+        timed_out = isinstance(e, TimeoutError) or _is_httpx_timeout(e)
     if any(isinstance(c, ConnectionRefusedError) for c in causes):
         msg = f"the server at {where} refused the connection: is it running, and is the URL's port right?"
         return BackendError(scrub(msg, api_key), retryable=True)
@@ -174,6 +172,15 @@ def map_status_error(
             **common,
         )
     return err(f"{status} from {where} (request rejected): {server_says}", **common)
+
+
+def _is_httpx_timeout(e: BaseException) -> bool:
+    # httpx is imported only when it raised: the default (aiohttp) path never loads it.
+    if not type(e).__module__.startswith("httpx"):
+        return False
+    import httpx
+
+    return isinstance(e, httpx.TimeoutException)
 
 
 def _causes(e: BaseException) -> list[BaseException]:
