@@ -79,6 +79,8 @@ class Stats(BaseModel):
     last_done: float | None = None  # when the last answer was ready (time.monotonic)
     # The first admissions' times, so a benchmark can skip a client's warm-up probes.
     early_admits: list[float] = []
+    # Tokens charged in each second since the first admission (a benchmark's steady state).
+    charged_per_second: list[int] = []
     auth_headers_seen: int = 0
 
 
@@ -309,6 +311,10 @@ class FakeOpenAIServer:
         st.last_admit = now
         if len(st.early_admits) < 64:
             st.early_admits.append(now)
+        second = int(now - st.first_admit)
+        while len(st.charged_per_second) <= second:
+            st.charged_per_second.append(0)
+        st.charged_per_second[second] += charge
         if self._cap is not None:
             async with self._cap:
                 await self._generate()

@@ -68,7 +68,7 @@ CURATOR_SCRIPT = textwrap.dedent(
 
     rows = [json.loads(line) for line in open(data, encoding="utf-8")]
     llm = Rewriter(
-        model_name="%s",
+        model_name="__MODEL__",
         backend="openai",
         backend_params={
             "base_url": url,
@@ -82,8 +82,7 @@ CURATOR_SCRIPT = textwrap.dedent(
     out = llm(rows)
     print(json.dumps({"rows": len(out.dataset)}))
     """
-    % MODEL
-)
+).replace("__MODEL__", MODEL)
 
 
 def write_dataset(path: Path, n: int) -> None:

@@ -30,8 +30,8 @@ from realign.llm import local as local_mod
 from realign.llm.base import BackendError, ChatRequest, Message
 from realign.llm.engine import Engine
 from realign.llm.fake import FakeBackend
-from realign.llm.local import LocalBackend, LocalModelError, find_local_model
 from realign.llm.langchain_backend import LangChainBackend, default_http_client
+from realign.llm.local import LocalBackend, LocalModelError, find_local_model
 from realign.llm.openai_backend import (
     NO_KEY,
     OpenAIBackend,

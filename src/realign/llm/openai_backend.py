@@ -104,6 +104,7 @@ class OpenAIBackend:
         self._trust_env = trust_env
         self._session: aiohttp.ClientSession | None = None
         self._proxy: str | None = None
+        self._yarl_url: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._structured: dict[bytes, dict[str, Any]] = {}
 
@@ -204,7 +205,7 @@ class OpenAIBackend:
                 return r.status_code, r.headers, r.content
             session = self._aiohttp()
             async with session.post(
-                self._url, data=body, headers=self._headers, proxy=self._proxy
+                self._yarl_url, data=body, headers=self._headers, proxy=self._proxy
             ) as resp:
                 return resp.status, resp.headers, await resp.read()
         except asyncio.CancelledError:
@@ -224,6 +225,7 @@ class OpenAIBackend:
         loop = asyncio.get_running_loop()
         if self._session is None or self._loop is not loop or self._session.closed:
             import aiohttp
+            import yarl
 
             if self._session is not None and not self._session.closed:
                 self._session.detach()
@@ -238,7 +240,9 @@ class OpenAIBackend:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS),
                 timeout=aiohttp.ClientTimeout(total=total, sock_connect=self.timeout),
+                cookie_jar=aiohttp.DummyCookieJar(),  # an API sets no cookies worth keeping
             )
+            self._yarl_url = yarl.URL(self._url)  # parsed once, not per request
             self._loop = loop
         return self._session
 
