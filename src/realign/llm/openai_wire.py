@@ -20,17 +20,19 @@ from realign.llm.openai_schemas import strict_schema, tool_schema
 
 try:  # a C JSON codec: ~5x faster than the standard library on these bodies
     import orjson
-
-    def dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj)
-
-    loads = orjson.loads
 except ImportError:  # pragma: no cover - orjson is a dependency; the fallback is for safety
+    orjson = None  # type: ignore[assignment]
 
-    def dumps(obj: Any) -> bytes:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
-    loads = json.loads
+def dumps(obj: Any) -> bytes:
+    """Compact JSON, UTF-8 (the way httpx encodes a request's `json=`)."""
+    if orjson is not None:
+        return orjson.dumps(obj)
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def loads(data: bytes | str) -> Any:
+    return orjson.loads(data) if orjson is not None else json.loads(data)
 
 
 _FENCED = re.compile(r"```(?:json)?(.*)```", re.DOTALL)
