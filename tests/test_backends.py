@@ -657,6 +657,30 @@ def test_backend_survives_a_second_event_loop() -> None:
         assert first.texts == second.texts == third.texts == ["ok"]
 
 
+def test_a_200_answer_that_is_not_a_completion_is_a_retryable_error() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"<html>gateway says hi</html>")
+
+    e = chat_error(handler)
+    assert e.retryable and "unexpected answer" in str(e) and "gateway says hi" in str(e)
+
+
+def test_proxy_from_the_environment_is_read_once_per_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from realign.llm.openai_backend import env_proxy
+
+    for name in ("https_proxy", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    url = "https://api.openai.com/v1/chat/completions"
+    assert env_proxy(url) == "http://proxy.example:3128"
+    monkeypatch.setenv("NO_PROXY", "api.openai.com")
+    assert env_proxy(url) is None
+
+
 def test_langchain_backend_takes_any_chat_model() -> None:
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
     from langchain_core.messages import AIMessage
