@@ -44,6 +44,7 @@ from realign.llm.ratelimit import (
     AdaptiveLimit,
     CircuitBreaker,
     CircuitOpen,
+    FirstAnswerGate,
     Pacer,
     retry_after_seconds,
 )
@@ -156,6 +157,7 @@ class Engine:
         self.backoff_cap = backoff_cap
         self.limit = AdaptiveLimit(concurrency)
         self.pacer = Pacer(rpm=rpm, tpm=tpm)
+        self.first_answer = FirstAnswerGate()
         self.breaker = CircuitBreaker(window=breaker_window, threshold=breaker_threshold)
         model = backend.model if backend is not None else ""
         self.price: Price | None = (prices or load_prices()).lookup(model) if model else None
@@ -247,6 +249,7 @@ class Engine:
         while True:
             self.breaker.check()
             ticket = await self.limit.acquire()
+            probe = False
             est_in = est_out = 0
             est_usd = 0.0
             self.stats.in_flight += 1
@@ -254,6 +257,8 @@ class Engine:
                 # Everything below is decided once we hold a slot: while we waited, the breaker
                 # may have opened or the provider's limits may have become known.
                 self.breaker.check()
+                if not self.first_answer.opened and not self.pacer.has_limits:
+                    probe = await self.first_answer.enter()
                 est_in, est_out = self._estimate_tokens(request)
                 est_usd = self._reserve_budget(request, est_in, est_out)
                 await self.pacer.acquire(est_in + est_out)
@@ -279,6 +284,8 @@ class Engine:
             else:
                 failure = None
             finally:
+                if probe:
+                    self.first_answer.answered()
                 self.limit.release(ticket)
                 self.stats.in_flight -= 1
                 self._reserved_usd -= est_usd
