@@ -43,12 +43,12 @@ def structured_params(json_schema: dict[str, Any], name: str, method: str) -> di
     """The body parameters that ask for output in `json_schema` with `method` (built once per
     schema by the backend)."""
     schema = tool_schema(json_schema, name)
-    title = schema.pop("title")
     if method == "json_schema":
-        fmt = {"name": title, "schema": strict_schema({**schema, "title": title}), "strict": True}
+        fmt = {"name": schema["title"], "schema": strict_schema(schema), "strict": True}
         return {"response_format": {"type": "json_schema", "json_schema": fmt}}
     if method == "json_mode":
         return {"response_format": {"type": "json_object"}}
+    title = schema.pop("title")  # the tool's name; the rest of the schema is its parameters
     function: dict[str, Any] = {"name": title}
     if "description" in schema:
         function["description"] = schema.pop("description")
@@ -68,21 +68,27 @@ def request_body(
     openai_url: bool,
     structured: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """The JSON body of one chat-completions request for `n` choices."""
+    """The JSON body of one chat-completions request for `n` choices, its keys in the order
+    `ChatOpenAI` sends them (model, stream, messages, the other parameters sorted, then what it
+    passes in `extra_body`), so that the bytes on the wire are the same too."""
+    params: dict[str, Any] = {"temperature": request.temperature}
+    if n > 1:
+        params["n"] = n
+    if structured:
+        params.update(structured)
+    if request.max_tokens is not None and openai_url:
+        params["max_completion_tokens"] = request.max_tokens
     body: dict[str, Any] = {
         "model": model,
         "stream": False,
         "messages": [{"content": m.content, "role": m.role} for m in request.messages],
-        "temperature": request.temperature,
     }
-    if n > 1:
-        body["n"] = n
-    if structured:
-        body.update(structured)
-    if request.max_tokens is not None:
+    for key in sorted(params):
+        body[key] = params[key]
+    if request.max_tokens is not None and not openai_url:
         # OpenAI renamed it max_completion_tokens; llama.cpp's server (and older compatible
         # servers) silently ignore the new name, so they get the old one.
-        body["max_completion_tokens" if openai_url else "max_tokens"] = request.max_tokens
+        body["max_tokens"] = request.max_tokens
     return body
 
 
