@@ -13,7 +13,10 @@ the run to its last answer: start-up and final writes excluded, the same way for
 that rate's share of the endpoint's capacity C/L; the wall-clock time of the whole command
 too; the client's CPU time per request; and the machine's load average before and after,
 since other work on the machine lowers every figure. With --latency 0 the rate is
-overhead-bound (the client's CPU per request).
+overhead-bound (the client's CPU per request). Read the window rates with this in mind:
+curator builds every request (and its requests file) before it sends the first, outside its
+window; realign reads, renders, filters and commits records while it sends, inside it. The
+whole command's time and CPU per record compare the same work.
 
 Set-up (once): `python3.11 -m venv /work/bench-venv && /work/bench-venv/bin/pip install
 bespokelabs-curator==0.1.31`. curator counts tokens with tiktoken; its encoding files come
