@@ -18,7 +18,8 @@ inputs plus these calls. For each LLM request, in order:
    successes (AIMD);
 4. pacing: requests/min and tokens/min (estimated with tiktoken: prompt + `max_tokens` or the
    stage's output estimate) from `rpm`/`tpm`, replaced by the provider's `x-ratelimit-*`
-   headers when it sends them; a 429's `retry-after` pauses every sender;
+   headers when it sends them (no limit known: the first request goes alone to learn them); a
+   429's `retry-after` pauses every sender;
 5. the call, under a per-request timeout; 429s, 5xx, timeouts and connection errors are
    retried with exponential backoff and full jitter (`BackendError.retryable`);
 6. accounting: tokens, dollars (`realign.llm.pricing`), 429s, retries, cache hits → `stats`.
