@@ -1,8 +1,8 @@
 """Shared benchmark helpers: the backend under test, request builders, RSS, printing.
 
-The backend is the real `realign.llm.openai_backend.OpenAIBackend` (the path users run) when it
-exists; `--backend httpx` selects a thin httpx client instead, to separate our engine's cost
-from the client library's when a target is missed.
+The backend is the real `realign.llm.openai_backend.OpenAIBackend` (the path users run);
+`--backend langchain` the LangChain path, `--backend httpx` a thin httpx client, to separate our
+engine's cost from the client library's when a target is missed.
 """
 
 from __future__ import annotations
@@ -185,27 +185,32 @@ class RawOpenAIBackend:
         await self._client.close()
 
 
-BACKENDS = ["real", "real-aiohttp", "real-httpx", "openai", "openai-aiohttp", "httpx"]
+BACKENDS = ["real", "real-httpx", "langchain", "openai", "openai-aiohttp", "httpx"]
 
 
 def make_backend(kind: str, base_url: str, model: str = "gpt-4o-mini") -> Any:
-    """`real` → realign's OpenAIBackend (what users run); others isolate client-library costs."""
+    """`real` → realign's OpenAIBackend (what users run: direct HTTP on aiohttp); `real-httpx`
+    the same over an httpx client; `langchain` → LangChainBackend (`--backend langchain`,
+    ChatOpenAI on openai's aiohttp transport); others isolate client-library costs."""
     if kind == "httpx":
         return ThinHttpxBackend(model, base_url, FAKE_KEY)
     if kind in ("openai", "openai-aiohttp"):
         return RawOpenAIBackend(model, base_url, FAKE_KEY, aiohttp=kind == "openai-aiohttp")
+    if kind == "langchain":
+        from realign.llm.langchain_backend import LangChainBackend
+
+        return LangChainBackend(model=model, base_url=base_url, api_key=FAKE_KEY)
     from realign.llm.openai_backend import OpenAIBackend
 
-    if kind in ("real-aiohttp", "real-httpx"):  # the same backend on a chosen transport
-        import openai
+    if kind == "real-httpx":
+        import httpx
 
-        client = (
-            openai.DefaultAioHttpClient()
-            if kind == "real-aiohttp"
-            else openai.DefaultAsyncHttpxClient()
-        )
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
         return OpenAIBackend(
-            model=model, base_url=base_url, api_key=FAKE_KEY, http_async_client=client
+            model=model,
+            base_url=base_url,
+            api_key=FAKE_KEY,
+            http_async_client=httpx.AsyncClient(limits=limits),
         )
     return OpenAIBackend(model=model, base_url=base_url, api_key=FAKE_KEY)
 

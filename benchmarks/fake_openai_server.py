@@ -76,6 +76,11 @@ class Stats(BaseModel):
     peak_concurrency: int = 0
     first_admit: float | None = None
     last_admit: float | None = None
+    last_done: float | None = None  # when the last answer was ready (time.monotonic)
+    # The first admissions' times, so a benchmark can skip a client's warm-up probes.
+    early_admits: list[float] = []
+    # Tokens charged in each second since the first admission (a benchmark's steady state).
+    charged_per_second: list[int] = []
     auth_headers_seen: int = 0
 
 
@@ -304,6 +309,12 @@ class FakeOpenAIServer:
         st.charged_tokens += charge
         st.first_admit = st.first_admit or now
         st.last_admit = now
+        if len(st.early_admits) < 64:
+            st.early_admits.append(now)
+        second = int(now - st.first_admit)
+        while len(st.charged_per_second) <= second:
+            st.charged_per_second.append(0)
+        st.charged_per_second[second] += charge
         if self._cap is not None:
             async with self._cap:
                 await self._generate()
@@ -312,6 +323,7 @@ class FakeOpenAIServer:
         if malformed:
             st.malformed += 1
         st.ok += 1
+        st.last_done = time.monotonic()
         return 200, self._limit_headers(), self._completion(req, n, prompt_tokens, malformed)
 
     async def _generate(self) -> None:

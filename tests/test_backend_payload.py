@@ -1,9 +1,12 @@
-"""The OpenAI backend's fast path sends exactly what stock `ChatOpenAI` sends.
+"""The lean OpenAI backend sends exactly what LangChain's stock `ChatOpenAI` sends.
 
-`OpenAIBackend` hands the messages and tools LangChain built to the openai client through
-`extra_body` (so the client does not walk them again, see `langchain_fixes.chat_openai_class`). These tests
-send the same requests through the backend twice, once with stock `ChatOpenAI` in its place,
-and compare the JSON bodies on the wire and the answers.
+`OpenAIBackend` (the default path) builds the request JSON itself (`llm/openai_wire.py`), byte
+for byte what stock `ChatOpenAI` sends;
+`LangChainBackend` (`--backend langchain`) goes through `ChatOpenAI`. These tests send the same
+requests through the lean backend, through `LangChainBackend` and through `LangChainBackend`
+with stock `ChatOpenAI` in place of realign's subclass, and compare the JSON bodies on the wire
+and the answers, for every output schema the stages ask for. Equal bodies are what keeps the
+cassettes (matched on the body) and the two paths' shared cache keys valid.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from realign.llm import langchain_fixes
 from realign.llm.base import ChatRequest, Message
+from realign.llm.langchain_backend import LangChainBackend
 from realign.llm.openai_backend import OpenAIBackend
 
 
@@ -26,8 +30,39 @@ class Label(BaseModel):
     task_type: str
 
 
-def _answer(method: str | None, n: int) -> dict[str, Any]:
-    args = json.dumps({"reason": "sums", "task_type": "math"})
+class Inner(BaseModel):
+    """A nested model: its schema is a reference into the definitions."""
+
+    score: int = Field(ge=1, le=10, description="1 to 10")
+    tags: list[str] = Field(default_factory=list, max_length=3)
+
+
+class Nested(BaseModel):
+    """An output with a docstring (the tool's description) and nested models."""
+
+    inner: Inner = Field(description="a field description beside a reference")
+    many: list[Inner]
+    note: str | None = None
+
+
+def _stage_schemas() -> list[type[BaseModel]]:
+    from realign.augment.generate import pairs_schema
+    from realign.augment.rephrase import RephraseOutput
+    from realign.judge.requests import PairwiseOutput, PointwiseOutput
+    from realign.stages.classify import _classification_schema
+    from realign.stages.rewrite import RewriteOutput
+
+    return [
+        RewriteOutput,
+        PointwiseOutput,
+        PairwiseOutput,
+        RephraseOutput,
+        _classification_schema(("math", "code", "default")),
+        pairs_schema(("math", "default")),
+    ]
+
+
+def _answer(method: str | None, n: int, args: str) -> dict[str, Any]:
     choices = []
     for i in range(n):
         if method == "function_calling":
@@ -51,25 +86,49 @@ def _answer(method: str | None, n: int) -> dict[str, Any]:
 
 
 def _send(
-    request: ChatRequest, method: str | None, base_url: str | None
-) -> tuple[dict[str, Any], list[str]]:
-    bodies: list[dict[str, Any]] = []
+    backend_class: type[Any],
+    request: ChatRequest,
+    method: str,
+    base_url: str | None,
+    args: str = '{"reason": "sums", "task_type": "math"}',
+) -> tuple[bytes, list[str]]:
+    bodies: list[bytes] = []
 
     def handler(req: httpx.Request) -> httpx.Response:
-        bodies.append(json.loads(req.content))
-        return httpx.Response(200, json=_answer(method, request.n))
+        bodies.append(req.content)
+        return httpx.Response(200, json=_answer(method, request.n, args))
 
-    backend = OpenAIBackend(
+    backend = backend_class(
         "gpt-4o-mini",
         base_url=base_url,
         api_key="sk-test-0123456789",
-        structured_method=method,  # type: ignore[arg-type]
+        structured_method=method,
         supports_n=True,
         http_async_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
     )
     resp = asyncio.run(backend.chat(request))
     (body,) = bodies
     return body, resp.texts
+
+
+def _three_ways(
+    request: ChatRequest, method: str, base_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, Any], list[str]]:
+    """The lean backend's body (parsed) and texts, after checking that it sends the bytes
+    stock `ChatOpenAI` sends (key order, spacing, UTF-8: what the cassettes hold), that
+    realign's LangChain path sends the same JSON (its key order differs: it hands messages
+    and tools over in `extra_body`), and that all three read the same texts."""
+    lean_body, lean_texts = _send(OpenAIBackend, request, method, base_url)
+    lc_body, lc_texts = _send(LangChainBackend, request, method, base_url)
+    from langchain_openai import ChatOpenAI
+
+    with monkeypatch.context() as m:
+        m.setattr(langchain_fixes, "chat_openai_class", lambda: ChatOpenAI)
+        stock_body, stock_texts = _send(LangChainBackend, request, method, base_url)
+    assert lean_body == stock_body
+    assert json.loads(lc_body) == json.loads(stock_body)
+    assert lean_texts == stock_texts == lc_texts
+    return json.loads(lean_body), lean_texts
 
 
 CASES = [
@@ -99,19 +158,53 @@ def test_body_and_answer_match_stock_chatopenai(
         temperature=0.7,
         max_tokens=64,
     )
-    fast_body, fast_texts = _send(request, method or "function_calling", base_url)
-
-    from langchain_openai import ChatOpenAI
-
-    monkeypatch.setattr(langchain_fixes, "chat_openai_class", lambda: ChatOpenAI)
-    stock_body, stock_texts = _send(request, method or "function_calling", base_url)
-
-    assert fast_body == stock_body
-    assert fast_texts == stock_texts
-    assert fast_body["messages"][0] == {"role": "system", "content": messages[0].content}
+    body, texts = _three_ways(request, method or "function_calling", base_url, monkeypatch)
+    assert body["messages"][0] == {"role": "system", "content": messages[0].content}
     if method == "function_calling":
-        assert fast_body["tools"][0]["function"]["name"] == "Label"
-        assert json.loads(fast_texts[0]) == {"reason": "sums", "task_type": "math"}
+        assert body["tools"][0]["function"]["name"] == "Label"
+        assert json.loads(texts[0]) == {"reason": "sums", "task_type": "math"}
+
+
+@pytest.mark.parametrize("method", ["function_calling", "json_schema"])
+@pytest.mark.parametrize("schema_index", range(7))
+def test_every_stage_schema_is_sent_as_chatopenai_sends_it(
+    method: str, schema_index: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema = [Nested, *_stage_schemas()][schema_index]
+    request = ChatRequest(
+        stage="rewrite",
+        messages=[Message(role="user", content="x")],
+        json_schema=schema.model_json_schema(),
+        schema_name=schema.__name__,
+        max_tokens=None if schema_index % 2 else 300,
+    )
+    base_url = None if method == "json_schema" else "http://127.0.0.1:9/v1"
+    body, _ = _three_ways(request, method, base_url, monkeypatch)
+    assert "$ref" not in json.dumps(body) and "n" not in body
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        '{"reason": "cut',  # truncated: returned raw for the engine's re-ask
+        '{"reason":"a","task_type":"b"}',  # compact: re-encoded the same way
+        "",  # no arguments
+        '{"reason": "new\nline", "task_type": "x"}',  # a raw control character in a string
+    ],
+)
+def test_tool_call_arguments_are_read_as_langchain_reads_them(
+    args: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = ChatRequest(
+        stage="classify",
+        messages=[Message(role="user", content="x")],
+        json_schema=Label.model_json_schema(),
+        schema_name="Label",
+    )
+    base_url = "http://127.0.0.1:9/v1"
+    _, lean_texts = _send(OpenAIBackend, request, "function_calling", base_url, args)
+    _, langchain_texts = _send(LangChainBackend, request, "function_calling", base_url, args)
+    assert lean_texts == langchain_texts
 
 
 def test_parameters_that_are_not_plain_json_take_the_clients_path() -> None:

@@ -30,11 +30,11 @@ from realign.llm import local as local_mod
 from realign.llm.base import BackendError, ChatRequest, Message
 from realign.llm.engine import Engine
 from realign.llm.fake import FakeBackend
+from realign.llm.langchain_backend import LangChainBackend, default_http_client
 from realign.llm.local import LocalBackend, LocalModelError, find_local_model
 from realign.llm.openai_backend import (
     NO_KEY,
     OpenAIBackend,
-    default_http_client,
     default_structured_method,
 )
 from realign.llm.openai_errors import scrub
@@ -156,13 +156,13 @@ def settings(tmp_path: Path, flags: dict[str, Any] | None = None, **env: str) ->
 
 
 def test_registry_names_and_custom_backend(tmp_path: Path) -> None:
-    assert {"openai", "local", "fake"} <= set(available_backends())
+    assert {"openai", "langchain", "local", "fake"} <= set(available_backends())
     register_backend("test-echo", lambda s: FakeBackend(model=s.model or "echo"), replace=True)
     backend = create_backend("test-echo", settings(tmp_path, {"model": "m1"}))
     assert backend.model == "m1"
     with pytest.raises(ValueError, match="already registered"):
         register_backend("test-echo", lambda s: FakeBackend())
-    with pytest.raises(ConfigError, match=r"unknown backend 'nope'.*fake, local, openai"):
+    with pytest.raises(ConfigError, match=r"unknown backend 'nope'.*fake, langchain, local, openai"):
         resolve_backend(settings(tmp_path, {"backend": "nope"}))
 
 
@@ -553,20 +553,29 @@ def _closed_port() -> int:
 
 
 @pytest.mark.block_network(allowed_hosts=["127.0.0.1"])
-@pytest.mark.parametrize("transport", ["default (aiohttp)", "httpx"])
+@pytest.mark.parametrize(
+    "transport", ["default (aiohttp)", "httpx", "langchain (aiohttp)", "langchain (httpx)"]
+)
 def test_a_refused_connection_is_named_not_reported_as_a_timeout(transport: str) -> None:
-    # openai's aiohttp transport raises APITimeoutError for a refused connection.
+    # aiohttp (and openai's aiohttp transport) raise a timeout for a refused connection.
     url = f"http://127.0.0.1:{_closed_port()}/v1"
-    client = openai.DefaultAsyncHttpxClient() if transport == "httpx" else default_http_client()
 
     async def go() -> BackendError:
-        backend = OpenAIBackend("m", base_url=url, http_async_client=client, timeout=120)
+        backend: Any
+        if transport.startswith("langchain"):
+            client = (
+                openai.DefaultAsyncHttpxClient() if "httpx" in transport else default_http_client()
+            )
+            backend = LangChainBackend("m", base_url=url, http_async_client=client, timeout=120)
+        else:
+            client = httpx.AsyncClient() if transport == "httpx" else None
+            backend = OpenAIBackend("m", base_url=url, http_async_client=client, timeout=120)
         try:
             await backend.chat(request())
         except BackendError as e:
             return e
         finally:
-            await client.aclose()
+            await backend.aclose()
         raise AssertionError("no error")
 
     e = run(go())
@@ -646,6 +655,52 @@ def test_backend_survives_a_second_event_loop() -> None:
         other = OpenAIBackend("m", base_url=url, trust_env=False)  # same URL, new instance
         third = run(other.chat(request()))
         assert first.texts == second.texts == third.texts == ["ok"]
+
+
+def test_a_200_answer_that_is_not_a_completion_is_a_retryable_error() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"<html>gateway says hi</html>")
+
+    e = chat_error(handler)
+    assert e.retryable and "unexpected answer" in str(e) and "gateway says hi" in str(e)
+
+
+def test_proxy_from_the_environment_is_read_once_per_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from realign.llm.openai_backend import env_proxy
+
+    for name in ("https_proxy", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    url = "https://api.openai.com/v1/chat/completions"
+    assert env_proxy(url) == "http://proxy.example:3128"
+    monkeypatch.setenv("NO_PROXY", "api.openai.com")
+    assert env_proxy(url) is None
+
+
+def test_langchain_backend_takes_any_chat_model() -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="one"), AIMessage("two")]))
+    backend = LangChainBackend(chat_model=model)
+    assert backend.backend_id.startswith("langchain:GenericFakeChatModel:")
+    assert not backend.supports_n  # n answers are n calls: not every provider returns n
+    resp = run(backend.chat(request(n=2, temperature=0.7)))
+    assert resp.texts == ["one", "two"]
+
+
+def test_langchain_backend_shares_the_openai_paths_cache_keys(tmp_path: Path) -> None:
+    lean = resolve_backend(settings(tmp_path, {"base_url": "http://127.0.0.1:9/v1", "model": "m"}))
+    chain = resolve_backend(
+        settings(tmp_path, {"backend": "langchain", "base_url": "http://127.0.0.1:9/v1", "model": "m"})
+    )
+    assert isinstance(lean, OpenAIBackend) and isinstance(chain, LangChainBackend)
+    assert lean.backend_id == chain.backend_id == "openai:http://127.0.0.1:9/v1:m:function_calling"
+    assert chain.name == "langchain"
 
 
 # ---------------------------------------------------------------- cassettes: real llama.cpp

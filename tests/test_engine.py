@@ -359,7 +359,7 @@ def test_pacer_tokens_and_duration_parsing() -> None:
     assert parse_duration("soon") is None
 
     async def go() -> float:
-        pacer = Pacer(tpm=6000, headroom=1.0)  # 100 tokens/s, bucket of 100, starts empty
+        pacer = Pacer(tpm=6000, headroom=1.0)  # 100 tokens/s, bucket of 50, starts empty
         t = time.monotonic()
         for _ in range(3):
             await pacer.acquire(50)
@@ -493,3 +493,36 @@ def test_batch_answers_that_never_validate_are_dropped_so_the_next_batch_asks_ag
     assert batch_run() == [] and len(cache) == 0  # out of re-asks: the record failed, forgotten
     assert batch_run() == [first]  # so the next batch run asks again from the start
     assert backend.calls == 0
+
+
+def test_first_request_goes_alone_until_answered_when_no_limit_is_known() -> None:
+    """Its x-ratelimit headers pace the rest, instead of a first burst into an unknown limit."""
+    starts: list[tuple[int, int]] = []  # (in flight when it started, answers so far)
+
+    class Probe:
+        name, model, backend_id, supports_n = "probe", "m", "probe:m", True
+        in_flight = answered = 0
+
+        async def chat(self, request: ChatRequest) -> ChatResponse:
+            starts.append((self.in_flight, self.answered))
+            self.in_flight += 1
+            await asyncio.sleep(0.05)
+            self.in_flight -= 1
+            self.answered += 1
+            return ChatResponse(texts=["ok"], headers={"x-ratelimit-limit-requests": "600000"})
+
+        async def aclose(self) -> None:
+            pass
+
+    async def go(engine: Engine) -> None:
+        await asyncio.gather(*(engine.chat(req(i)) for i in range(8)))
+
+    engine = Engine(Probe(), concurrency=8)  # type: ignore[arg-type]
+    run(go(engine))
+    assert starts[0] == (0, 0) and all(answered >= 1 for _, answered in starts[1:])
+    assert max(in_flight for in_flight, _ in starts) > 1  # the rest went together
+    assert engine.pacer.has_limits  # learned from the first answer
+
+    starts.clear()
+    run(go(Engine(Probe(), concurrency=8, rpm=600_000)))  # a limit given: no probe
+    assert sum(answered == 0 for _, answered in starts) > 1

@@ -273,3 +273,37 @@ def test_no_cassette_holds_a_credential() -> None:
         for m in pattern.finditer(p.read_text(encoding="utf-8"))
     ]
     assert hits == []
+
+
+def test_state_commits_in_batches_and_close_makes_them_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from realign.pipeline import state as state_mod
+
+    monkeypatch.setattr(state_mod, "COMMIT_AFTER_S", 3600.0)  # only the count bound here
+    out = tmp_path / "out.jsonl"
+    state = RunState(state_path(out), "fp")
+    for i in range(state_mod.COMMIT_EVERY + 3):
+        state.commit(i, True, f'{{"i": {i}}}')
+    # Another reader (a kill would leave just this) sees the full batch, not the 3 after it.
+    assert records_done(out) == state_mod.COMMIT_EVERY
+    assert state.count() == state_mod.COMMIT_EVERY + 3  # the run itself sees everything
+    state.commit(1, False, "{}")  # a record is committed once, even if processed twice
+    state.close()
+    assert records_done(out) == state_mod.COMMIT_EVERY + 3
+    reopened = RunState(state_path(out), "fp")
+    assert reopened.resumed and list(reopened.iter_payloads(ok=True))[:2] == ['{"i": 0}', '{"i": 1}']
+    reopened.close(remove=True)
+
+
+def test_state_commits_at_least_every_commit_after_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from realign.pipeline import state as state_mod
+
+    monkeypatch.setattr(state_mod, "COMMIT_AFTER_S", 0.0)  # every commit ends its batch
+    out = tmp_path / "out.jsonl"
+    state = RunState(state_path(out), "fp")
+    state.commit(0, True, "{}")
+    assert records_done(out) == 1
+    state.close(remove=True)

@@ -134,11 +134,24 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
     )
 
 
+def _safe_load(text: str) -> Any:
+    """`yaml.safe_load`, by libyaml's parser when PyYAML has it (~5x faster: a run parses
+    every criterion of its pack at start); errors come from the pure-Python parser, whose
+    messages and marks the error reports below were written for."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            return yaml.load(text, Loader=fast)
+        except yaml.YAMLError:
+            pass
+    return yaml.safe_load(text)
+
+
 def parse_criterion(text: str, path: str = "<string>") -> Criterion:
     """Parse one criteria file's text. Raises CriteriaError naming the file, field and fix."""
     header_text, body = _split_front_matter(text, path)
     try:
-        header = yaml.safe_load(header_text) or {}
+        header = _safe_load(header_text) or {}
     except yaml.YAMLError as e:
         raise CriteriaError(f"{path}: {_yaml_problem(e)}") from e
     if not isinstance(header, dict):

@@ -25,8 +25,9 @@ BASE_URL = typer.Option(
 )
 BACKEND = typer.Option(
     None,
-    help="openai | local. Default: openai when OPENAI_API_KEY or a base URL is set, else the "
-    "embedded local model.",
+    help="openai | langchain | local. Default: openai (direct HTTP) when OPENAI_API_KEY or a "
+    "base URL is set, else the embedded local model; langchain: the same server through "
+    "LangChain's ChatOpenAI.",
 )
 CRITERIA = typer.Option(
     None, help="Folder of your own criteria files; they override or extend the pack by name."

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Protocol, runtime_checkable
 
-from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, WithJsonSchema
 
 from realign.hashing import digest
 
@@ -68,6 +68,9 @@ class ChatResponse(BaseModel):
     finish_reasons: list[str | None] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict)  # e.g. x-ratelimit-* when available
     cached: bool = False
+    # (request, its cache key) this answered, set by the engine so that storing the answer
+    # does not hash the request a second time (~0.1 ms for a rewrite request).
+    _asked: tuple[ChatRequest, str] | None = PrivateAttr(default=None)
 
 
 class BackendError(RuntimeError):

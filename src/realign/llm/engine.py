@@ -18,7 +18,8 @@ inputs plus these calls. For each LLM request, in order:
    successes (AIMD);
 4. pacing: requests/min and tokens/min (estimated with tiktoken: prompt + `max_tokens` or the
    stage's output estimate) from `rpm`/`tpm`, replaced by the provider's `x-ratelimit-*`
-   headers when it sends them; a 429's `retry-after` pauses every sender;
+   headers when it sends them (no limit known: the first request goes alone to learn them); a
+   429's `retry-after` pauses every sender;
 5. the call, under a per-request timeout; 429s, 5xx, timeouts and connection errors are
    retried with exponential backoff and full jitter (`BackendError.retryable`);
 6. accounting: tokens, dollars (`realign.llm.pricing`), 429s, retries, cache hits → `stats`.
@@ -44,6 +45,7 @@ from realign.llm.ratelimit import (
     AdaptiveLimit,
     CircuitBreaker,
     CircuitOpen,
+    FirstAnswerGate,
     Pacer,
     retry_after_seconds,
 )
@@ -156,6 +158,7 @@ class Engine:
         self.backoff_cap = backoff_cap
         self.limit = AdaptiveLimit(concurrency)
         self.pacer = Pacer(rpm=rpm, tpm=tpm)
+        self.first_answer = FirstAnswerGate()
         self.breaker = CircuitBreaker(window=breaker_window, threshold=breaker_threshold)
         model = backend.model if backend is not None else ""
         self.price: Price | None = (prices or load_prices()).lookup(model) if model else None
@@ -216,6 +219,7 @@ class Engine:
             fut.set_result(resp)
         finally:
             del self._pending[key]
+        resp._asked = (request, key)
         if store:
             self.store(request, resp)
         return resp
@@ -225,12 +229,14 @@ class Engine:
         there)."""
         if self.cache is None or resp.cached:
             return
-        stored = resp.model_copy(update={"headers": {}})  # rate-limit headers are not answers
-        self.cache.set(
-            request.cache_key(self.backend.backend_id),
-            stored.model_dump_json(),
-            stage=request.stage,
+        asked = resp._asked
+        key = (
+            asked[1]
+            if asked is not None and asked[0] is request
+            else request.cache_key(self.backend.backend_id)
         )
+        stored = resp.model_copy(update={"headers": {}})  # rate-limit headers are not answers
+        self.cache.set(key, stored.model_dump_json(), stage=request.stage)
 
     def forget(self, request: ChatRequest) -> None:
         """Drop the cached answer to `request`, so the next time it is asked it is sent."""
@@ -244,6 +250,7 @@ class Engine:
         while True:
             self.breaker.check()
             ticket = await self.limit.acquire()
+            probe = False
             est_in = est_out = 0
             est_usd = 0.0
             self.stats.in_flight += 1
@@ -251,6 +258,8 @@ class Engine:
                 # Everything below is decided once we hold a slot: while we waited, the breaker
                 # may have opened or the provider's limits may have become known.
                 self.breaker.check()
+                if not self.first_answer.opened and not self.pacer.has_limits:
+                    probe = await self.first_answer.enter()
                 est_in, est_out = self._estimate_tokens(request)
                 est_usd = self._reserve_budget(request, est_in, est_out)
                 await self.pacer.acquire(est_in + est_out)
@@ -276,6 +285,8 @@ class Engine:
             else:
                 failure = None
             finally:
+                if probe:
+                    self.first_answer.answered()
                 self.limit.release(ticket)
                 self.stats.in_flight -= 1
                 self._reserved_usd -= est_usd

@@ -19,6 +19,7 @@ from realign.llm.base import Usage
 
 if TYPE_CHECKING:
     import httpx
+    from langchain_core.language_models import BaseChatModel
     from langchain_core.runnables import Runnable
     from langchain_openai import ChatOpenAI
 
@@ -60,13 +61,14 @@ def max_tokens_kwargs(max_tokens: int, openai_url: bool) -> dict[str, Any]:
 
 
 def structured_parts(
-    llm: ChatOpenAI, schema: dict[str, Any], method: str
+    llm: BaseChatModel, schema: dict[str, Any], method: str
 ) -> tuple[dict[str, Any], Runnable[Any, Any]]:
     """(request kwargs, output parser) that `with_structured_output` builds for `schema`.
 
     `with_structured_output` returns `llm | parser`, whose `ainvoke` keeps only the first
     choice: keeping its two halves lets one call return all n choices. The LangSmith
-    metadata it binds (`ls_structured_output_format`) is not a request parameter: dropped."""
+    metadata it binds (`ls_structured_output_format`) is not a request parameter: dropped.
+    Any chat model whose `with_structured_output` returns such a sequence works (most do)."""
     runnable = llm.with_structured_output(schema, method=method)  # type: ignore[arg-type]
     bound, parser = runnable.first, runnable.last  # type: ignore[attr-defined]
     kwargs = {k: v for k, v in bound.kwargs.items() if k != "ls_structured_output_format"}

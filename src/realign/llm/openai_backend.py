@@ -1,11 +1,12 @@
-"""OpenAI and every OpenAI-compatible server (vLLM, llama.cpp, Ollama, …) through LangChain.
+"""OpenAI and every OpenAI-compatible server (vLLM, llama.cpp, Ollama, …): the default path.
 
-One `OpenAIBackend.chat` = one HTTP request (or n of them when the server cannot return n
-choices at once); the engine owns retries, so the client never retries on its own
-(`max_retries=0`) and every failure becomes a `BackendError` that says whether a retry can
-help. Structured requests go through `ChatOpenAI.with_structured_output` built from the
-request's JSON schema; the answer is handed back as JSON *text* so that the engine validates
-it with pydantic and re-asks with the validation error when it does not fit.
+One `OpenAIBackend.chat` = one HTTP POST of JSON built here (`openai_wire`) over one shared
+aiohttp session per backend and event loop, the answer parsed with orjson: no client library
+in between, so a request costs well under a millisecond of our CPU (benchmarks/overhead.py).
+The body is the one LangChain's `ChatOpenAI` sends (`tests/test_backend_payload.py`); the
+LangChain path stays available as `--backend langchain` (`llm/langchain_backend.py`), for any
+LangChain chat model. The engine owns retries: every failure becomes a `BackendError` that
+says whether a retry can help (`openai_errors`), the key never shown.
 
 Structured-output methods:
 - `json_schema`: OpenAI Structured Outputs (strict); default for api.openai.com.
@@ -18,29 +19,33 @@ Structured-output methods:
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlparse
 
-import httpx
-import openai
-
-from realign.llm import langchain_fixes
-from realign.llm.base import BackendError, ChatRequest, ChatResponse, Message, Usage
-from realign.llm.openai_errors import OPENAI_BASE_URL, kept_headers, map_openai_error
-from realign.llm.openai_schemas import strict_schema, tool_schema
+from realign.llm import openai_wire as wire
+from realign.llm.base import BackendError, ChatRequest, ChatResponse, Usage
+from realign.llm.openai_errors import (
+    OPENAI_BASE_URL,
+    error_code,
+    kept_headers,
+    map_status_error,
+    map_transport_error,
+    scrub,
+    server_message,
+)
 
 if TYPE_CHECKING:
-    from langchain_core.messages import BaseMessage
-    from langchain_core.runnables import Runnable
-    from langchain_openai import ChatOpenAI
+    import aiohttp
+    import httpx
 
 StructuredMethod = Literal["json_schema", "function_calling", "json_mode"]
 STRUCTURED_METHODS: tuple[str, ...] = get_args(StructuredMethod)
 DEFAULT_TIMEOUT_S = 120.0
-# Sent when a base URL is configured without a key: the client insists on one, local
-# servers ignore it.
+# Sent when a base URL is configured without a key: clients insist on one, local servers
+# ignore it.
 NO_KEY = "sk-no-key"
+MAX_CONNECTIONS = 1000  # the engine bounds requests in flight; this only caps a runaway
 
 
 def is_openai_url(base_url: str | None) -> bool:
@@ -51,22 +56,11 @@ def default_structured_method(base_url: str | None) -> StructuredMethod:
     return "json_schema" if is_openai_url(base_url) else "function_calling"
 
 
-# ---------------------------------------------------------------- the backend
-
-
-def default_http_client(trust_env: bool = True) -> httpx.AsyncClient:
-    """openai's aiohttp transport when `aiohttp` is installed (`openai[aiohttp]`), else its
-    httpx one. At hundreds of requests in flight the httpx connection pool scans every pooled
-    connection on each request; against benchmarks/fake_openai_server.py aiohttp cuts the
-    client's CPU per request by ~40% (benchmarks/overhead.py: `real` vs `real-httpx`)."""
-    try:
-        return cast(httpx.AsyncClient, openai.DefaultAioHttpClient(trust_env=trust_env))
-    except RuntimeError:  # "… you must have installed the package with the `aiohttp` extra"
-        return cast(httpx.AsyncClient, openai.DefaultAsyncHttpxClient(trust_env=trust_env))
-
-
 class OpenAIBackend:
-    """`ChatOpenAI` behind the realign `Backend` protocol."""
+    """The OpenAI chat-completions API over plain HTTP, behind the realign `Backend` protocol.
+
+    `http_async_client`: post through this httpx client instead of the backend's own aiohttp
+    session (tests hand in `httpx.MockTransport`s; the caller closes it unless `aclose`)."""
 
     def __init__(
         self,
@@ -99,12 +93,20 @@ class OpenAIBackend:
         # OpenAI returns n choices per request; vLLM does too, but llama.cpp and Ollama
         # silently return one, so other servers get n requests unless told otherwise.
         self._supports_n = is_openai_url(self.base_url) if supports_n is None else supports_n
+        self._openai_url = is_openai_url(self.base_url)
+        self._url = f"{self.base_url or OPENAI_BASE_URL}/chat/completions"
+        self._headers = {
+            "authorization": f"Bearer {api_key or NO_KEY}",
+            "content-type": "application/json",
+            "accept": "application/json",
+        }
         self._http_client = http_async_client
-        self._owns_client = False
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._trust_env = trust_env
-        self._llm: ChatOpenAI | None = None
-        self._structured: dict[str, tuple[dict[str, Any], Runnable[Any, Any]]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._proxy: str | None = None
+        self._yarl_url: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._structured: dict[bytes, dict[str, Any]] = {}
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, method={self.structured_method!r})"
@@ -118,43 +120,6 @@ class OpenAIBackend:
     @property
     def supports_n(self) -> bool:
         return self._supports_n
-
-    def _chat_model(self) -> ChatOpenAI:
-        loop = asyncio.get_running_loop()
-        if self._llm is not None and self._loop is not loop and self._owns_client:
-            # Pooled connections belong to the loop that opened them; that loop is gone
-            # (a second asyncio.run()), so start over with a fresh client.
-            self._llm, self._http_client = None, None
-            self._structured.clear()
-        if self._llm is None:
-            if self._http_client is None:
-                # Our own client per backend instance and event loop (see
-                # langchain_fixes.chat_model).
-                self._http_client = default_http_client(self._trust_env)
-                self._owns_client = True
-            self._loop = loop
-            self._llm = langchain_fixes.chat_model(
-                model=self.model,
-                base_url=self.base_url or OPENAI_BASE_URL,
-                api_key=self._api_key or NO_KEY,
-                timeout=self.timeout,
-                http_client=self._http_client,
-            )
-        return self._llm
-
-    def _structured_parts(self, request: ChatRequest) -> tuple[dict[str, Any], Runnable[Any, Any]]:
-        """(request kwargs, output parser) that `with_structured_output` builds for the schema."""
-        assert request.json_schema is not None
-        name = request.schema_name or request.json_schema.get("title") or "Output"
-        key = json.dumps([name, request.json_schema], sort_keys=True)
-        if key not in self._structured:
-            schema: dict[str, Any] = tool_schema(request.json_schema, name)
-            if self.structured_method == "json_schema":
-                schema = {"name": schema["title"], "schema": strict_schema(schema), "strict": True}
-            self._structured[key] = langchain_fixes.structured_parts(
-                self._chat_model(), schema, self.structured_method
-            )
-        return self._structured[key]
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         if request.n > 1 and not self._supports_n:
@@ -170,52 +135,125 @@ class OpenAIBackend:
             )
         return await self._one_call(request, request.n)
 
+    def _structured_params(self, request: ChatRequest) -> dict[str, Any] | None:
+        if request.json_schema is None:
+            return None
+        name = request.schema_name or request.json_schema.get("title") or "Output"
+        key = wire.dumps([name, request.json_schema])  # a few µs; building is ~100x that
+        params = self._structured.get(key)
+        if params is None:
+            params = wire.structured_params(request.json_schema, name, self.structured_method)
+            self._structured[key] = params
+        return params
+
     async def _one_call(self, request: ChatRequest, n: int) -> ChatResponse:
-        llm = self._chat_model()
-        kwargs: dict[str, Any] = {"temperature": request.temperature}
-        if n > 1:
-            kwargs["n"] = n
-        if request.max_tokens is not None:
-            kwargs.update(
-                langchain_fixes.max_tokens_kwargs(request.max_tokens, is_openai_url(self.base_url))
+        body = wire.dumps(
+            wire.request_body(
+                self.model,
+                request,
+                n,
+                openai_url=self._openai_url,
+                structured=self._structured_params(request),
             )
-        parser: Runnable[Any, Any] | None = None
-        if request.json_schema is not None:
-            bound_kwargs, parser = self._structured_parts(request)
-            kwargs.update(bound_kwargs)
-        try:
-            result = await llm.agenerate([to_langchain(request.messages)], **kwargs)
-        except Exception as e:
-            raise map_openai_error(
-                e,
-                base_url=self.base_url,
-                model=self.model,
-                api_key=self._api_key,
-                timeout=self.timeout,
-                key_source=self._key_source,
-            ) from None
-        generations = result.generations[0]
-        # Chat models return ChatGenerations (typed as the Generation union).
-        texts = [
-            langchain_fixes.answer_text(g.message, parser)  # type: ignore[union-attr]
-            for g in generations
-        ]
-        info = (generations[0].generation_info or {}) if generations else {}
-        usage = langchain_fixes.usage_of(result.llm_output, generations)
+        )
+        status, headers, raw = await self._post(body)
+        if status >= 400:
+            data = _json_or_none(raw)
+            says = server_message(data) or raw[:500].decode("utf-8", "replace")
+            raise self._status_error(status, headers, says, error_code(data))
+        data = _json_or_none(raw)
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            says = server_message(data) or raw[:300].decode("utf-8", "replace")
+            raise BackendError(
+                scrub(f"unexpected answer from {self._where}: {says}", self._api_key),
+                retryable=True,
+            )
+        method = self.structured_method if request.json_schema is not None else None
+        usage = wire.usage_of(data)
         return ChatResponse(
-            texts=texts,
-            finish_reasons=langchain_fixes.finish_reasons(
-                generations, n, request.max_tokens, usage
-            ),
+            texts=wire.answer_texts(data, method),
+            finish_reasons=wire.finish_reasons(data, n, request.max_tokens, usage),
             usage=usage,
-            headers=kept_headers(info.get("headers")),
+            headers=kept_headers(headers),
         )
 
+    @property
+    def _where(self) -> str:
+        return self.base_url or OPENAI_BASE_URL
+
+    def _status_error(
+        self, status: int, headers: Mapping[str, str], says: str, code: str | None
+    ) -> BackendError:
+        return map_status_error(
+            status,
+            headers,
+            says,
+            code,
+            base_url=self.base_url,
+            model=self.model,
+            api_key=self._api_key,
+            key_source=self._key_source,
+        )
+
+    async def _post(self, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        """(status, headers, body) of the answer; transport failures as BackendErrors."""
+        try:
+            if self._http_client is not None:
+                r = await self._http_client.post(
+                    self._url, content=body, headers=self._headers, timeout=self.timeout
+                )
+                return r.status_code, r.headers, r.content
+            session = self._aiohttp()
+            async with session.post(
+                self._yarl_url, data=body, headers=self._headers, proxy=self._proxy
+            ) as resp:
+                return resp.status, resp.headers, await resp.read()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if _is_transport_error(e):
+                raise map_transport_error(
+                    e, base_url=self.base_url, api_key=self._api_key, timeout=self.timeout
+                ) from None
+            msg = f"unexpected error from {self._where}: {type(e).__name__}: {e}"
+            raise BackendError(scrub(msg, self._api_key), retryable=False) from None
+
+    def _aiohttp(self) -> aiohttp.ClientSession:
+        """The session for the running event loop. Pooled connections belong to the loop that
+        opened them: after a second `asyncio.run()` the old session is dropped (detached, its
+        connections left to the dead loop) and a new one opened."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._loop is not loop or self._session.closed:
+            import aiohttp
+            import yarl
+
+            if self._session is not None and not self._session.closed:
+                self._session.detach()
+            # The proxy settings are read once here: aiohttp's own `trust_env` looks them (and
+            # ~/.netrc) up in a worker thread on every request (~0.2 ms each).
+            self._proxy = env_proxy(self._url) if self._trust_env else None
+            # The engine bounds every request with its own timeout (120 s for hosted servers,
+            # = DEFAULT_TIMEOUT_S), so at the default only opening a connection gets a timer
+            # of aiohttp's: a `total` timeout arms a second timer per request (~5% of the
+            # client's CPU at hundreds of requests/s). A shorter timeout asked for is kept.
+            total = self.timeout if self.timeout < DEFAULT_TIMEOUT_S else None
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS),
+                timeout=aiohttp.ClientTimeout(total=total, sock_connect=self.timeout),
+                cookie_jar=aiohttp.DummyCookieJar(),  # an API sets no cookies worth keeping
+            )
+            self._yarl_url = yarl.URL(self._url)  # parsed once, not per request
+            self._loop = loop
+        return self._session
+
     async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and self._loop is asyncio.get_running_loop():
+            await session.close()
+        elif session is not None:
+            session.detach()
         client, self._http_client = self._http_client, None
-        self._llm = None
-        self._structured.clear()
-        if client is not None and self._loop in (None, asyncio.get_running_loop()):
+        if client is not None:
             await client.aclose()
 
     async def __aenter__(self) -> OpenAIBackend:
@@ -225,13 +263,37 @@ class OpenAIBackend:
         await self.aclose()
 
 
-def to_langchain(messages: list[Message]) -> list[BaseMessage]:
-    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY) sets for
+    `url`, or None."""
+    import urllib.request
 
-    kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
-    out: list[BaseMessage] = []
-    for m in messages:
-        if m.role not in kinds:
-            raise BackendError(f"unknown message role {m.role!r} (system, user or assistant)")
-        out.append(kinds[m.role](content=m.content))
-    return out
+    parts = urlparse(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all")
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return wire.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _is_transport_error(e: BaseException) -> bool:
+    """No HTTP answer at all: a timeout, an OS-level failure, or the client's own
+    transport exception (aiohttp.ClientError, httpx.TransportError)."""
+    if isinstance(e, TimeoutError | OSError):
+        return True
+    module = type(e).__module__.split(".")[0]
+    if module == "aiohttp":
+        import aiohttp
+
+        return isinstance(e, aiohttp.ClientError)
+    if module in ("httpx", "httpx_aiohttp"):
+        import httpx
+
+        return isinstance(e, httpx.TransportError)
+    return False

@@ -1,14 +1,13 @@
-"""OpenAI client exceptions as `BackendError`s the engine can act on, never showing the key."""
+"""Failed requests (HTTP error answers, transport errors, openai client exceptions) as
+`BackendError`s the engine can act on, never showing the key."""
 
 from __future__ import annotations
 
 import json
 import re
 import socket
+from collections.abc import Mapping
 from typing import Any
-
-import httpx
-import openai
 
 from realign.llm.base import BackendError
 from realign.llm.ratelimit import retry_after_seconds
@@ -26,7 +25,7 @@ def scrub(text: str, api_key: str | None = None) -> str:
     return _KEY_PATTERN.sub("***", text)
 
 
-def kept_headers(headers: httpx.Headers | dict[str, Any] | None) -> dict[str, str]:
+def kept_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
     if not headers:
         return {}
     return {k.lower(): str(v) for k, v in dict(headers).items() if KEPT_HEADERS.match(k.lower())}
@@ -44,38 +43,87 @@ def map_openai_error(
     """An exception raised by the openai client (directly or through LangChain) as a
     BackendError the engine can act on. Messages never carry the API key. `api_key`: the key
     sent (None: none was); `key_source` says where it came from, for a 401."""
+    import openai  # only the LangChain backend raises these; the lean path never imports it
+
+    if isinstance(e, openai.APIConnectionError):  # APITimeoutError included
+        return map_transport_error(
+            e,
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+            timed_out=isinstance(e, openai.APITimeoutError),
+        )
+    if not isinstance(e, openai.APIStatusError):
+        where = base_url or OPENAI_BASE_URL
+        msg = f"unexpected error from {where}: {type(e).__name__}: {e}"
+        return BackendError(scrub(msg, api_key), retryable=False)
+    return map_status_error(
+        e.status_code,
+        e.response.headers,
+        _server_message(e),
+        getattr(e, "code", None),
+        base_url=base_url,
+        model=model,
+        api_key=api_key,
+        key_source=key_source,
+    )
+
+
+def map_transport_error(
+    e: BaseException,
+    *,
+    base_url: str | None,
+    api_key: str | None = None,
+    timeout: float | None = None,
+    timed_out: bool | None = None,
+) -> BackendError:
+    """A request that got no HTTP answer (refused, unresolvable, reset, timed out), from any
+    client (aiohttp, httpx, openai). `timed_out`: None: judged from the exception's type."""
+    where = base_url or OPENAI_BASE_URL
+    # aiohttp and openai's aiohttp transport report a refused connection as a *timeout*
+    # (ConnectTimeout caused by ConnectionRefusedError): the cause says what happened.
+    causes = [e, *_causes(e)]
+    if timed_out is None:
+        timed_out = isinstance(e, TimeoutError) or _is_httpx_timeout(e)
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        msg = f"the server at {where} refused the connection: is it running, and is the URL's port right?"
+        return BackendError(scrub(msg, api_key), retryable=True)
+    if any(isinstance(c, socket.gaierror) for c in causes):
+        msg = f"cannot connect to {where}: its host name does not resolve"
+        return BackendError(scrub(msg, api_key), retryable=True)
+    refused = next((c for c in causes if _is_connect_failure(c)), None)
+    if timed_out and refused is None:
+        return BackendError(
+            scrub(f"request to {where} timed out after {timeout or '?'}s", api_key),
+            retryable=True,
+        )
+    cause = refused or e.__cause__ or e.__context__ or e
+    detail = f" ({type(cause).__name__}: {cause})" if cause else ""
+    return BackendError(scrub(f"cannot connect to {where}{detail}", api_key), retryable=True)
+
+
+def map_status_error(
+    status: int,
+    response_headers: Mapping[str, str],
+    server_says: str,
+    code: str | None = None,
+    *,
+    base_url: str | None,
+    model: str,
+    api_key: str | None = None,
+    key_source: str = "",
+) -> BackendError:
+    """An HTTP error answer (status >= 400) as a BackendError; `server_says`: the server's own
+    message (`server_message`), `code`: its error code when it gives one."""
     where = base_url or OPENAI_BASE_URL
 
     def err(msg: str, **kw: Any) -> BackendError:
         return BackendError(scrub(msg, api_key), **kw)
 
-    if isinstance(e, openai.APIConnectionError):  # APITimeoutError included
-        # openai's aiohttp transport reports a refused connection as a *timeout*
-        # (ConnectTimeout caused by ConnectionRefusedError): the cause says what happened.
-        causes = _causes(e)
-        if any(isinstance(c, ConnectionRefusedError) for c in causes):
-            return err(
-                f"the server at {where} refused the connection: is it running, and is the "
-                "URL's port right?",
-                retryable=True,
-            )
-        if any(isinstance(c, socket.gaierror) for c in causes):
-            return err(f"cannot connect to {where}: its host name does not resolve", retryable=True)
-        refused = next((c for c in causes if _is_connect_failure(c)), None)
-        if isinstance(e, openai.APITimeoutError) and refused is None:
-            return err(f"request to {where} timed out after {timeout or '?'}s", retryable=True)
-        cause = refused or e.__cause__ or e.__context__
-        detail = f" ({type(cause).__name__}: {cause})" if cause else ""
-        return err(f"cannot connect to {where}{detail}", retryable=True)
-    if not isinstance(e, openai.APIStatusError):
-        return err(f"unexpected error from {where}: {type(e).__name__}: {e}", retryable=False)
-
-    status = e.status_code
-    headers = kept_headers(dict(e.response.headers))
-    server_says = _server_message(e)
+    headers = kept_headers(dict(response_headers))
     common: dict[str, Any] = {"status": status, "headers": headers}
     if status == 429:
-        if "insufficient_quota" in server_says or getattr(e, "code", None) == "insufficient_quota":
+        if "insufficient_quota" in server_says or code == "insufficient_quota":
             return err(
                 f"429 from {where}: the account has no quota left (billing), retrying cannot "
                 f"help: {server_says}",
@@ -85,7 +133,7 @@ def map_openai_error(
         return err(
             f"429 rate limited by {where}: {server_says}",
             retryable=True,
-            retry_after=retry_after_seconds(e.response.headers),
+            retry_after=retry_after_seconds(response_headers),
             **common,
         )
     if status == 500 and "validation error" in server_says:
@@ -95,7 +143,7 @@ def map_openai_error(
         return err(
             f"{status} server error from {where} (transient, will retry): {server_says}",
             retryable=True,
-            retry_after=retry_after_seconds(e.response.headers),
+            retry_after=retry_after_seconds(response_headers),
             **common,
         )
     if status == 401:
@@ -126,6 +174,15 @@ def map_openai_error(
     return err(f"{status} from {where} (request rejected): {server_says}", **common)
 
 
+def _is_httpx_timeout(e: BaseException) -> bool:
+    # httpx is imported only when it raised: the default (aiohttp) path never loads it.
+    if not type(e).__module__.startswith("httpx"):
+        return False
+    import httpx
+
+    return isinstance(e, httpx.TimeoutException)
+
+
 def _causes(e: BaseException) -> list[BaseException]:
     """`e`'s chain of causes, outermost first."""
     out: list[BaseException] = []
@@ -141,8 +198,13 @@ def _is_connect_failure(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and not isinstance(exc, TimeoutError) and exc.errno is not None
 
 
-def _server_message(e: openai.APIStatusError) -> str:
-    body = e.body
+def _server_message(e: Any) -> str:  # an openai.APIStatusError
+    return server_message(e.body) or str(e.message)[:500]
+
+
+def server_message(body: Any) -> str:
+    """The message in an error answer's JSON body (OpenAI's `{"error": {"message": …}}`,
+    FastAPI's `{"detail": …}`), "" when it has none."""
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and inner.get("message"):
@@ -150,4 +212,11 @@ def _server_message(e: openai.APIStatusError) -> str:
         detail = body.get("detail")  # FastAPI servers (llama.cpp) use {"detail": …}
         if detail:
             return json.dumps(detail)[:500]
-    return str(e.message)[:500]
+    return ""
+
+
+def error_code(body: Any) -> str | None:
+    """`error.code` of an OpenAI-style error body."""
+    inner = body.get("error") if isinstance(body, dict) else None
+    code = inner.get("code") if isinstance(inner, dict) else None
+    return str(code) if code is not None else None

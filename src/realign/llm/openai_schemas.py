@@ -29,13 +29,37 @@ def tool_schema(json_schema: dict[str, Any], name: str) -> dict[str, Any]:
     """The request's schema, `$ref`s inlined, titled `name` (LangChain takes the title as the
     tool / response-format name; llama.cpp's grammar builder and strict mode both prefer
     schemas without `$defs`)."""
-    from langchain_core.utils.json_schema import dereference_refs
-
-    schema = dereference_refs(copy.deepcopy(json_schema))
+    schema = inline_refs(copy.deepcopy(json_schema))
     schema.pop("$defs", None)
     schema.pop("definitions", None)
     schema["title"] = _safe_name(name)
     return schema
+
+
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with every local `$ref` ("#/$defs/Name") replaced by what it points to; keys
+    beside a `$ref` (a field's description) are kept over the target's. A recursive `$ref`
+    stays a `$ref` (it cannot be inlined)."""
+
+    def resolve(ref: str) -> Any:
+        node: Any = schema
+        for part in ref[2:].split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+        return node
+
+    def walk(node: Any, active: frozenset[str]) -> Any:
+        if isinstance(node, list):
+            return [walk(x, active) for x in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/") and ref not in active:
+            target = walk(resolve(ref), active | {ref})
+            rest = {k: walk(v, active) for k, v in node.items() if k != "$ref"}
+            return {**target, **rest} if isinstance(target, dict) else target
+        return {k: walk(v, active) for k, v in node.items()}
+
+    return walk(schema, frozenset())  # type: ignore[no-any-return]
 
 
 def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:

@@ -126,6 +126,37 @@ class AdaptiveLimit:
                 fut.set_result(None)
 
 
+class FirstAnswerGate:
+    """Until the provider has answered once, one request at a time when no limit is known:
+    its `x-ratelimit-*` headers then pace everything after it, instead of a first burst of
+    `concurrency` requests running into a limit nobody knew yet (a 429 and a retry each).
+    Costs one round trip at the start of a run."""
+
+    def __init__(self) -> None:
+        self.opened = False
+        self._probing = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def enter(self) -> bool:
+        """True for the one request that goes first; the others wait until it is answered."""
+        if self.opened:
+            return False
+        if not self._probing:
+            self._probing = True
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        await fut
+        return False
+
+    def answered(self) -> None:
+        self.opened = True
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+
 class TokenBucket:
     """`rate` units per second, holding at most `capacity` (the allowed burst)."""
 
@@ -175,11 +206,14 @@ class Pacer:
         *,
         rpm: float | None = None,
         tpm: float | None = None,
-        burst_seconds: float = 1.0,
+        burst_seconds: float = 0.5,
         headroom: float = 0.97,
     ) -> None:
         # Aim a little under the limit: sending exactly at it turns every bit of timing jitter
-        # between us and the provider into a 429.
+        # between us and the provider into a 429. For the same reason the burst we allow
+        # ourselves is half a second of the limit: a provider's bucket holds more (OpenAI's a
+        # minute, benchmarks/fake_openai_server.py's a second), so requests the event loop
+        # sends in a clump after a stall still fit in it.
         self.headroom = headroom
         self.burst_seconds = burst_seconds
         self.requests = TokenBucket(rpm * headroom, burst_seconds=burst_seconds) if rpm else None

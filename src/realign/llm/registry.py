@@ -2,6 +2,7 @@
 
     settings = load_settings({"model": "gpt-4o-mini"})
     backend = resolve_backend(settings)   # openai if a key or base URL is set, else local
+    # `--backend langchain`: the same server through LangChain's ChatOpenAI
     async with contextlib.aclosing(backend): ...   # or: await backend.aclose()
 
 Another backend plugs in with `register_backend("name", factory)`; a factory takes the
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from realign.config import DEFAULT_OPENAI_MODEL, ConfigError, Settings
 from realign.llm.base import Backend
@@ -71,12 +72,27 @@ def _source(settings: Settings, key: str) -> str:
 
 
 def _openai(settings: Settings) -> Backend:
-    from realign.llm.openai_backend import STRUCTURED_METHODS, OpenAIBackend
+    """The lean HTTP path (`llm/openai_backend.py`): what every OpenAI-compatible run takes."""
+    from realign.llm.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(**_openai_kwargs(settings))
+
+
+def _langchain(settings: Settings) -> Backend:
+    """LangChain's `ChatOpenAI` on the same settings (`llm/langchain_backend.py`); other
+    LangChain chat models plug in from Python (`LangChainBackend(chat_model=…)`)."""
+    from realign.llm.langchain_backend import LangChainBackend
+
+    return LangChainBackend(**_openai_kwargs(settings))
+
+
+def _openai_kwargs(settings: Settings) -> dict[str, Any]:
+    from realign.llm.openai_backend import STRUCTURED_METHODS
 
     key = settings.api_key_value()
     if not key and not settings.base_url:
         raise ConfigError(
-            "the openai backend needs an API key: set OPENAI_API_KEY (environment) or "
+            f"the {settings.backend or 'openai'} backend needs an API key: set OPENAI_API_KEY (environment) or "
             f"api_key in {settings.home / 'config.toml'}; or point it at an "
             "OpenAI-compatible server with --base-url / OPENAI_BASE_URL (no key needed); "
             "or use --backend local for the embedded model"
@@ -87,14 +103,14 @@ def _openai(settings: Settings) -> Backend:
             f"structured_method {method!r} ({_source(settings, 'structured_method')}): "
             f"choose one of {', '.join(STRUCTURED_METHODS)}"
         )
-    return OpenAIBackend(
-        settings.model or DEFAULT_OPENAI_MODEL,
-        base_url=settings.base_url,
-        api_key=key,
-        structured_method=method,  # type: ignore[arg-type]
-        timeout=settings.timeout,
-        key_source=_source(settings, "api_key") if key else "",
-    )
+    return {
+        "model": settings.model or DEFAULT_OPENAI_MODEL,
+        "base_url": settings.base_url,
+        "api_key": key,
+        "structured_method": method,
+        "timeout": settings.timeout,
+        "key_source": _source(settings, "api_key") if key else "",
+    }
 
 
 def _local(settings: Settings) -> Backend:
@@ -120,5 +136,6 @@ def _fake(settings: Settings) -> Backend:
 
 
 register_backend("openai", _openai)
+register_backend("langchain", _langchain)
 register_backend("local", _local)
 register_backend("fake", _fake)

@@ -65,7 +65,8 @@ def context_text(record: Record, turn: int, budget: int = CONTEXT_TOKENS) -> str
     user_turn = max((i for i in range(turn) if record.turns[i].role == "user"), default=-1)
     lines = [f"{t.role}: {t.content}" for t in record.turns[: max(user_turn, 0)]]
     text = "\n".join(lines)
-    if tokens.count(text) <= budget:
+    # A token is at least one byte: a short text needs no count (most records have no context).
+    if len(text) * 4 <= budget or tokens.count(text) <= budget:
         return text
     enc = tokens.encoding()
     ids = enc.encode(text, disallowed_special=())

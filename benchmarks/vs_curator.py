@@ -1,0 +1,233 @@
+"""realign against curator (bespokelabs-curator) in the same run, on the same fake endpoint.
+
+Each tool gets a fresh loopback fake server (`fake_openai_server.py`) and the same N
+one-request records: for realign the full `realign run` command line (read, state, rewrite
+request, filter, output), every record of a type it rewrites and given its task type, so each
+record is one structured request; for curator an `LLM` subclass with a structured
+`response_format` over the same instructions, in curator's own Python environment (a
+subprocess: curator pins packages of its own). Both get the same concurrency bound and no
+rate limit of their own (the endpoint's capacity is the limit).
+
+Printed per tool: requests/s over the sending window (the server's first admitted request of
+the run to its last answer: start-up and final writes excluded, the same way for both) and
+that rate's share of the endpoint's capacity C/L; the wall-clock time of the whole command
+too; the client's CPU time per request; and the machine's load average before and after,
+since other work on the machine lowers every figure. With --latency 0 the rate is
+overhead-bound (the client's CPU per request). Read the window rates with this in mind:
+curator builds every request (and its requests file) before it sends the first, outside its
+window; realign reads, renders, filters and commits records while it sends, inside it. The
+whole command's time and CPU per record compare the same work.
+
+Set-up (once): `python3.11 -m venv /work/bench-venv && /work/bench-venv/bin/pip install
+bespokelabs-curator==0.1.31`. curator counts tokens with tiktoken; its encoding files come
+from realign's offline copy (TIKTOKEN_CACHE_DIR, see realign.tokens), so no network is used.
+Run: python benchmarks/vs_curator.py --curator-python /work/bench-venv/bin/python
+     [--records 5000 --capacity 200 --latency 0.5 --concurrency 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from common import FAKE_KEY, load_average, row
+from fake_openai_server import ServerConfig, Stats, fetch_stats, serve_in_subprocess
+
+REWRITTEN = "email_generation"
+MODEL = "gpt-4o-mini"
+
+CURATOR_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from pydantic import BaseModel
+    from bespokelabs import curator
+
+    data, url, key, concurrency = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+    class Rewrite(BaseModel):
+        reasoning: str
+        fits_format: bool
+        revised_response: str
+
+    class Rewriter(curator.LLM):
+        response_format = Rewrite
+
+        def prompt(self, row):
+            return (
+                "Rewrite the response to fit the format criterion.\\n"
+                f"Instruction: {row['instruction']}\\nResponse: {row['output']}"
+            )
+
+        def parse(self, row, response):
+            return [{"id": row["id"], "revised": response.revised_response}]
+
+    rows = [json.loads(line) for line in open(data, encoding="utf-8")]
+    llm = Rewriter(
+        model_name="__MODEL__",
+        backend="openai",
+        backend_params={
+            "base_url": url,
+            "api_key": key,
+            "max_concurrent_requests": concurrency,
+            "max_requests_per_minute": 100_000_000,
+            "max_tokens_per_minute": 100_000_000_000,
+            "max_retries": 3,
+        },
+    )
+    out = llm(rows)
+    print(json.dumps({"rows": len(out.dataset)}))
+    """
+).replace("__MODEL__", MODEL)
+
+
+def write_dataset(path: Path, n: int) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            rec = {
+                "id": f"r{i}",
+                "instruction": f"Write a short email to colleague {i} about the meeting on topic {i % 97}.",
+                "input": "",
+                "output": f"Hi {i},\n\nThe meeting is moved to Thursday. " + "Details follow. " * 20,
+                "category": REWRITTEN,
+            }
+            f.write(json.dumps(rec) + "\n")
+
+
+def tiktoken_cache(work: Path) -> Path:
+    """A TIKTOKEN_CACHE_DIR holding cl100k_base, from realign's bundled offline copy."""
+    cache = work / "tiktoken"
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+    from realign import tokens
+
+    tokens.count("warm up")  # copies the encoding file into the cache folder
+    return cache
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    """Wall seconds of the command; raises with its stderr when it fails."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, check=False, timeout=3600)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = proc.stderr.decode(errors="replace")[-3000:]
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd[:3])} …\n{tail}")
+    return wall
+
+
+def children_cpu() -> float:
+    ru = os.times()
+    return ru.children_user + ru.children_system
+
+
+def run_tool(
+    name: str, cmd: list[str], env: dict[str, str], cfg: ServerConfig, records: int
+) -> dict[str, float]:
+    with serve_in_subprocess(cfg) as url:
+        full = [part.replace("{URL}", url) for part in cmd]
+        cpu0 = children_cpu()
+        wall = timed(full, env)
+        cpu = children_cpu() - cpu0
+        st = fetch_stats(url)
+    rate, window = window_rate(st, records)
+    return {"wall": wall, "rate": rate, "window": window, "cpu": cpu, "requests": st.requests}
+
+
+def window_rate(st: Stats, records: int) -> tuple[float, float]:
+    """Requests/s from the run's first admitted request (after any warm-up probes) to the
+    last answer."""
+    extra = max(0, st.admitted - records)
+    if st.last_done is None or not st.early_admits:
+        return 0.0, 0.0
+    start = st.early_admits[min(extra, len(st.early_admits) - 1)]
+    window = max(st.last_done - start, 1e-9)
+    return (st.admitted - extra) / window, window
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--records", type=int, default=5000)
+    ap.add_argument("--capacity", type=int, default=200)
+    ap.add_argument("--latency", type=float, default=0.5)
+    ap.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="requests in flight at most, both tools (default: 1.5 x capacity)",
+    )
+    ap.add_argument("--curator-python", default="/work/bench-venv/bin/python")
+    ap.add_argument("--skip", choices=["realign", "curator"], default=None)
+    args = ap.parse_args()
+    concurrency = args.concurrency or int(args.capacity * 1.5)
+    cfg = ServerConfig(latency=args.latency, capacity=args.capacity)
+    limit = args.capacity / args.latency if args.latency > 0 else None
+    print(
+        f"vs curator: {args.records:,} one-request records, endpoint capacity {args.capacity} "
+        f"concurrent, latency {args.latency:g} s"
+        + (f" (limit {limit:,.0f} req/s)" if limit else " (overhead-bound)")
+        + f", concurrency {concurrency} for both"
+    )
+    print(f"  machine load before {load_average()}")
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        data = work / "data.jsonl"
+        write_dataset(data, args.records)
+        cache = tiktoken_cache(work)
+        base_env = {
+            **os.environ,
+            "TIKTOKEN_CACHE_DIR": str(cache),
+            "OPENAI_API_KEY": FAKE_KEY,
+            "PYTHONUNBUFFERED": "1",
+        }
+        if args.skip != "realign":
+            realign = shutil.which("realign") or str(Path(sys.executable).with_name("realign"))
+            cmd = [sys.executable, "-m", "realign.cli.main"] if not Path(realign).exists() else [realign]
+            cmd += [
+                "run", str(data), "-o", str(work / "out.jsonl"), "--base-url", "{URL}",
+                "--model", MODEL, "--retrieval", "none", "--tasks", REWRITTEN,
+                "--concurrency", str(concurrency),
+            ]  # fmt: skip
+            env = {**base_env, "REALIGN_HOME": str(work / "realign-home")}
+            results["realign"] = run_tool("realign", cmd, env, cfg, args.records)
+            out_lines = sum(1 for _ in (work / "out.jsonl").open(encoding="utf-8"))
+            results["realign"]["records_out"] = out_lines
+        if args.skip != "curator":
+            script = work / "curator_run.py"
+            script.write_text(CURATOR_SCRIPT, encoding="utf-8")
+            cmd = [args.curator_python, str(script), str(data), "{URL}", FAKE_KEY, str(concurrency)]
+            env = {
+                **base_env,
+                "CURATOR_CACHE_DIR": str(work / "curator-cache"),
+                "CURATOR_DISABLE_CACHE": "1",
+                "TELEMETRY_ENABLED": "false",
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                "HF_DATASETS_OFFLINE": "1",
+                "HF_HUB_OFFLINE": "1",
+                "PYTHONPATH": "",
+            }
+            results["curator"] = run_tool("curator", cmd, env, cfg, args.records)
+    for name, r in results.items():
+        share = f"{r['rate'] / limit:.2f} of capacity" if limit else "overhead-bound"
+        row(f"{name}: sending window", f"{r['rate']:,.0f} req/s", share)
+        row(
+            f"{name}: whole command",
+            f"{r['wall']:.1f} s",
+            f"{args.records / r['wall']:,.0f} records/s, {r['cpu'] / args.records * 1e3:.2f} ms "
+            f"CPU/record, {r['requests']:,.0f} requests",
+        )
+    if len(results) == 2:
+        ahead = results["realign"]["rate"] / max(results["curator"]["rate"], 1e-9)
+        row("realign / curator (window rate)", f"{ahead:.2f}x")
+    print(f"  machine load after  {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
