@@ -112,3 +112,26 @@ class Backend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def as_backend_error(exc: BaseException, timeout: float) -> BackendError:
+    """What the engine retries: a timeout or a connection error as a retryable BackendError."""
+    if isinstance(exc, BackendError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return BackendError(f"no answer within {timeout:g}s (request timeout)", retryable=True)
+    if isinstance(exc, ConnectionRefusedError):
+        return BackendError(f"connection refused (is the server running?): {exc}", retryable=True)
+    return BackendError(f"connection error: {exc}", retryable=True)
+
+
+def endpoint_fault(err: BackendError) -> bool:
+    """Failures that say the endpoint (or key) is unwell, as opposed to one bad request
+    (400, 413, 422: that record's problem, reported with it): these feed the breaker."""
+    return err.status is None or err.status >= 500 or err.status in (401, 403, 404, 408)
+
+
+def describe(err: BackendError) -> str:
+    """The error as the engine reports it, with its HTTP status."""
+    status = f"HTTP {err.status}: " if err.status else ""
+    return f"{status}{err}"

@@ -39,7 +39,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from realign import tokens
-from realign.llm.base import Backend, BackendError, ChatRequest, ChatResponse, for_record
+from realign.llm.base import (
+    Backend,
+    BackendError,
+    ChatRequest,
+    ChatResponse,
+    as_backend_error,
+    describe,
+    endpoint_fault,
+    for_record,
+)
 from realign.llm.pricing import Price, PriceTable, load_prices
 from realign.llm.ratelimit import (
     AdaptiveLimit,
@@ -270,7 +279,7 @@ class Engine:
                 async with asyncio.timeout(self.request_timeout):
                     resp = await self.backend.chat(request)
             except (BackendError, TimeoutError, OSError) as exc:
-                err = _as_backend_error(exc, self.request_timeout)
+                err = as_backend_error(exc, self.request_timeout)
                 if err.status == 429:
                     self.stats.rate_limited += 1
                     self.pacer.throttled(est_in + est_out, err.headers)
@@ -303,8 +312,8 @@ class Engine:
 
             # A 429 is the provider pacing us, not a failure of the endpoint.
             is_429 = failure.status == 429
-            if not is_429 and _endpoint_fault(failure):
-                self.breaker.record(True, _describe(failure))
+            if not is_429 and endpoint_fault(failure):
+                self.breaker.record(True, describe(failure))
             if is_429:
                 throttled += 1
                 out_of_tries = throttled > self.max_rate_limit_retries
@@ -316,7 +325,7 @@ class Engine:
                 tries = attempt + throttled
                 raise RequestFailed(
                     f"{request.stage} request{for_record(request)} failed after {tries} "
-                    f"attempt{'s' if tries != 1 else ''}: {_describe(failure)}",
+                    f"attempt{'s' if tries != 1 else ''}: {describe(failure)}",
                     status=failure.status,
                     retryable=False,
                     headers=failure.headers,
@@ -334,7 +343,7 @@ class Engine:
                 request.stage,
                 for_record(request),
                 wait,
-                _describe(failure),
+                describe(failure),
             )
             await asyncio.sleep(wait)
 
@@ -432,24 +441,3 @@ class Engine:
     async def aclose(self) -> None:
         if self._backend is not None:
             await self._backend.aclose()
-
-
-def _as_backend_error(exc: BaseException, timeout: float) -> BackendError:
-    if isinstance(exc, BackendError):
-        return exc
-    if isinstance(exc, TimeoutError):
-        return BackendError(f"no answer within {timeout:g}s (request timeout)", retryable=True)
-    if isinstance(exc, ConnectionRefusedError):
-        return BackendError(f"connection refused (is the server running?): {exc}", retryable=True)
-    return BackendError(f"connection error: {exc}", retryable=True)
-
-
-def _endpoint_fault(err: BackendError) -> bool:
-    """Failures that say the endpoint (or key) is unwell, as opposed to one bad request
-    (400, 413, 422: that record's problem, reported with it): these feed the breaker."""
-    return err.status is None or err.status >= 500 or err.status in (401, 403, 404, 408)
-
-
-def _describe(err: BackendError) -> str:
-    status = f"HTTP {err.status}: " if err.status else ""
-    return f"{status}{err}"
