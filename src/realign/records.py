@@ -14,7 +14,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from realign.credentials import redact
 
 Role = Literal["system", "user", "assistant"]
 
@@ -188,3 +190,9 @@ class Failure(BaseModel):
     error: str
     raw_output: str | None = None
     record: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("error")
+    @classmethod
+    def _no_keys(cls, error: str) -> str:
+        # Whatever raised, the failures file and the run state never carry an API key.
+        return redact(error)

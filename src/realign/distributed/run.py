@@ -21,10 +21,13 @@ from typing import Any
 
 from rich.console import Console
 
+from realign.credentials import Credentials, redact, remember, shareable_env
 from realign.criteria import CriteriaPack
 from realign.distributed import NAMESPACE, require_ray
 from realign.distributed.budget import budget_actor, share_budget
 from realign.distributed.cache import RemoteCache, cache_actor
+from realign.distributed.keys import fetch_credentials, key_actor
+from realign.errors import UsageError
 from realign.pipeline.build import RunSettings
 from realign.pipeline.record import RunOptions, RunSummary, Stages, pretyped, process_record
 from realign.pipeline.runner import STOPS, RunStopped, _failure
@@ -35,7 +38,6 @@ from realign.records import Failure, Record
 # driver (and the run state) when the task ends: small blocks keep progress and resume fine
 # grained; enough of them run at once per worker to fill its share of the run's window.
 BLOCK = 32
-# Environment the workers need to rebuild the engine (keys, endpoints, realign settings).
 # EngineStats counters the workers report back, summed into the driver's engine stats.
 STAT_FIELDS = (
     "requests",
@@ -51,7 +53,11 @@ STAT_FIELDS = (
     "completion_tokens",
     "cost_usd",
 )
+# Settings the workers read from their environment (endpoints, realign settings), handed over
+# in `runtime_env`, which Ray logs: keys are filtered out (`shareable_env`) and go in memory.
 ENV_PREFIXES = ("REALIGN_", "OPENAI_", "GOOGLE_", "SERPER_", "HF_", "TIKTOKEN_")
+# A worker that cannot start (a setting it lacks) reports so in its rows' `stop`.
+USAGE = "usage: "
 
 
 def init_ray(address: str | None, workers: int) -> Any:
@@ -60,7 +66,7 @@ def init_ray(address: str | None, workers: int) -> Any:
     ray = require_ray()
     if ray.is_initialized():
         return ray
-    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+    env = shareable_env(os.environ, ENV_PREFIXES)
     kwargs: dict[str, Any] = {
         "namespace": NAMESPACE,
         "runtime_env": {"env_vars": env},
@@ -90,13 +96,17 @@ class RecordWorker:
         budget_name: str,
         cache_name: str | None,
         make_console: Callable[[], Console],
+        keys_name: str = "",
     ) -> None:
         # The offline classifier ran on the driver; the request cache is the shared actor.
+        # This process does the work: keys it lacks are an error here, not on the driver.
         self.settings = dataclasses.replace(
             settings,
             classifier="llm",
             engine=dataclasses.replace(settings.engine, no_cache=True),
+            distributed=False,
         )
+        self.keys_name = keys_name  # the run's KeyServer: the keys come at start-up
         self.make_console = make_console  # the CLI's factory, pickled by reference
         self.pack = pack
         self.options = options
@@ -116,7 +126,16 @@ class RecordWorker:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self.stages is None:
-                runtime = build_runtime(self.settings, self.pack, self.options, self.make_console())
+                # The driver's keys win; those it has not are this node's (the cluster's).
+                keys = await fetch_credentials(self.keys_name)
+                remember(*keys.values())
+                engine_opts = self.settings.engine
+                if keys.openai_api_key is not None:
+                    engine_opts = dataclasses.replace(engine_opts, api_key=keys.openai_api_key)
+                settings = dataclasses.replace(
+                    self.settings, engine=engine_opts, credentials=keys
+                )
+                runtime = build_runtime(settings, self.pack, self.options, self.make_console())
                 engine = runtime.stages.engine
                 if engine is not None:
                     budget = ray.get_actor(self.budget_name, namespace=NAMESPACE)
@@ -131,21 +150,24 @@ class RecordWorker:
                 self.stages = runtime.stages
         return self.stages
 
+    def __repr__(self) -> str:  # Ray shows an actor's repr in its logs and state listings
+        return f"RecordWorker(budget={self.budget_name!r})"
+
     async def __call__(self, batch: dict[str, Any]) -> AsyncIterator[dict[str, list[Any]]]:
-        stages = await self._start()
         records = [Record.model_validate_json(s) for s in batch["record"]]
+        try:
+            stages = await self._start()
+        except UsageError as e:  # e.g. no key on the driver nor on this node
+            stop = USAGE + redact(str(e))
+            yield _rows(records, [(False, "", stop)] * len(records), "")
+            return
+        except Exception as e:
+            # Ray logs and forwards a worker's exception: only its redacted text goes.
+            raise RuntimeError(redact(f"{type(e).__name__}: {e}")) from None
         outs = await asyncio.gather(*(self._one(stages, r) for r in records))
         if self.cache is not None:
             await self.cache.drain()
-        stats = [""] * len(records)
-        stats[0] = json.dumps(self._stats_delta(stages))
-        yield {
-            "index": [r.index for r in records],
-            "ok": [ok for ok, _, _ in outs],
-            "payload": [payload for _, payload, _ in outs],
-            "stop": [stop for _, _, stop in outs],
-            "stats": stats,
-        }
+        yield _rows(records, outs, json.dumps(self._stats_delta(stages)))
 
     def _stats_delta(self, stages: Stages) -> dict[str, float]:
         """This worker's engine counters since the last call, for the driver's summary."""
@@ -161,10 +183,23 @@ class RecordWorker:
         try:
             out: Record | Failure = await process_record(stages, record)
         except STOPS as e:
-            return False, "", f"{type(e).__name__}: {e}"
+            return False, "", redact(f"{type(e).__name__}: {e}")
         except Exception as e:  # one record's error is that record's failure
             out = _failure(record, "pipeline", e, record.raw)
         return isinstance(out, Record), out.model_dump_json(), ""
+
+
+def _rows(
+    records: list[Record], outs: list[tuple[bool, str, str]], stats: str
+) -> dict[str, list[Any]]:
+    """One block's results as Ray Data columns; the worker's stats ride on the first row."""
+    return {
+        "index": [r.index for r in records],
+        "ok": [ok for ok, _, _ in outs],
+        "payload": [payload for _, payload, _ in outs],
+        "stop": [stop for _, _, stop in outs],
+        "stats": [stats] + [""] * (len(records) - 1),
+    }
 
 
 def run_records_ray(
@@ -246,6 +281,8 @@ def run_records_ray(
             cache_name = f"cache-{run_id}"
             path = str(engine.cache.path) if engine.cache is not None else None
             actors.append(cache_actor(cache_name, path))
+    keys_name, keys = key_actor(driver_credentials(settings))
+    actors.append(keys)
     # Enough blocks in flight per worker to fill its share of the run's window.
     window = max(4 * (engine.limit.maximum if engine is not None else 1), 16)
     calls = max(2, -(-window // (workers * BLOCK)))
@@ -254,12 +291,13 @@ def run_records_ray(
     ds = ds.map_batches(
         RecordWorker,
         fn_constructor_kwargs={
-            "settings": settings,
+            "settings": worker_settings(settings, stages.backend),
             "pack": stages.pack,
             "options": opts,
             "budget_name": budget_name or "",
             "cache_name": cache_name,
             "make_console": make_console,
+            "keys_name": keys_name,
         },
         batch_size=BLOCK,
         batch_format="numpy",
@@ -286,5 +324,28 @@ def run_records_ray(
     finally:
         for actor in actors:
             ray.kill(actor)
+    if stop.startswith(USAGE):
+        raise UsageError(stop.removeprefix(USAGE))
     if stop:
         raise RunStopped(stop)
+
+
+def driver_credentials(settings: RunSettings) -> Credentials:
+    """The keys this driver has: the LLM key as its settings resolve it (flag, environment,
+    config file: the file is on this machine only), the search keys from its environment."""
+    from realign.config import load_settings
+
+    return Credentials.from_env(openai_api_key=load_settings(settings.engine.flags()).api_key)
+
+
+def worker_settings(settings: RunSettings, backend: str | None) -> RunSettings:
+    """What the workers build from: the driver's settings, with the backend and retrieval the
+    driver chose (a node whose environment holds other keys still runs as the driver said)."""
+    from realign.search.registry import default_retrieval_spec
+
+    if backend and not settings.engine.backend:
+        engine = dataclasses.replace(settings.engine, backend=backend)
+        settings = dataclasses.replace(settings, engine=engine)
+    if settings.retrieval is not None or settings.classify_only:
+        return settings
+    return dataclasses.replace(settings, retrieval=default_retrieval_spec(os.environ)[0])

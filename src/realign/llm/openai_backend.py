@@ -24,7 +24,9 @@ from urllib.parse import urlparse
 
 import httpx
 import openai
+from pydantic import SecretStr
 
+from realign.credentials import remember
 from realign.llm import langchain_fixes
 from realign.llm.base import BackendError, ChatRequest, ChatResponse, Message, Usage
 from realign.llm.openai_errors import OPENAI_BASE_URL, kept_headers, map_openai_error
@@ -90,7 +92,9 @@ class OpenAIBackend:
         self.name = name
         self.model = model
         self.base_url = base_url.rstrip("/") if base_url else None
-        self._api_key = api_key
+        # SecretStr: a traceback, a log line or Ray's view of this object never shows it.
+        self._api_key = SecretStr(api_key) if api_key else None
+        remember(api_key)
         self._key_source = key_source  # where the key came from, for a 401's message
         self.structured_method: StructuredMethod = structured_method or default_structured_method(
             self.base_url
@@ -107,7 +111,12 @@ class OpenAIBackend:
         self._structured: dict[str, tuple[dict[str, Any], Runnable[Any, Any]]] = {}
 
     def __repr__(self) -> str:  # never shows the key
-        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, method={self.structured_method!r})"
+        return (
+            f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, "
+            f"method={self.structured_method!r})"
+        )
+
+    __str__ = __repr__
 
     @property
     def backend_id(self) -> str:
@@ -136,7 +145,7 @@ class OpenAIBackend:
             self._llm = langchain_fixes.chat_model(
                 model=self.model,
                 base_url=self.base_url or OPENAI_BASE_URL,
-                api_key=self._api_key or NO_KEY,
+                api_key=self._api_key.get_secret_value() if self._api_key else NO_KEY,
                 timeout=self.timeout,
                 http_client=self._http_client,
             )
@@ -190,7 +199,7 @@ class OpenAIBackend:
                 e,
                 base_url=self.base_url,
                 model=self.model,
-                api_key=self._api_key,
+                api_key=self._api_key.get_secret_value() if self._api_key else None,
                 timeout=self.timeout,
                 key_source=self._key_source,
             ) from None

@@ -17,7 +17,9 @@ import os
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
+from realign.credentials import remember
 from realign.records import Evidence
 from realign.search.base import SearchError, kind_for_status, redact
 
@@ -35,8 +37,10 @@ class SerperSearch:
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,  # tests inject a mock transport
     ) -> None:
-        self.api_key = api_key or os.environ.get("SERPER_API_KEY", "")
-        if not self.api_key:
+        # SecretStr: a traceback or log line that shows this provider never shows the key.
+        self._api_key = SecretStr(api_key or os.environ.get("SERPER_API_KEY", ""))
+        remember(self._api_key)
+        if not self.api_key_value:
             raise SearchError(
                 "auth",
                 self.name,
@@ -47,18 +51,25 @@ class SerperSearch:
         self._transport = transport
 
     @property
+    def api_key_value(self) -> str:
+        return self._api_key.get_secret_value()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(endpoint={self.endpoint!r})"
+
+    @property
     def provider_id(self) -> str:
         return f"serper:{self.endpoint}"
 
     async def search(self, query: str, k: int) -> list[Evidence]:
         url = f"{self.endpoint}/search"
-        headers = {"X-API-KEY": self.api_key, "Content-Type": "application/json"}
+        headers = {"X-API-KEY": self.api_key_value, "Content-Type": "application/json"}
         try:
             async with httpx.AsyncClient(timeout=self.timeout, transport=self._transport) as client:
                 resp = await client.post(url, json={"q": query, "num": k}, headers=headers)
         except httpx.HTTPError as e:
             raise SearchError(
-                "other", self.name, redact(f"network error: {e}", self.api_key)
+                "other", self.name, redact(f"network error: {e}", self.api_key_value)
             ) from None
         if resp.status_code != 200:
             body = resp.text[:500]
@@ -68,7 +79,7 @@ class SerperSearch:
             raise SearchError(
                 kind,
                 self.name,
-                redact(f"HTTP {resp.status_code}: {body.strip()}", self.api_key),
+                redact(f"HTTP {resp.status_code}: {body.strip()}", self.api_key_value),
                 status=resp.status_code,
             )
         try:
