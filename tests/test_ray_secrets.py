@@ -121,6 +121,9 @@ def ray_run(
         RAY_enable_export_api_write="1",
         **{k: v for k, v in keys.items() if k != "OPENAI_API_KEY"},
     )
+    # The driver learns the cluster's token mode itself (`distributed/auth.py`), as a user's
+    # would: not from the mode `ray.init` set in this process's environment.
+    env.pop("RAY_AUTH_MODE", None)
     return subprocess.run(
         [*argv, "--engine", "ray", "--workers", "2", "--address", cluster[0]],
         env=env,
@@ -184,6 +187,14 @@ def test_a_worker_error_quoting_the_key_carries_no_key(tmp_path: Path, cluster: 
     leaks = files_holding([cluster[1], tmp_path], list(keys.values()))
     leaks += [f"output: {k}" for k in keys.values() if k in text]
     assert leaks == []
+
+
+@pytest.mark.ray
+def test_the_driver_learns_the_clusters_token_mode(cluster: tuple[str, Path]) -> None:
+    from realign.distributed.auth import cluster_auth_mode
+
+    # `ray.init` sets the mode it started the cluster in (token, unless told otherwise).
+    assert cluster_auth_mode(cluster[0]) == os.environ.get("RAY_AUTH_MODE", "disabled")
 
 
 # ---------------------------------------------------------------- without Ray

@@ -23,6 +23,7 @@ from rich.console import Console
 
 from realign.credentials import Credentials, shareable_env
 from realign.distributed import NAMESPACE, require_ray
+from realign.distributed.auth import match_cluster_auth
 from realign.distributed.budget import budget_actor
 from realign.distributed.cache import cache_actor
 from realign.distributed.keys import key_actor
@@ -63,6 +64,7 @@ def init_ray(address: str | None, workers: int) -> Any:
         "logging_level": logging.WARNING,
     }
     if address:
+        match_cluster_auth(address)  # the cluster's token mode, unless RAY_AUTH_MODE says
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=workers + 1, **kwargs)
@@ -105,7 +107,7 @@ def run_records_ray(
             cache_name = f"cache-{run_id}"
             # With Ray Client the actor resolves the path on the head (None: its default).
             cache = None if is_client(settings.address) else engine.cache
-            actors.append(cache_actor(cache_name, str(cache.path) if cache else None))
+            actors.append(cache_actor(cache_name, str(cache.path) if cache is not None else None))
     keys_name, keys = key_actor(driver_credentials(settings))
     actors.append(keys)
     # Enough blocks out per worker to fill its share of the run's window.

@@ -46,7 +46,7 @@ STAT_FIELDS = (
 
 
 class RecordWorker:
-    """`process_record` on a block of records, in an async Ray actor (`worker_actor`).
+    """`process_record` on a block of records, in an async Ray actor (`worker_actors`).
 
     Built once per worker process; the engine is built on the first call, inside the event
     loop Ray runs the actor's async methods on (clients bind to the loop that first uses them).
