@@ -262,7 +262,7 @@ class FakeOpenAIServer:
                 st.auth_ok += 1
             else:
                 st.auth_rejected += 1
-                quoted = f": {sent}" if cfg.echo_rejected_key else ""
+                quoted = f": {token}" if cfg.echo_rejected_key else ""
                 return 401, {}, _error(f"Incorrect API key provided{quoted}", "invalid_api_key")
         try:
             req = json.loads(body)
