@@ -127,19 +127,31 @@ def run_records_ray(
     pool = worker_actors(workers, min(1.0, cpus / (workers + 1)), calls, kwargs)
     actors += pool
     stop = ""
-    pending: dict[Any, int] = {}  # call -> worker
+    pending: dict[Any, tuple[int, list[str]]] = {}  # call -> (worker, its block)
     load = [0] * workers
+    alive = set(range(workers))
 
     def submit(block: list[str]) -> None:
-        w = min(range(workers), key=load.__getitem__)
-        pending[pool[w].process.remote(block)] = w
+        w = min(alive, key=load.__getitem__)
+        pending[pool[w].process.remote(block)] = (w, block)
         load[w] += 1
 
     def collect() -> str:
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
-            load[pending.pop(ref)] -= 1
-            why = _commit(ray.get(ref), state, engine, done)
+            w, block = pending.pop(ref)
+            load[w] -= 1
+            try:
+                cols = ray.get(ref)
+            except ray.exceptions.RayActorError:
+                # The worker died (its node lost): its blocks go to the others, which may
+                # have room where a restarted worker would have none.
+                alive.discard(w)
+                if not alive:
+                    raise
+                submit(block)
+                continue
+            why = _commit(cols, state, engine, done)
             if why:
                 return why
         return ""
@@ -147,7 +159,7 @@ def run_records_ray(
     try:
         submit(first)
         for block in blocks:
-            while len(pending) >= workers * calls and not stop:
+            while len(pending) >= len(alive) * calls and not stop:
                 stop = collect()
             if stop:
                 break

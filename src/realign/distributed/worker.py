@@ -170,15 +170,13 @@ def worker_actors(
     n: int, num_cpus: float, calls: int, kwargs: dict[str, Any]
 ) -> list[Any]:
     """`n` worker actors, each serving `calls` blocks at once. A worker that dies (its node
-    lost) is restarted and its blocks are run again: the driver commits a block only once
+    lost) stays dead; the driver hands its blocks to the others, and commits a block only once
     its results are back, so nothing is lost or written twice."""
     import ray
 
     options: dict[str, Any] = {
         "num_cpus": num_cpus,
         "max_concurrency": calls,
-        "max_restarts": -1,
-        "max_task_retries": -1,
     }
     cls: Any = ray.remote(**options)(RecordWorker)
     return [cls.remote(**kwargs) for _ in range(n)]
