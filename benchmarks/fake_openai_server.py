@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import random
@@ -61,6 +62,11 @@ class ServerConfig(BaseModel):
     injected_retry_after: float = 0.2
     answer_chars: int = 200  # length of free-text answers
     seed: int | None = None
+    # Authentication: when set, a request whose `Authorization: Bearer KEY` does not hash
+    # (SHA-256, hex) to this is answered 401; the key itself never reaches this config.
+    key_sha256: str = ""
+    # A careless provider: every 401 quotes the credential it was sent (to test redaction).
+    echo_rejected_key: bool = False
 
 
 class Stats(BaseModel):
@@ -82,6 +88,8 @@ class Stats(BaseModel):
     # Tokens charged in each second since the first admission (a benchmark's steady state).
     charged_per_second: list[int] = []
     auth_headers_seen: int = 0
+    auth_ok: int = 0  # requests whose key matched `key_sha256`
+    auth_rejected: int = 0
 
 
 class _Bucket:
@@ -252,6 +260,15 @@ class FakeOpenAIServer:
         st.requests += 1
         if "authorization" in headers:
             st.auth_headers_seen += 1
+        if cfg.key_sha256 or cfg.echo_rejected_key:
+            sent = headers.get("authorization", "")
+            token = sent.removeprefix("Bearer ").strip()
+            if cfg.key_sha256 and hashlib.sha256(token.encode()).hexdigest() == cfg.key_sha256:
+                st.auth_ok += 1
+            else:
+                st.auth_rejected += 1
+                quoted = f": {token}" if cfg.echo_rejected_key else ""
+                return 401, {}, _error(f"Incorrect API key provided{quoted}", "invalid_api_key")
         try:
             req = json.loads(body)
         except json.JSONDecodeError:

@@ -5,7 +5,11 @@ subprocess and reads its peak RSS from the kernel (wait4). Records carry a task 
 (`category`), so classification needs no request; one record in `--rewrite-every` is of a
 rewritten type (`--tasks`), so the engine and writer work on every run while 100k records stay
 affordable on 2 cores. Target: peak RSS ratio 100k / 10k <= 1.25.
+
+`--engine ray`: the same with `--engine ray --workers 2`, joining a local Ray this script starts
+(so the peak is the driver's own, not that of the Ray processes a local start would fork).
 Run: .venv/bin/python benchmarks/memory.py [--sizes 10000,100000 --rewrite-every 10]
+     [--engine ray]
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def write_dataset(path: Path, n: int, rewrite_every: int) -> None:
 
 
 def run_once(
-    url: str, n: int, rewrite_every: int, concurrency: int, work: Path
+    url: str, n: int, rewrite_every: int, concurrency: int, work: Path, *extra: str
 ) -> tuple[float, float, int]:
     data = work / f"data_{n}.jsonl"
     out = work / f"out_{n}.jsonl"
@@ -64,6 +68,7 @@ def run_once(
         REWRITTEN,
         "--concurrency",
         str(concurrency),
+        *extra,
     ]
     env = {**os.environ, "OPENAI_API_KEY": FAKE_KEY, "REALIGN_HOME": str(work / f"home_{n}")}
     t0 = time.perf_counter()
@@ -88,17 +93,35 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--rewrite-every", type=int, default=10)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--engine", choices=["local", "ray"], default="local")
     args = ap.parse_args()
+    extra: list[str] = []
+    if args.engine == "ray":
+        import ray
+
+        here = str(Path(__file__).resolve().parents[1] / "src")
+        path = os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])
+        ctx = ray.init(
+            num_cpus=3,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": path}},
+        )
+        address = ctx.address_info["gcs_address"]
+        extra = ["--engine", "ray", "--workers", "2", "--address", address]
     sizes = [int(s) for s in args.sizes.split(",")]
     print(
-        f"memory: realign run on {sizes} records, 1 in {args.rewrite_every} rewritten, fake server"
+        f"memory: realign run --engine {args.engine} on {sizes} records, "
+        f"1 in {args.rewrite_every} rewritten, fake server"
     )
     print(f"  machine load {load_average()}")
     peaks: list[float] = []
     with tempfile.TemporaryDirectory() as d, serve_in_subprocess(ServerConfig()) as url:
         for n in sizes:
             before = fetch_stats(url).requests
-            peak, elapsed, failed = run_once(url, n, args.rewrite_every, args.concurrency, Path(d))
+            peak, elapsed, failed = run_once(
+                url, n, args.rewrite_every, args.concurrency, Path(d), *extra
+            )
             sent = fetch_stats(url).requests - before
             peaks.append(peak)
             row(

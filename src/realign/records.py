@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
 )
 
+from realign.credentials import redact
 from realign.values import pack, readable, unpack
 
 Role = Literal["system", "user", "assistant"]
@@ -234,3 +235,9 @@ class Failure(BaseModel):
     @field_serializer("record", when_used="json")
     def _readable_record(self, v: dict[str, Any]) -> Any:
         return readable(v)
+
+    @field_validator("error")
+    @classmethod
+    def _no_keys(cls, error: str) -> str:
+        # Whatever raised, the failures file and the run state never carry an API key.
+        return redact(error)

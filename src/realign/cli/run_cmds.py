@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
         fields: str | None = options.FIELDS,
         max_record_mb: float = options.MAX_RECORD_MB,
         engine: str = typer.Option(
-            "local", help="local (one process) | ray (Ray Data workers, one shared rate budget)."
+            "local", help="local (one process) | ray (Ray worker processes, one shared rate budget)."
         ),
         address: str | None = typer.Option(
             None, help="With --engine ray: a cluster (auto, ray://HOST:10001); default: local."

@@ -1,11 +1,13 @@
-"""`realign run --engine ray`: the pipeline on Ray Data, across processes or machines.
+"""`realign run --engine ray`: the pipeline on Ray actors, across processes or machines.
 
 - `budget.py`: one rate budget (concurrency, requests/min, tokens/min) held by a named Ray
   actor; every worker's engine leases request slots and tokens from it in small batches.
 - `cache.py`: the request cache every worker shares, a named Ray actor fronting the driver's
   SQLite cache (SQLite on a shared filesystem is not safe).
-- `run.py`: the driver (reads the input, commits results to the run state, writes outputs) and
-  the worker class Ray Data runs in `map_batches`.
+- `keys.py`: the actor that hands the driver's API keys to the workers in memory.
+- `worker.py`: the worker actor (`process_record` on blocks of records).
+- `run.py`: the driver (reads the input, streams blocks to the workers, commits results to
+  the run state, writes outputs).
 
 Ray is an optional extra: nothing here imports it at module level, so `import realign` never
 needs it; `require_ray()` names the extra when it is missing.
@@ -26,5 +28,5 @@ def require_ray() -> Any:
     try:
         import ray
     except ImportError as e:
-        raise RayUnavailable("--engine ray needs Ray Data: pip install 'realign[ray]'") from e
+        raise RayUnavailable("--engine ray needs Ray: pip install 'realign[ray]'") from e
     return ray

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, TextIO, cast
 
+from pydantic import SecretStr
+
 from realign.errors import UsageError
 
 if TYPE_CHECKING:  # `--help` imports the defaults below without loading the engine
@@ -40,9 +42,20 @@ class EngineOptions:
     # The model when none is configured anywhere and the backend is not the embedded one
     # (the judge defaults to a GPT-4-class model); None: the backend's own default.
     default_model: str | None = None
+    # The API key given with the options (a Ray run's driver hands its key to the workers so);
+    # None: the environment or the config file. SecretStr: this object's repr never shows it.
+    api_key: SecretStr | None = None
+    # An openai backend without a key is built all the same: a Ray run's driver, which sends
+    # no request, whose workers may read the key from the cluster's environment.
+    key_optional: bool = False
 
     def flags(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.model, "base_url": self.base_url}
+        return {
+            "backend": self.backend,
+            "model": self.model,
+            "base_url": self.base_url,
+            "api_key": self.api_key,
+        }
 
     def limits(self) -> dict[str, Any]:
         """Only the limits given, so the engine's own defaults apply otherwise."""
@@ -90,6 +103,12 @@ def make_backend(opts: EngineOptions, stderr: IO[str] | None = None) -> Any:
 
     try:
         settings = load_settings(opts.flags())
+        if opts.key_optional and settings.backend == "openai" and not settings.api_key:
+            from realign.llm.openai_errors import OPENAI_BASE_URL
+
+            settings = settings.model_copy(
+                update={"base_url": settings.base_url or OPENAI_BASE_URL}
+            )
         if settings.model is None and opts.default_model and not goes_local(opts):
             settings = settings.model_copy(update={"model": opts.default_model})
         return resolve_backend(settings, stderr=cast("TextIO | None", stderr))

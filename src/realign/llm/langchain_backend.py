@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 import openai
+from pydantic import SecretStr
 
+from realign.credentials import remember
 from realign.llm import langchain_fixes
 from realign.llm.base import BackendError, ChatRequest, ChatResponse, Message, Usage
 from realign.llm.openai_backend import (
@@ -81,7 +83,9 @@ class LangChainBackend:
         self._given: BaseChatModel | None = chat_model
         self.model = model or (_model_name(chat_model) if chat_model is not None else "")
         self.base_url = base_url.rstrip("/") if base_url else None
-        self._api_key = api_key
+        # SecretStr: a traceback, a log line or Ray's view of this object never shows it.
+        self._secret = SecretStr(api_key) if api_key else None
+        remember(api_key)
         self._key_source = key_source  # where the key came from, for a 401's message
         self.structured_method: StructuredMethod = structured_method or default_structured_method(
             self.base_url
@@ -100,7 +104,17 @@ class LangChainBackend:
         self._structured: dict[str, tuple[dict[str, Any], Runnable[Any, Any]]] = {}
 
     def __repr__(self) -> str:  # never shows the key
-        return f"LangChainBackend(model={self.model!r}, base_url={self.base_url!r}, method={self.structured_method!r})"
+        return (
+            f"LangChainBackend(model={self.model!r}, base_url={self.base_url!r}, "
+            f"method={self.structured_method!r})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def _api_key(self) -> str | None:
+        """The key itself, for the request and for masking it in error messages."""
+        return self._secret.get_secret_value() if self._secret is not None else None
 
     @property
     def backend_id(self) -> str:

@@ -23,6 +23,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlparse
 
+from pydantic import SecretStr
+
+from realign.credentials import remember
 from realign.llm import openai_wire as wire
 from realign.llm.base import BackendError, ChatRequest, ChatResponse, Usage
 from realign.llm.openai_errors import (
@@ -84,7 +87,9 @@ class OpenAIBackend:
         self.name = name
         self.model = model
         self.base_url = base_url.rstrip("/") if base_url else None
-        self._api_key = api_key
+        # SecretStr: a traceback, a log line or Ray's view of this object never shows it.
+        self._secret = SecretStr(api_key) if api_key else None
+        remember(api_key)
         self._key_source = key_source  # where the key came from, for a 401's message
         self.structured_method: StructuredMethod = structured_method or default_structured_method(
             self.base_url
@@ -109,7 +114,17 @@ class OpenAIBackend:
         self._structured: dict[bytes, dict[str, Any]] = {}
 
     def __repr__(self) -> str:  # never shows the key
-        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, method={self.structured_method!r})"
+        return (
+            f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, "
+            f"method={self.structured_method!r})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def _api_key(self) -> str | None:
+        """The key itself, for the request and for masking it in error messages."""
+        return self._secret.get_secret_value() if self._secret is not None else None
 
     @property
     def backend_id(self) -> str:

@@ -9,20 +9,18 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from realign.credentials import redact
 from realign.llm.base import BackendError
 from realign.llm.ratelimit import retry_after_seconds
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # Headers worth keeping with a response (the engine caches responses: keep them small).
 KEPT_HEADERS = re.compile(r"^(x-ratelimit-.*|retry-after(-ms)?|x-request-id|openai-processing-ms)$")
-_KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|Bearer\s+\S+)")
 
 
 def scrub(text: str, api_key: str | None = None) -> str:
     """`text` with the API key (and anything that looks like one) masked."""
-    if api_key and len(api_key) >= 4:
-        text = text.replace(api_key, "***")
-    return _KEY_PATTERN.sub("***", text)
+    return redact(text, [api_key] if api_key and len(api_key) >= 4 else [])
 
 
 def kept_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:

@@ -60,7 +60,9 @@ def resolve_backend(settings: Settings, *, stderr: TextIO | None = None) -> Back
 
 def _source(settings: Settings, key: str) -> str:
     where = {
-        "flag": "from the command line",
+        # The one setting no flag sets: an API key handed over with the options (the key a Ray
+        # run's driver gives its workers).
+        "flag": "from the run's driver" if key == "api_key" else "from the command line",
         "env": "from the environment",
         "config": f"from {settings.home / 'config.toml'}",
         "default": "default",

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from realign.credentials import Credentials
 from realign.criteria import CriteriaPack
 from realign.errors import UsageError
 from realign.llm.build import EngineOptions, build_engine, close_all, llm_configured
@@ -41,6 +42,9 @@ class RunSettings:
     address: str | None = None
     workers: int | None = None
     command: str | None = None  # the command line, for provenance
+    # The search keys handed over by a Ray run's driver (None each: this process's
+    # environment). SecretStr values: this object's repr never shows them.
+    credentials: Credentials = field(default_factory=Credentials)
 
 
 @dataclass
@@ -109,16 +113,19 @@ def make_retriever(settings: RunSettings, engine: Engine | None, err: Console) -
         spec, message = default_retrieval_spec(os.environ)
         if message:
             err.print(message)
+    keys = settings.credentials
     try:
         provider = make_provider(
             spec,
             settings.search_endpoint,
-            google_api_key=os.environ.get("GOOGLE_API_KEY"),
+            google_api_key=keys.value("google_api_key") or os.environ.get("GOOGLE_API_KEY"),
             google_cse_id=os.environ.get("GOOGLE_CSE_ID"),
-            serper_api_key=os.environ.get("SERPER_API_KEY"),
+            serper_api_key=keys.value("serper_api_key") or os.environ.get("SERPER_API_KEY"),
             options=settings.search_options,
         )
     except SearchError as e:
+        if settings.distributed and e.kind == "auth":
+            return None  # a Ray run's driver searches nothing: the cluster's workers hold the keys
         raise UsageError(str(e)) from e
     if provider is None:
         return None
@@ -149,7 +156,9 @@ def build_runtime(
     engine: Engine | None = None
     closers: list[Callable[[], Any]] = []
     if needs_llm(settings):
-        built = build_engine(settings.engine, stderr=err.file)
+        # A Ray run's driver sends no request: its workers may hold the key (the cluster's).
+        opts = replace(settings.engine, key_optional=settings.distributed)
+        built = build_engine(opts, stderr=err.file)
         engine, closers = built.engine, built.closers
     retriever = make_retriever(settings, engine, err)
     backend = engine.backend if engine is not None else None

@@ -22,6 +22,9 @@ import os
 import threading
 from typing import Any
 
+from pydantic import SecretStr
+
+from realign.credentials import remember
 from realign.records import Evidence
 from realign.search.base import SearchError, kind_for_status, redact
 
@@ -62,11 +65,13 @@ class GoogleSearch:
         endpoint: str | None = None,
         timeout: float = 30.0,
     ) -> None:
-        self.api_key = api_key or os.environ.get("GOOGLE_API_KEY", "")
+        # SecretStr: a traceback or log line that shows this provider never shows the key.
+        self._api_key = SecretStr(api_key or os.environ.get("GOOGLE_API_KEY", ""))
+        remember(self._api_key)
         self.cse_id = cse_id or os.environ.get("GOOGLE_CSE_ID", "")
         missing = [
             n
-            for n, v in (("GOOGLE_API_KEY", self.api_key), ("GOOGLE_CSE_ID", self.cse_id))
+            for n, v in (("GOOGLE_API_KEY", self.api_key_value), ("GOOGLE_CSE_ID", self.cse_id))
             if not v
         ]
         if missing:
@@ -80,6 +85,13 @@ class GoogleSearch:
         self.timeout = timeout
         self._local = threading.local()
         _install_log_filter()
+
+    @property
+    def api_key_value(self) -> str:
+        return self._api_key.get_secret_value()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(endpoint={self.endpoint!r})"
 
     @property
     def provider_id(self) -> str:
@@ -97,7 +109,7 @@ class GoogleSearch:
             svc = build(
                 "customsearch",
                 "v1",
-                developerKey=self.api_key,
+                developerKey=self.api_key_value,
                 static_discovery=True,
                 cache_discovery=False,
                 client_options=options,
@@ -119,12 +131,12 @@ class GoogleSearch:
             raise SearchError(
                 kind_for_status(status, body),
                 self.name,
-                redact(f"HTTP {status}: {detail}", self.api_key),
+                redact(f"HTTP {status}: {detail}", self.api_key_value),
                 status=status,
             ) from None
         except (OSError, httplib2.HttpLib2Error) as e:  # refused, DNS, timeout
             raise SearchError(
-                "other", self.name, redact(f"network error: {e}", self.api_key)
+                "other", self.name, redact(f"network error: {e}", self.api_key_value)
             ) from None
 
     async def search(self, query: str, k: int) -> list[Evidence]:

@@ -24,7 +24,9 @@ import os
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
+from realign.credentials import remember
 from realign.records import Evidence
 from realign.search.base import SearchError, kind_for_status, redact
 
@@ -48,8 +50,10 @@ class SerperSearch:
     ) -> None:
         self.locale = {k: v for k, v in (("gl", country), ("hl", language)) if v}
         self.style = style
-        self.api_key = api_key or os.environ.get("SERPER_API_KEY", "")
-        if not self.api_key:
+        # SecretStr: a traceback or log line that shows this provider never shows the key.
+        self._api_key = SecretStr(api_key or os.environ.get("SERPER_API_KEY", ""))
+        remember(self._api_key)
+        if not self.api_key_value:
             raise SearchError(
                 "auth",
                 self.name,
@@ -60,13 +64,20 @@ class SerperSearch:
         self._transport = transport
 
     @property
+    def api_key_value(self) -> str:
+        return self._api_key.get_secret_value()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(endpoint={self.endpoint!r})"
+
+    @property
     def provider_id(self) -> str:
         extra = "".join(f":{k}={v}" for k, v in self.locale.items())
         return f"serper:{self.endpoint}" + extra + (f":{self.style}" if self.style else "")
 
     async def search(self, query: str, k: int) -> list[Evidence]:
         url = f"{self.endpoint}/search"
-        headers = {"X-API-KEY": self.api_key, "Content-Type": "application/json"}
+        headers = {"X-API-KEY": self.api_key_value, "Content-Type": "application/json"}
         try:
             async with httpx.AsyncClient(timeout=self.timeout, transport=self._transport) as client:
                 if self.style == "realign":  # query parameters, 10 results: as ReAlign asks
@@ -78,7 +89,7 @@ class SerperSearch:
                     resp = await client.post(url, json=payload, headers=headers)
         except httpx.HTTPError as e:
             raise SearchError(
-                "other", self.name, redact(f"network error: {e}", self.api_key)
+                "other", self.name, redact(f"network error: {e}", self.api_key_value)
             ) from None
         if resp.status_code != 200:
             body = resp.text[:500]
@@ -88,7 +99,7 @@ class SerperSearch:
             raise SearchError(
                 kind,
                 self.name,
-                redact(f"HTTP {resp.status_code}: {body.strip()}", self.api_key),
+                redact(f"HTTP {resp.status_code}: {body.strip()}", self.api_key_value),
                 status=resp.status_code,
             )
         try:
