@@ -132,7 +132,41 @@ def test_push_uploads_sharded_parquet_and_a_card(
     assert f"`{prov['criteria_pack']}` (hash `{prov['pack_hash']}`)" in body
     assert "`fake-model`" in body
     assert prov["command"].startswith("realign run ") and prov["command"] in body
-    assert "| alignment | 10 | 60.0% (50.0%–70.0%)" in body
+    assert "| alignment | 10 | 60.0% (50.0%–70.0%) | n/a |" in body  # no length-controlled rate
+
+
+def test_card_shows_length_controlled_rates_and_ratings(
+    hub: HubState, run_output: Path, tmp_path: Path
+) -> None:
+    rate = {"rate": 0.6, "low": 0.5, "high": 0.7}
+    lc = {"rate": 0.52, "low": 0.41, "high": 0.63, "length_weight": 1.4, "n": 10}
+    summary = {"overall": {"n": 10, "win": rate, "tie": rate, "lose": rate}}
+    pair = tmp_path / "cmp.json"
+    pair.write_text(json.dumps({
+        "kind": "comparison", "a": "orig.json", "b": "out.jsonl", "model": "judge-model",
+        "aspects": ["readability"],
+        "summary": {"readability": {**summary, "length_controlled": lc}},
+    }))  # fmt: skip
+    assert push(str(run_output), "--repo", "org/lc", "--judge", str(pair)).exit_code == 0
+    _, body = card_of(hub, "org/lc")
+    assert "| readability | 10 | 60.0% (50.0%–70.0%) | 52.0% (41.0%–63.0%) |" in body
+
+    many = tmp_path / "ratings.json"
+    ratings = [
+        {"name": "v2.json", "rating": 1080.4, "low": 1040.2, "high": 1121.9, "games": 40,
+         "score": 26.0},
+        {"name": "orig.json", "rating": 919.6, "low": 880.0, "high": 960.1, "games": 40,
+         "score": 14.0},
+    ]
+    many.write_text(json.dumps({
+        "kind": "multi_comparison", "datasets": ["orig.json", "v2.json"], "model": "judge-model",
+        "aspects": ["alignment"], "ratings": {"alignment": ratings},
+    }))  # fmt: skip
+    res = push(str(run_output), "--repo", "org/bt", "--judge", str(many))
+    assert res.exit_code == 0, res.output
+    _, body = card_of(hub, "org/bt")
+    assert "Bradley–Terry ratings by `judge-model` of 2 datasets" in body
+    assert "| alignment | `v2.json` | 1080 | 1040–1122 | 40 |" in body
 
 
 def test_private_and_card_only(hub: HubState, run_output: Path) -> None:

@@ -227,3 +227,22 @@ def test_filter_preset_flag_is_applied_and_named_in_the_output(tmp_path: Path) -
     res = runner.invoke(app, [*argv, "--filter-preset", "sharegpt"])  # no such preset
     assert res.exit_code != 0 and "--filter-preset 'sharegpt'" in res.output
     assert "open-platypus" in res.output
+
+
+def test_the_recorded_command_carries_no_secret(tmp_path: Path) -> None:
+    """Provenance records the command line in every output record: a password in a URL or a
+    key-shaped value must not land there."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(alpaca(2))
+    out = tmp_path / "out.jsonl"
+    url = "http://someone:pa55-w0rd-secret@127.0.0.1:9/v1"
+    argv = ["run", str(src), "-o", str(out), "--backend", "fake", "--base-url", url]
+    res = runner.invoke(app, [*argv, "--model", "sk-proj-AbCdEf0123456789xyz"])
+    assert res.exit_code == 0, res.output
+    commands = {
+        json.loads(x)["realign"]["provenance"]["command"] for x in out.read_text().splitlines()
+    }
+    (command,) = commands
+    assert command.startswith("realign run ") and "--base-url" in command
+    assert "pa55-w0rd-secret" not in out.read_text() and "AbCdEf0123456789xyz" not in command
+    assert "someone:***@127.0.0.1" in command

@@ -28,6 +28,7 @@ MASK = "***"
 _KEY_PREFIX = re.compile(r"^(sk-|sk_|hf_|ghp_|gho_|ghs_|xox[abp]-|AIza|glpat-|Bearer\s)")
 _TOKENISH = re.compile(r"^[A-Za-z0-9_\-]{24,}$")
 _URL_PASSWORD = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
+_URL_PASSWORD_PART = re.compile(r"(://[^/@\s:]+:)[^/@\s]+@")
 # Key-shaped substrings of a longer text (an error message, a server's echo of a request).
 _KEY_IN_TEXT = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|Bearer\s+[^\s\"',]+)")
 MIN_REMEMBERED = 8  # shorter values would mask ordinary words
@@ -116,4 +117,5 @@ def redact(text: str, extra: Iterable[str | None] = ()) -> str:
     for s in sorted({*_known, *(e for e in extra if e)}, key=len, reverse=True):
         if s in text:
             text = text.replace(s, MASK)
+    text = _URL_PASSWORD_PART.sub(rf"\1{MASK}@", text)  # https://user:PASSWORD@host
     return _KEY_IN_TEXT.sub(MASK, text)

@@ -21,8 +21,12 @@ def split_csv(value: str | None) -> list[str]:
 
 def invoked_command(ctx: typer.Context) -> str:
     """The running command as a shell line: `realign`, the command's words, then its arguments
-    and the options given on the command line (defaults left out), shell-quoted."""
+    and the options given on the command line (defaults left out), shell-quoted. It is written
+    into every output record, so anything shaped like a key (a key-like value, a password in
+    a URL) is masked."""
     import shlex
+
+    from realign.credentials import MASK, looks_like_credential, redact
 
     names: list[str] = []
     c: Any = ctx
@@ -36,6 +40,10 @@ def invoked_command(ctx: typer.Context) -> str:
             continue
         value = ctx.params.get(name)
         values = value if isinstance(value, list | tuple) else [value]
+        # A URL keeps its host (`redact` masks just its password); a key-like value goes.
+        values = [
+            MASK if "://" not in str(v) and looks_like_credential(str(v)) else v for v in values
+        ]
         if param.param_type_name == "argument":
             words += [str(v) for v in values]
         elif getattr(param, "is_flag", False):
@@ -43,7 +51,7 @@ def invoked_command(ctx: typer.Context) -> str:
         else:
             for v in values:
                 words += [max(param.opts, key=len), str(v)]
-    return shlex.join(words)
+    return redact(shlex.join(words))
 
 
 def die(message: str, code: int = 2) -> typer.Exit:

@@ -119,16 +119,23 @@ class CardFacts:
 
 
 def judge_summary(data: Any) -> dict[str, Any] | None:
-    """The headline numbers of a `realign judge` output (comparison or scores), or None when
-    `data` is not one."""
-    if not isinstance(data, dict) or data.get("kind") not in ("comparison", "scores"):
+    """The headline numbers of a `realign judge` output (comparison, scores, or ratings of
+    several datasets), or None when `data` is not one."""
+    kinds = ("comparison", "scores", "multi_comparison")
+    if not isinstance(data, dict) or data.get("kind") not in kinds:
         return None
     rows = []
     for aspect in data.get("aspects") or []:
-        overall = ((data.get("summary") or {}).get(aspect) or {}).get("overall") or {}
+        if data["kind"] == "multi_comparison":
+            for r in (data.get("ratings") or {}).get(aspect) or []:
+                rows.append({"aspect": aspect, **r})
+            continue
+        summary = (data.get("summary") or {}).get(aspect) or {}
+        overall = summary.get("overall") or {}
         if data["kind"] == "comparison":
             rates = {k: overall.get(k) or {} for k in ("win", "tie", "lose")}
-            rows.append({"aspect": aspect, "n": overall.get("n", 0), **rates})
+            lc = summary.get("length_controlled")  # None under 10 pairs or in older outputs
+            rows.append({"aspect": aspect, "n": overall.get("n", 0), **rates, "lc": lc})
         else:
             rows.append({"aspect": aspect, "n": overall.get("n", 0), **overall})
     return {
@@ -137,6 +144,7 @@ def judge_summary(data: Any) -> dict[str, Any] | None:
         "a": data.get("a"),
         "b": data.get("b"),
         "input": data.get("input"),
+        "datasets": data.get("datasets"),
         "rows": rows,
     }
 

@@ -119,7 +119,7 @@ def read_judge(path: Path | None) -> dict[str, Any] | None:
     summary = judge_summary(data)
     if summary is None:
         raise UsageError(
-            f"--judge {path}: not a `realign judge` output (no kind comparison|scores)"
+            f"--judge {path}: not a `realign judge` output (no kind comparison|scores|multi_comparison)"
         )
     return summary
 
