@@ -80,7 +80,11 @@ def open_hf(spec: str, max_record_bytes: int) -> ObjectStream:
         try:
             ds = datasets.load_dataset(name, config, split=split, streaming=True)
         except Exception as e:  # offline, unknown name, bad split: many types
-            if (splits := _splits_of(datasets, name, config)) and split not in splits:
+            # Only a split error asks the hub again: offline, every hub call is retried with
+            # back-off for tens of seconds, and the first error already says why.
+            about_split = "split" in str(e).lower()
+            splits = _splits_of(datasets, name, config) if about_split else []
+            if splits and split not in splits:
                 raise FormatError(
                     f"{spec}: no split '{split}'; this dataset has {', '.join(splits)} "
                     f"(hf:{name}:SPLIT)"

@@ -21,17 +21,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 import openai
-from pydantic import SecretStr
 
-from realign.credentials import remember
 from realign.llm import langchain_fixes
 from realign.llm.base import BackendError, ChatRequest, ChatResponse, Message, Usage
 from realign.llm.openai_backend import (
     DEFAULT_TIMEOUT_S,
     NO_KEY,
-    STRUCTURED_METHODS,
+    KeyedBackend,
     StructuredMethod,
-    default_structured_method,
     is_openai_url,
 )
 from realign.llm.openai_errors import OPENAI_BASE_URL, kept_headers, map_openai_error
@@ -54,7 +51,7 @@ def default_http_client(trust_env: bool = True) -> httpx.AsyncClient:
         return cast(httpx.AsyncClient, openai.DefaultAsyncHttpxClient(trust_env=trust_env))
 
 
-class LangChainBackend:
+class LangChainBackend(KeyedBackend):
     """A LangChain chat model behind the realign `Backend` protocol: `ChatOpenAI` on
     `base_url` (default), or the `chat_model` given."""
 
@@ -73,24 +70,17 @@ class LangChainBackend:
         key_source: str = "",
         chat_model: BaseChatModel | None = None,
     ) -> None:
-        if structured_method is not None and structured_method not in STRUCTURED_METHODS:
-            raise ValueError(
-                f"structured_method must be one of {', '.join(STRUCTURED_METHODS)}, "
-                f"not {structured_method!r}"
-            )
-        self.name = name
         # A model of another provider: named by its class (part of the cache key).
         self._given: BaseChatModel | None = chat_model
-        self.model = model or (_model_name(chat_model) if chat_model is not None else "")
-        self.base_url = base_url.rstrip("/") if base_url else None
-        # SecretStr: a traceback, a log line or Ray's view of this object never shows it.
-        self._secret = SecretStr(api_key) if api_key else None
-        remember(api_key)
-        self._key_source = key_source  # where the key came from, for a 401's message
-        self.structured_method: StructuredMethod = structured_method or default_structured_method(
-            self.base_url
+        self._setup(
+            name=name,
+            model=model or (_model_name(chat_model) if chat_model is not None else ""),
+            base_url=base_url,
+            api_key=api_key,
+            structured_method=structured_method,
+            timeout=timeout,
+            key_source=key_source,
         )
-        self.timeout = timeout
         # OpenAI returns n choices per request; vLLM does too, but llama.cpp and Ollama
         # silently return one, so other servers get n requests unless told otherwise.
         if supports_n is None:
@@ -102,19 +92,6 @@ class LangChainBackend:
         self._trust_env = trust_env
         self._llm: BaseChatModel | None = chat_model
         self._structured: dict[str, tuple[dict[str, Any], Runnable[Any, Any]]] = {}
-
-    def __repr__(self) -> str:  # never shows the key
-        return (
-            f"LangChainBackend(model={self.model!r}, base_url={self.base_url!r}, "
-            f"method={self.structured_method!r})"
-        )
-
-    __str__ = __repr__
-
-    @property
-    def _api_key(self) -> str | None:
-        """The key itself, for the request and for masking it in error messages."""
-        return self._secret.get_secret_value() if self._secret is not None else None
 
     @property
     def backend_id(self) -> str:

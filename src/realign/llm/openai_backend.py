@@ -59,7 +59,53 @@ def default_structured_method(base_url: str | None) -> StructuredMethod:
     return "json_schema" if is_openai_url(base_url) else "function_calling"
 
 
-class OpenAIBackend:
+class KeyedBackend:
+    """What both OpenAI-compatible backends share: their name, model and endpoint, the
+    structured-output method, and the API key, held so that nothing prints it."""
+
+    def _setup(
+        self,
+        *,
+        name: str,
+        model: str,
+        base_url: str | None,
+        api_key: str | None,
+        structured_method: StructuredMethod | None,
+        timeout: float,
+        key_source: str,
+    ) -> None:
+        if structured_method is not None and structured_method not in STRUCTURED_METHODS:
+            raise ValueError(
+                f"structured_method must be one of {', '.join(STRUCTURED_METHODS)}, "
+                f"not {structured_method!r}"
+            )
+        self.name = name
+        self.model = model
+        self.base_url = base_url.rstrip("/") if base_url else None
+        # SecretStr: a traceback, a log line or Ray's view of this object never shows it.
+        self._secret = SecretStr(api_key) if api_key else None
+        remember(api_key)
+        self._key_source = key_source  # where the key came from, for a 401's message
+        self.structured_method: StructuredMethod = structured_method or default_structured_method(
+            self.base_url
+        )
+        self.timeout = timeout
+
+    def __repr__(self) -> str:  # never shows the key
+        return (
+            f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r}, "
+            f"method={self.structured_method!r})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def _api_key(self) -> str | None:
+        """The key itself, for the request and for masking it in error messages."""
+        return self._secret.get_secret_value() if self._secret is not None else None
+
+
+class OpenAIBackend(KeyedBackend):
     """The OpenAI chat-completions API over plain HTTP, behind the realign `Backend` protocol.
 
     `http_async_client`: post through this httpx client instead of the backend's own aiohttp
@@ -79,22 +125,15 @@ class OpenAIBackend:
         name: str = "openai",
         key_source: str = "",
     ) -> None:
-        if structured_method is not None and structured_method not in STRUCTURED_METHODS:
-            raise ValueError(
-                f"structured_method must be one of {', '.join(STRUCTURED_METHODS)}, "
-                f"not {structured_method!r}"
-            )
-        self.name = name
-        self.model = model
-        self.base_url = base_url.rstrip("/") if base_url else None
-        # SecretStr: a traceback, a log line or Ray's view of this object never shows it.
-        self._secret = SecretStr(api_key) if api_key else None
-        remember(api_key)
-        self._key_source = key_source  # where the key came from, for a 401's message
-        self.structured_method: StructuredMethod = structured_method or default_structured_method(
-            self.base_url
+        self._setup(
+            name=name,
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            structured_method=structured_method,
+            timeout=timeout,
+            key_source=key_source,
         )
-        self.timeout = timeout
         # OpenAI returns n choices per request; vLLM does too, but llama.cpp and Ollama
         # silently return one, so other servers get n requests unless told otherwise.
         self._supports_n = is_openai_url(self.base_url) if supports_n is None else supports_n
@@ -112,19 +151,6 @@ class OpenAIBackend:
         self._yarl_url: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._structured: dict[bytes, dict[str, Any]] = {}
-
-    def __repr__(self) -> str:  # never shows the key
-        return (
-            f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, "
-            f"method={self.structured_method!r})"
-        )
-
-    __str__ = __repr__
-
-    @property
-    def _api_key(self) -> str | None:
-        """The key itself, for the request and for masking it in error messages."""
-        return self._secret.get_secret_value() if self._secret is not None else None
 
     @property
     def backend_id(self) -> str:
