@@ -150,7 +150,7 @@ def run_records_ray(
                 alive.discard(w)
                 if not alive:
                     raise
-                if budget is not None:  # the slots it held would never come back
+                if budget is not None and engine is not None:  # its slots never come back
                     budget.reclaim.remote(worker_name(w), engine.request_timeout)
                 submit(block)
                 continue
