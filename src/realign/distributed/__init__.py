@@ -30,3 +30,13 @@ def require_ray() -> Any:
     except ImportError as e:
         raise RayUnavailable("--engine ray needs Ray: pip install 'realign[ray]'") from e
     return ray
+
+
+def on_this_node() -> Any:
+    """A scheduling strategy that keeps an actor on this process's node, hard: the run's
+    budget, cache and key actors belong with the driver (the cache is its SQLite file), and
+    must not land on, and die with, a worker node the cluster loses."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)

@@ -32,6 +32,7 @@ LEASE = 8  # request slots taken per lease call
 # at most a few hundred requests/s, where one actor call per request costs little.
 PACE_LEASE = 1
 RETURN_AFTER_S = 0.005  # released slots are given back in batches after this delay
+RECLAIM_MIN_S = 1.0  # a dead worker's slots are held at least this long (`Budget.reclaim`)
 
 
 class Budget:
@@ -44,26 +45,61 @@ class Budget:
         self.pacer = Pacer(rpm=rpm, tpm=tpm)
         self.leased = 0  # slots out with workers (== limit.in_flight)
         self.rate_limited = 0
+        # Tickets out per worker (and when each was leased): a worker that dies (its node
+        # lost) never gives its slots back, so the driver has them `reclaim`ed, or the
+        # survivors would run short.
+        self.held: dict[str, dict[int, float]] = {}
+        self.gone: set[str] = set()
+        self.longest_hold = 0.0  # seconds, over every slot given back so far
 
     # ------------------------------------------------------------ concurrency
 
-    async def lease(self, n: int, successes: int = 0) -> tuple[list[int], float]:
+    async def lease(
+        self, n: int, successes: int = 0, owner: str = ""
+    ) -> tuple[list[int], float]:
         """Wait for one slot, then take up to `n` that are free; returns (tickets, limit)."""
         self._succeeded(successes)
         tickets = [await self.limit.acquire()]
         while len(tickets) < n and self.limit.in_flight < int(self.limit.limit):
             tickets.append(await self.limit.acquire())  # free: returns at once
+        if owner in self.gone:  # reclaimed while it waited: nobody will use these
+            self.release(tickets)
+            return [], self.limit.limit
+        if owner:
+            now = time.monotonic()
+            self.held.setdefault(owner, {}).update((t, now) for t in tickets)
         # A `retry-after` seen by any worker holds everyone's next requests, paced or not.
         wait = self.pacer._resume_at - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
         return tickets, self.limit.limit
 
-    def release(self, tickets: list[int], successes: int = 0) -> float:
+    def release(self, tickets: list[int], successes: int = 0, owner: str = "") -> float:
+        mine = self.held.get(owner, {})
+        now = time.monotonic()
         for t in tickets:
+            if owner:
+                if t not in mine:
+                    continue  # reclaimed already: its worker died
+                self.longest_hold = max(self.longest_hold, now - mine.pop(t))
             self.limit.release(t)
         self._succeeded(successes)
         return self.limit.limit
+
+    async def reclaim(self, owner: str, timeout: float = 0.0) -> int:
+        """Take back the slots of a worker that died; returns how many it held.
+
+        Its requests may still be running at the provider, which was not told that the client
+        went: the slots come back once those would have ended, judged by the longest any slot
+        was held so far (×3, at least `RECLAIM_MIN_S`), and never later than `timeout` (the
+        request timeout: no request outlives it)."""
+        self.gone.add(owner)
+        if self.held.get(owner):
+            await asyncio.sleep(min(timeout, max(RECLAIM_MIN_S, 3 * self.longest_hold)))
+        tickets = self.held.pop(owner, {})
+        for t in tickets:
+            self.limit.release(t)
+        return len(tickets)
 
     def overload(self, ticket: int) -> float:
         """A 429 for the request holding `ticket`: one cut per overload event, for everyone."""
@@ -110,13 +146,13 @@ def budget_actor(name: str, concurrency: int, rpm: float | None, tpm: float | No
     """Create (or get) the named budget actor of a run."""
     import ray
 
-    from realign.distributed import NAMESPACE
+    from realign.distributed import NAMESPACE, on_this_node
 
     # Many workers wait in `lease`/`pace` at once: an async actor serves them all on one loop.
     cls = ray.remote(num_cpus=0, max_concurrency=10_000)(Budget)  # type: ignore[call-overload]
-    return cls.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote(
-        concurrency, rpm, tpm
-    )
+    return cls.options(
+        name=name, namespace=NAMESPACE, get_if_exists=True, scheduling_strategy=on_this_node()
+    ).remote(concurrency, rpm, tpm)
 
 
 def _call(method: Any, *args: Any) -> Any:
@@ -148,8 +184,11 @@ def _send(method: Any, *args: Any) -> None:
 class SharedLimit:
     """`AdaptiveLimit`'s interface for the engine, backed by the shared `Budget`."""
 
-    def __init__(self, budget: Any, maximum: int, *, lease: int = LEASE) -> None:
+    def __init__(
+        self, budget: Any, maximum: int, *, lease: int = LEASE, owner: str = ""
+    ) -> None:
         self.budget = budget
+        self.owner = owner  # this worker's name at the budget (whose slots to reclaim)
         self.maximum = maximum  # the run's total: sizes nothing per worker but the window
         self.limit = float(maximum)
         self.lease_size = lease
@@ -184,7 +223,9 @@ class SharedLimit:
             while self._waiters:
                 want = min(len(self._waiters), self.lease_size)
                 successes, self._successes = self._successes, 0
-                tickets, self.limit = await _call(self.budget.lease, want, successes)
+                tickets, self.limit = await _call(
+                    self.budget.lease, want, successes, self.owner
+                )
                 for t in tickets:
                     while self._waiters and self._waiters[0].done():
                         self._waiters.popleft()  # cancelled while waiting
@@ -222,7 +263,7 @@ class SharedLimit:
         if self._returning or self._successes:
             tickets, self._returning = self._returning, []
             successes, self._successes = self._successes, 0
-            _send(self.budget.release, tickets, successes)
+            _send(self.budget.release, tickets, successes, self.owner)
 
 
 class SharedPacer:
@@ -304,7 +345,9 @@ def _ratelimit_headers(headers: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def share_budget(engine: Any, budget: Any, *, rpm: float | None, tpm: float | None) -> None:
-    """Make `engine` draw on `budget` instead of its own limiter and pacer."""
-    engine.limit = SharedLimit(budget, engine.limit.maximum)
+def share_budget(
+    engine: Any, budget: Any, *, rpm: float | None, tpm: float | None, owner: str = ""
+) -> None:
+    """Make `engine` draw on `budget` instead of its own limiter and pacer (as `owner`)."""
+    engine.limit = SharedLimit(budget, engine.limit.maximum, owner=owner)
     engine.pacer = SharedPacer(budget, rpm=rpm, tpm=tpm)

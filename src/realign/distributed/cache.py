@@ -43,11 +43,10 @@ class CacheServer:
 def cache_actor(name: str, path: str | None = None) -> Any:
     """Create (or get) the run's cache actor, pinned to this (the driver's) node."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from realign.distributed import NAMESPACE
+    from realign.distributed import NAMESPACE, on_this_node
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    here = on_this_node()
     cls = ray.remote(num_cpus=0)(CacheServer)
     return cls.options(
         name=name, namespace=NAMESPACE, get_if_exists=True, scheduling_strategy=here

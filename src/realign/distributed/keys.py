@@ -42,12 +42,11 @@ def key_actor(credentials: Credentials) -> tuple[str, Any]:
     """Start the run's key actor on this (the driver's) node and hand it the keys; returns its
     name (random: one run's workers never ask another run's actor) and its handle."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from realign.distributed import NAMESPACE
+    from realign.distributed import NAMESPACE, on_this_node
 
     name = f"keys-{secrets.token_hex(8)}"
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    here = on_this_node()
     cls: Any = ray.remote(num_cpus=0)(KeyServer)
     actor = cls.options(name=name, namespace=NAMESPACE, scheduling_strategy=here).remote()
     ray.get(actor.put.remote(credentials))  # constructor arguments would be kept by Ray

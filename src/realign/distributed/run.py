@@ -27,7 +27,7 @@ from realign.distributed.auth import match_cluster_auth
 from realign.distributed.budget import budget_actor
 from realign.distributed.cache import cache_actor
 from realign.distributed.keys import key_actor
-from realign.distributed.worker import USAGE, worker_actors
+from realign.distributed.worker import USAGE, worker_actors, worker_name
 from realign.errors import UsageError
 from realign.pipeline.build import RunSettings
 from realign.pipeline.record import RunSummary, Stages, pretyped
@@ -98,11 +98,12 @@ def run_records_ray(
     ray = init_ray(settings.address, workers)
     engine = stages.engine
     actors: list[Any] = []
-    budget_name, cache_name = "", None
+    budget_name, cache_name, budget = "", None, None
     if engine is not None:
         budget_name = f"budget-{run_id}"
         limits = (engine.limit.maximum, settings.engine.rpm, settings.engine.tpm)
-        actors.append(budget_actor(budget_name, *limits))
+        budget = budget_actor(budget_name, *limits)
+        actors.append(budget)
         if not settings.engine.no_cache:
             cache_name = f"cache-{run_id}"
             # With Ray Client the actor resolves the path on the head (None: its default).
@@ -149,6 +150,8 @@ def run_records_ray(
                 alive.discard(w)
                 if not alive:
                     raise
+                if budget is not None and engine is not None:  # its slots never come back
+                    budget.reclaim.remote(worker_name(w), engine.request_timeout)
                 submit(block)
                 continue
             why = _commit(cols, state, engine, done)

@@ -61,6 +61,7 @@ class RecordWorker:
         cache_name: str | None,
         make_console: Callable[[], Console],
         keys_name: str = "",
+        owner: str = "",
     ) -> None:
         # The offline classifier ran on the driver; the request cache is the shared actor.
         # This process does the work: keys it lacks are an error here, not on the driver.
@@ -76,6 +77,7 @@ class RecordWorker:
         self.options = options
         self.budget_name = budget_name
         self.cache_name = cache_name
+        self.owner = owner  # this worker's name at the budget (`worker_name`)
         self.stages: Stages | None = None
         self.cache: RemoteCache | None = None
         self._lock: asyncio.Lock | None = None
@@ -99,13 +101,15 @@ class RecordWorker:
                 settings = dataclasses.replace(
                     self.settings, engine=engine_opts, credentials=keys
                 )
-                runtime = build_runtime(settings, self.pack, self.options, self.make_console())
+                console = self.make_console()
+                runtime = build_runtime(
+                    settings, self.pack, self.options, console, reads_input=False
+                )
                 engine = runtime.stages.engine
                 if engine is not None:
                     budget = ray.get_actor(self.budget_name, namespace=NAMESPACE)
-                    share_budget(
-                        engine, budget, rpm=self.settings.engine.rpm, tpm=self.settings.engine.tpm
-                    )
+                    opts = self.settings.engine
+                    share_budget(engine, budget, rpm=opts.rpm, tpm=opts.tpm, owner=self.owner)
                     if self.cache_name is not None:
                         self.cache = RemoteCache(
                             ray.get_actor(self.cache_name, namespace=NAMESPACE)
@@ -169,14 +173,21 @@ def _rows(
 def worker_actors(
     n: int, num_cpus: float, calls: int, kwargs: dict[str, Any]
 ) -> list[Any]:
-    """`n` worker actors, each serving `calls` blocks at once. A worker that dies (its node
-    lost) stays dead; the driver hands its blocks to the others, and commits a block only once
-    its results are back, so nothing is lost or written twice."""
+    """`n` worker actors, each serving `calls` blocks at once, spread over the cluster's nodes.
+    A worker that dies (its node lost) stays dead; the driver hands its blocks to the others
+    and has its budget slots reclaimed, and commits a block only once its results are back, so
+    nothing is lost or written twice."""
     import ray
 
     options: dict[str, Any] = {
         "num_cpus": num_cpus,
         "max_concurrency": calls,
+        "scheduling_strategy": "SPREAD",
     }
     cls: Any = ray.remote(**options)(RecordWorker)
-    return [cls.remote(**kwargs) for _ in range(n)]
+    return [cls.remote(**kwargs, owner=worker_name(i)) for i in range(n)]
+
+
+def worker_name(i: int) -> str:
+    """Worker `i`'s name at the run's budget actor."""
+    return f"worker-{i}"

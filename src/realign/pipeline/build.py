@@ -149,8 +149,15 @@ def make_embedding(classifier: str, pack: CriteriaPack, err: Console) -> Any:
 
 
 def build_runtime(
-    settings: RunSettings, pack: CriteriaPack, options: RunOptions, err: Console
+    settings: RunSettings,
+    pack: CriteriaPack,
+    options: RunOptions,
+    err: Console,
+    *,
+    reads_input: bool = True,
 ) -> Runtime:
+    """The run's stages and writer; `reads_input=False` for a Ray worker, which is handed its
+    records and must not open the driver's input (its path may not even exist on its node)."""
     from realign.io.write import RecordWriter
 
     engine: Engine | None = None
@@ -184,4 +191,5 @@ def build_runtime(
             keep_types_of=settings.input,
         )
 
-    return Runtime(stages, window, count_records(settings.input), open_writer, closers)
+    total = count_records(settings.input) if reads_input else None
+    return Runtime(stages, window, total, open_writer, closers)
