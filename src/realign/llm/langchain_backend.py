@@ -23,7 +23,7 @@ import httpx
 import openai
 
 from realign.llm import langchain_fixes
-from realign.llm.base import BackendError, ChatRequest, ChatResponse, Message, Usage
+from realign.llm.base import BackendError, ChatRequest, ChatResponse, Message
 from realign.llm.openai_backend import (
     DEFAULT_TIMEOUT_S,
     NO_KEY,
@@ -102,10 +102,6 @@ class LangChainBackend(KeyedBackend):
             return f"langchain:{type(self._given).__name__}:{self.model}:{self.structured_method}"
         return f"openai:{self.base_url or OPENAI_BASE_URL}:{self.model}:{self.structured_method}"
 
-    @property
-    def supports_n(self) -> bool:
-        return self._supports_n
-
     def _chat_model(self) -> BaseChatModel:
         if self._given is not None:
             return self._given
@@ -144,20 +140,6 @@ class LangChainBackend(KeyedBackend):
                 self._chat_model(), schema, self.structured_method
             )
         return self._structured[key]
-
-    async def chat(self, request: ChatRequest) -> ChatResponse:
-        if request.n > 1 and not self._supports_n:
-            parts = await asyncio.gather(*(self._one_call(request, 1) for _ in range(request.n)))
-            return ChatResponse(
-                texts=[t for p in parts for t in p.texts],
-                finish_reasons=[r for p in parts for r in p.finish_reasons],
-                usage=Usage(
-                    prompt_tokens=sum(p.usage.prompt_tokens for p in parts),
-                    completion_tokens=sum(p.usage.completion_tokens for p in parts),
-                ),
-                headers=parts[-1].headers,
-            )
-        return await self._one_call(request, request.n)
 
     async def _one_call(self, request: ChatRequest, n: int) -> ChatResponse:
         llm = self._chat_model()

@@ -63,6 +63,8 @@ class KeyedBackend:
     """What both OpenAI-compatible backends share: their name, model and endpoint, the
     structured-output method, and the API key, held so that nothing prints it."""
 
+    _supports_n: bool  # the server answers `n` choices in one request (set by each backend)
+
     def _setup(
         self,
         *,
@@ -98,6 +100,29 @@ class KeyedBackend:
         )
 
     __str__ = __repr__
+
+    @property
+    def supports_n(self) -> bool:
+        return self._supports_n
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """One request, or `n` single-answer requests where the server ignores `n` (llama.cpp,
+        Ollama), their answers joined as one response."""
+        if request.n > 1 and not self._supports_n:
+            parts = await asyncio.gather(*(self._one_call(request, 1) for _ in range(request.n)))
+            return ChatResponse(
+                texts=[t for p in parts for t in p.texts],
+                finish_reasons=[r for p in parts for r in p.finish_reasons],
+                usage=Usage(
+                    prompt_tokens=sum(p.usage.prompt_tokens for p in parts),
+                    completion_tokens=sum(p.usage.completion_tokens for p in parts),
+                ),
+                headers=parts[-1].headers,
+            )
+        return await self._one_call(request, request.n)
+
+    async def _one_call(self, request: ChatRequest, n: int) -> ChatResponse:
+        raise NotImplementedError
 
     @property
     def _api_key(self) -> str | None:
@@ -157,24 +182,6 @@ class OpenAIBackend(KeyedBackend):
         return (
             f"{self.name}:{self.base_url or OPENAI_BASE_URL}:{self.model}:{self.structured_method}"
         )
-
-    @property
-    def supports_n(self) -> bool:
-        return self._supports_n
-
-    async def chat(self, request: ChatRequest) -> ChatResponse:
-        if request.n > 1 and not self._supports_n:
-            parts = await asyncio.gather(*(self._one_call(request, 1) for _ in range(request.n)))
-            return ChatResponse(
-                texts=[t for p in parts for t in p.texts],
-                finish_reasons=[r for p in parts for r in p.finish_reasons],
-                usage=Usage(
-                    prompt_tokens=sum(p.usage.prompt_tokens for p in parts),
-                    completion_tokens=sum(p.usage.completion_tokens for p in parts),
-                ),
-                headers=parts[-1].headers,
-            )
-        return await self._one_call(request, request.n)
 
     def _structured_params(self, request: ChatRequest) -> dict[str, Any] | None:
         if request.json_schema is None:
