@@ -70,7 +70,9 @@ class RunArgs(EngineArgs):
     def engine_options(self) -> EngineOptions:
         return replace(super().engine_options(), batch=self.batch)
 
-    def settings(self) -> RunSettings:
+    def settings(self, pack: CriteriaPack) -> RunSettings:
+        """These flags as typed settings, with the pack's search parameters (country, language,
+        style)."""
         return RunSettings(
             input=self.input,
             output=self.output,
@@ -87,11 +89,8 @@ class RunArgs(EngineArgs):
             address=self.address,
             workers=self.workers,
             command=self.command,
+            search_options=pack.settings.search_options(),
         )
-
-    def run_settings(self, pack: CriteriaPack) -> RunSettings:
-        """`settings()` with the pack's search parameters (country, language, style)."""
-        return replace(self.settings(), search_options=pack.settings.search_options())
 
 
 def run(input: str | Path, output: str | Path, **options: Any) -> int:
@@ -303,7 +302,7 @@ def _run(args: RunArgs) -> int:
         output = job_output(args.output, args.output_format, args.fields)
         inputs = [args.input, corpus_of(args.retrieval)]
         check_outputs([output], inputs, store=True, cache=not args.no_cache)
-    settings = args.run_settings(pack)
+    settings = args.settings(pack)
     reader = open_input(settings.input, settings.input_format, settings.fields, args.max_record_mb)
     options = run_options(args, pack)
     check_templates(pack, options)
