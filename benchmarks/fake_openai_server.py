@@ -83,8 +83,11 @@ class Stats(BaseModel):
     first_admit: float | None = None
     last_admit: float | None = None
     last_done: float | None = None  # when the last answer was ready (time.monotonic)
-    # The first admissions' times, so a benchmark can skip a client's warm-up probes.
+    # The first admissions' times and when each was answered (None: not yet, or failed), so a
+    # benchmark can tell a client's warm-up probes: requests sent alone, the next one only
+    # after the answer.
     early_admits: list[float] = []
+    early_done: list[float | None] = []
     # Tokens charged in each second since the first admission (a benchmark's steady state).
     charged_per_second: list[int] = []
     auth_headers_seen: int = 0
@@ -326,8 +329,10 @@ class FakeOpenAIServer:
         st.charged_tokens += charge
         st.first_admit = st.first_admit or now
         st.last_admit = now
+        index = st.admitted - 1
         if len(st.early_admits) < 64:
             st.early_admits.append(now)
+            st.early_done.append(None)
         second = int(now - st.first_admit)
         while len(st.charged_per_second) <= second:
             st.charged_per_second.append(0)
@@ -341,6 +346,8 @@ class FakeOpenAIServer:
             st.malformed += 1
         st.ok += 1
         st.last_done = time.monotonic()
+        if index < len(st.early_done):
+            st.early_done[index] = st.last_done
         return 200, self._limit_headers(), self._completion(req, n, prompt_tokens, malformed)
 
     async def _generate(self) -> None:

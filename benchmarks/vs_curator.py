@@ -8,11 +8,15 @@ record is one structured request; for curator an `LLM` subclass with a structure
 subprocess: curator pins packages of its own). Both get the same concurrency bound and no
 rate limit of their own (the endpoint's capacity is the limit).
 
-Printed per tool: requests/s over the sending window (the server's first admitted request of
-the run to its last answer: start-up and final writes excluded, the same way for both) and
-that rate's share of the endpoint's capacity C/L; the wall-clock time of the whole command
-too; the client's CPU time per request; and the machine's load average before and after,
-since other work on the machine lowers every figure. With --latency 0 the rate is
+Printed per tool: requests/s over the sending window and that rate's share of the endpoint's
+capacity C/L. The window runs from the first request of the tool's burst to the last answer
+the server gave: start-up and final writes are outside it, and so are the tool's probe
+requests, the same way for both. A probe is a request the client sent alone, the next one
+only after it was answered. curator sends separate probes at start-up to read the
+rate-limit headers. realign sends its first record alone while no limit is known, for the
+same reason. The rate from the very first request, probes included, is printed too. So is
+the wall-clock time of the whole command; the client's CPU time per request; and the
+machine's load average before and after, since other work on the machine lowers every figure. With --latency 0 the rate is
 overhead-bound (the client's CPU per request). Read the window rates with this in mind:
 curator builds every request (and its requests file) before it sends the first, outside its
 window; realign reads, renders, filters and commits records while it sends, inside it. The
@@ -136,19 +140,43 @@ def run_tool(
         wall = timed(full, env)
         cpu = children_cpu() - cpu0
         st = fetch_stats(url)
-    rate, window = window_rate(st, records)
-    return {"wall": wall, "rate": rate, "window": window, "cpu": cpu, "requests": st.requests}
+    n_probes = probes(st, cfg.latency)
+    rate, window, with_probes = window_rate(st, n_probes)
+    return {
+        "wall": wall,
+        "rate": rate,
+        "window": window,
+        "with_probes": with_probes,
+        "probes": n_probes,
+        "cpu": cpu,
+        "requests": st.requests,
+    }
 
 
-def window_rate(st: Stats, records: int) -> tuple[float, float]:
-    """Requests/s from the run's first admitted request (after any warm-up probes) to the
-    last answer."""
-    extra = max(0, st.admitted - records)
+def probes(st: Stats, latency: float) -> int:
+    """How many requests the client sent alone before its first burst: each admitted only after
+    the one before it was answered, and followed by a wait of at least half the endpoint's
+    latency (50 ms at the least: with no latency, back-to-back requests are not probes).
+    curator asks for the rate-limit headers with separate requests at start-up; realign sends
+    its first record alone while no limit is known."""
+    n, gap = 0, max(latency / 2, 0.05)
+    admits, done = st.early_admits, st.early_done
+    while n + 1 < len(admits):
+        answered = done[n]
+        if answered is None or admits[n + 1] < answered or admits[n + 1] - admits[n] < gap:
+            break
+        n += 1
+    return n
+
+
+def window_rate(st: Stats, n_probes: int) -> tuple[float, float, float]:
+    """(requests/s from the first request of the client's burst, after its probes, to the last
+    answer; that window in seconds; requests/s from the very first request, probes included)."""
     if st.last_done is None or not st.early_admits:
-        return 0.0, 0.0
-    start = st.early_admits[min(extra, len(st.early_admits) - 1)]
-    window = max(st.last_done - start, 1e-9)
-    return (st.admitted - extra) / window, window
+        return 0.0, 0.0, 0.0
+    window = max(st.last_done - st.early_admits[n_probes], 1e-9)
+    whole = max(st.last_done - st.early_admits[0], 1e-9)
+    return (st.admitted - n_probes) / window, window, st.admitted / whole
 
 
 def main() -> None:
@@ -217,6 +245,12 @@ def main() -> None:
     for name, r in results.items():
         share = f"{r['rate'] / limit:.2f} of capacity" if limit else "overhead-bound"
         row(f"{name}: sending window", f"{r['rate']:,.0f} req/s", share)
+        whole = f"{r['with_probes'] / limit:.2f} of capacity" if limit else "overhead-bound"
+        row(
+            f"{name}:   from its first request",
+            f"{r['with_probes']:,.0f} req/s",
+            f"{whole} ({r['probes']:.0f} probe request(s) sent alone first)",
+        )
         row(
             f"{name}: whole command",
             f"{r['wall']:.1f} s",

@@ -203,6 +203,10 @@ class SharedLimit:
     def in_flight(self) -> int:
         return 0  # held by the budget actor; not known here
 
+    @property
+    def has_waiters(self) -> bool:
+        return False  # a released slot goes back to the budget, never straight to a waiter
+
     async def acquire(self) -> int:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)

@@ -308,6 +308,11 @@ class Engine:
                 # prompt + max_tokens and do not give back what the answer did not use.
                 self.pacer.observe(resp.headers)
                 self._account(request, resp)
+                if self.limit.has_waiters:
+                    # Our slot went to a waiting request: let it reach the provider before we
+                    # spend CPU on this answer (validation, filter, state), which would otherwise
+                    # keep the provider's freed slot idle for the whole burst of answers.
+                    await asyncio.sleep(0)
                 return resp
 
             # A 429 is the provider pacing us, not a failure of the endpoint.

@@ -99,6 +99,10 @@ class AdaptiveLimit:
         self._started_epoch[ticket] = self._epoch
         return ticket
 
+    @property
+    def has_waiters(self) -> bool:
+        return bool(self._waiters)
+
     def release(self, ticket: int) -> None:
         self._started_epoch.pop(ticket, None)
         self.in_flight -= 1
