@@ -255,3 +255,30 @@ def test_realign_search_style_searches_the_whole_instruction() -> None:
     asyncio.run(Retriever(Provider()).evidence_for(long))
     assert asked[0] == long  # as ReAlign's retrieval.py asks
     assert asked[1] != long and len(asked[1].split()) <= 32  # realign's own query
+
+
+def test_realign_text_rewrite_carries_each_replys_finish_reason() -> None:
+    """A plain-text rewrite cut off at max_tokens reaches the filter as `length` (its
+    `truncated` rule), as a structured rewrite does."""
+    import asyncio
+
+    from realign.llm.base import ChatRequest, Message
+    from realign.llm.engine import Engine
+    from realign.stages.rewrite_text import rewrite_text
+
+    reply = "Reasoning: fits.\nRevised response: The answer is that the sky looks blue because"
+    backend = FakeBackend(lambda r: [reply, reply[:60]], honour_max_tokens=True)
+
+    async def go() -> list[str | None]:
+        engine = Engine(backend, cache=None)
+        request = ChatRequest(
+            messages=[Message(role="user", content="rewrite")],
+            stage="rewrite",
+            max_tokens=16,  # 64 characters: the first reply is cut, the second is not
+            n=2,
+        )
+        cands = await rewrite_text(engine, request)
+        await engine.aclose()
+        return [c.finish_reason for c in cands]
+
+    assert asyncio.run(go()) == ["length", "stop"]

@@ -90,7 +90,14 @@ async def rewrite_text(engine: Engine, request: ChatRequest) -> list[Candidate]:
     raw = ""
     for _ in range(ATTEMPTS):
         resp = await engine.chat(request, store=False)
-        parsed = [p for p in (parse_reply(t) for t in resp.texts) if p is not None]
+        reasons = resp.finish_reasons
+        # Each readable reply with its own finish reason: "length" lets the filter's
+        # `truncated` rule keep the original, as it does for structured rewrites.
+        parsed = [
+            (p, reasons[i] if i < len(reasons) else None)
+            for i, p in enumerate(parse_reply(t) for t in resp.texts)
+            if p is not None
+        ]
         if parsed:
             engine.store(request, resp)
             return [
@@ -99,8 +106,9 @@ async def rewrite_text(engine: Engine, request: ChatRequest) -> list[Candidate]:
                     reasoning=reasoning[:400],
                     format_fits=True,
                     tokens=tokens.count(revised),
+                    finish_reason=reason,
                 )
-                for reasoning, revised in parsed
+                for (reasoning, revised), reason in parsed
             ]
         if resp.cached:
             engine.forget(request)
