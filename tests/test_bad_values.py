@@ -505,3 +505,23 @@ def test_packed_values_come_back_exactly() -> None:
     assert json_text({"d": Decimal("2.50"), "td": dt.timedelta(seconds=90)}) == (
         '{"d": "2.50", "td": "P0DT90S"}'
     )
+
+
+@pytest.mark.parametrize("name", ["in.json", "in.json.gz", "in.jsonl.gz"])
+def test_progress_total_of_json_and_compressed_inputs(tmp_path: Path, name: str) -> None:
+    """The progress bar's late total counts the records of inputs with no cheap count: a .json
+    array and compressed JSON Lines; a plain .jsonl is counted by its lines instead."""
+    from realign.pipeline.build import count_json_records, count_records
+
+    objs = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(7)]
+    text = json.dumps(objs) if ".json." in name or name.endswith(".json") else ""
+    if ".jsonl" in name:
+        text = "".join(json.dumps(o) + "\n" for o in objs)
+    raw = text.encode()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    assert count_records(path) is None
+    assert count_json_records(path) == 7
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps(o) + "\n" for o in objs))
+    assert (count_records(plain), count_json_records(plain)) == (7, None)

@@ -82,11 +82,15 @@ def count_records(path: Path) -> int | None:
 
 
 def count_json_records(path: Path) -> int | None:
-    """The records of a .json array, by reading it through (C-speed decoding, but a whole pass
-    over the file): meant for a thread while the run starts (`run_job(late_total=…)`)."""
+    """The records of a .json array, or of a compressed .json / .jsonl file, by reading it
+    through (C-speed decoding, but a whole pass over the file): meant for a thread while the
+    run starts (`run_job(late_total=…)`), when `count_records` had no cheap total."""
+    from realign.io.compress import compression, data_type
     from realign.io.read import read_objects
 
-    if path.suffix.lower() != ".json" or not path.is_file():
+    kind = data_type(path)
+    readable = kind == ".json" or (kind == ".jsonl" and compression(path) is not None)
+    if not readable or not path.is_file():
         return None
     try:
         return sum(1 for _ in read_objects(path))
