@@ -140,7 +140,7 @@ def own_processes(ray_tmp: Path, pgid: int) -> list[str]:
 def stop_group(pgid: int, ray_tmp: Path) -> list[str]:
     """`ray stop` for this cluster only: SIGTERM to its process group, SIGKILL to whatever is
     left after a grace period; returns the processes that survived even that."""
-    for sig, grace in ((signal.SIGTERM, 8.0), (signal.SIGKILL, 10.0)):
+    for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
@@ -341,3 +341,17 @@ def test_ray_client_reaches_the_cluster(
     res = realign_run(work, name, "--engine", "ray", "--workers", "2",
                       "--address", cluster.client_address, env=env)  # fmt: skip
     assert_same_as_local(res, work, name, local, cluster)
+
+
+@pytest.mark.parametrize("cluster", ["token"], indirect=True)
+def test_a_driver_without_the_clusters_token_is_told_where_it_goes(
+    cluster: Cluster, work: Path
+) -> None:
+    """A token cluster joined from a home that holds no token: one `error:` line naming the
+    address and where Ray looks for the token, exit 2, no traceback."""
+    env = driver_env(cluster, cluster.home.parent / "no-token")
+    res = realign_run(work, "no-token", "--engine", "ray", "--address", "auto", env=env)
+    text = res.stdout + res.stderr
+    assert res.returncode == 2, text[-3000:]
+    assert "error: --address auto: could not join the Ray cluster" in text, text[-3000:]
+    assert "RAY_AUTH_TOKEN" in text and "Traceback" not in text, text[-3000:]

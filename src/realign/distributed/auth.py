@@ -86,6 +86,20 @@ def match_cluster_auth(address: str | None) -> str | None:
     return mode
 
 
+def join_error(address: str, error: Exception) -> str:
+    """What a driver that could not join the cluster at `address` tells the user: Ray's reason
+    and, in token mode, where the token comes from (Ray's own refusal of a token that is not
+    the cluster's is a bare connection error or, through Ray Client, a timeout)."""
+    why = str(error).strip() or type(error).__name__
+    message = f"--address {address}: could not join the Ray cluster: {why}"
+    if os.environ.get(AUTH_MODE) == "token" and "RAY_AUTH_TOKEN" not in why:
+        message += (
+            " (token authentication: this machine needs the cluster's token, in RAY_AUTH_TOKEN,"
+            " a file RAY_AUTH_TOKEN_PATH names, or ~/.ray/auth_token)"
+        )
+    return message
+
+
 def _gcs_mode(address: str) -> str | None:
     """The mode of the cluster `auto` or `HOST:PORT` names, found as `ray.init` finds it."""
     from ray._private.services import canonicalize_bootstrap_address

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from realign.credentials import Credentials, shareable_env
 from realign.distributed import NAMESPACE, require_ray
-from realign.distributed.auth import match_cluster_auth
+from realign.distributed.auth import join_error, match_cluster_auth
 from realign.distributed.budget import budget_actor
 from realign.distributed.cache import cache_actor
 from realign.distributed.keys import key_actor
@@ -65,7 +65,11 @@ def init_ray(address: str | None, workers: int) -> Any:
     }
     if address:
         match_cluster_auth(address)  # the cluster's token mode, unless RAY_AUTH_MODE says
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, ray.exceptions.AuthenticationError) as e:
+            # No cluster there, or it refused us (mode, token): the option is at fault.
+            raise UsageError(join_error(address, e)) from e
     else:
         ray.init(num_cpus=workers + 1, **kwargs)
     return ray
