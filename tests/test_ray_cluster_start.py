@@ -40,7 +40,10 @@ import pytest
 from packs import TYPES, write_pack
 
 ROOT = Path(__file__).resolve().parents[1]
+# The `ray` CLI of this Python (a venv's bin), else the one on PATH.
 RAY_CLI = Path(sys.executable).with_name("ray")
+if not RAY_CLI.exists():
+    RAY_CLI = Path(shutil.which("ray") or RAY_CLI)
 START_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 240
 N = 40  # records: more than one block of 32, so two workers share the run
@@ -48,7 +51,7 @@ N = 40  # records: more than one block of 32, so two workers share the run
 pytestmark = [
     pytest.mark.ray,
     pytest.mark.block_network(allowed_hosts=["127.0.0.1"]),
-    pytest.mark.skipif(not RAY_CLI.exists(), reason=f"no `ray` CLI at {RAY_CLI} (the ray extra)"),
+    pytest.mark.skipif(not RAY_CLI.exists(), reason="no `ray` CLI: install the `ray` extra"),
 ]
 
 # Ray's own variables that would point a process at another cluster, token or mode.
@@ -111,11 +114,13 @@ class Cluster:
         return (self.home / ".ray" / "auth_token").read_text()
 
     def errors(self) -> str:
-        """The end of the cluster's non-empty `.err` logs (the Ray Client servers' among them):
-        what a failed run's message shows besides the driver's own stderr."""
-        logs = sorted(self.ray_tmp.glob("ray/session_latest/logs/*.err"))
-        logs = [p for p in logs if p.stat().st_size]
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in logs)
+        """The end of the cluster's Ray Client server logs and of its other non-empty `.err`
+        logs: what a failed run's message shows besides the driver's own stderr."""
+        logs = sorted(
+            (p for p in self.ray_tmp.glob("ray/session_latest/logs/*.err") if p.stat().st_size),
+            key=lambda p: not p.name.startswith("ray_client_server"),
+        )
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in logs)
 
 
 def own_processes(ray_tmp: Path, pgid: int) -> list[str]:
@@ -169,7 +174,8 @@ def wait_ready(proc: subprocess.Popen[bytes], cluster: Cluster) -> None:
 @pytest.fixture(scope="module", params=["disabled", "token"])
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """One `ray start --head` per mode; pytest runs the tests of one before starting the next.
-    Token mode as the README says: `RAY_AUTH_MODE=token` and a token in `~/.ray/auth_token`."""
+    Token mode as the README says: `ray get-auth-token --generate` (it writes
+    `~/.ray/auth_token`), then `RAY_AUTH_MODE=token ray start --head`."""
     mode = request.param
     root = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))  # short: Ray's socket paths
     home, ray_tmp = root / "home", root / "t"
@@ -179,9 +185,10 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     ports = dict(zip(PORT_NAMES, range(base, base + len(PORT_NAMES)), strict=True))
     first_worker = base + len(PORT_NAMES)
     extra = {"HOME": str(home), "RAY_TMPDIR": str(ray_tmp), "REALIGN_HOME": str(root / "rh")}
-    if mode == "token":
-        (home / ".ray").mkdir()
-        (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    if mode == "token":  # the token first: `ray start` in token mode does not make one
+        gen = [str(RAY_CLI), "get-auth-token", "--generate"]
+        subprocess.run(gen, env=clean_env(**extra), capture_output=True, check=True, timeout=60)
+        assert (home / ".ray" / "auth_token").is_file()
         extra["RAY_AUTH_MODE"] = "token"
     argv = [
         str(RAY_CLI), "start", "--head", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
@@ -206,6 +213,17 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         survivors = stop_group(proc.pid, ray_tmp)
         shutil.rmtree(root, ignore_errors=True)
         assert survivors == [], f"Ray processes of the test cluster left running: {survivors}"
+
+
+def test_the_probes_name_the_clusters_mode(cluster: Cluster) -> None:
+    """What realign asks before connecting, without a token: the GCS (`auto`, `HOST:PORT`) and
+    the Ray Client server (`ray://`) both answer with the mode `ray start` ran in."""
+    from realign.distributed.auth import client_auth_mode, cluster_auth_mode
+
+    gcs = (cluster.ray_tmp / "ray" / "ray_current_cluster").read_text().strip()
+    assert cluster_auth_mode(gcs) == cluster.mode
+    assert client_auth_mode(cluster.client_address.removeprefix("ray://")) == cluster.mode
+    assert client_auth_mode("127.0.0.1:1", timeout=2) is None  # nothing listens there
 
 
 # ----------------------------------------------------------------- the runs
@@ -344,14 +362,66 @@ def test_ray_client_reaches_the_cluster(
 
 
 @pytest.mark.parametrize("cluster", ["token"], indirect=True)
+@pytest.mark.parametrize("token", ["none", "another"])
 def test_a_driver_without_the_clusters_token_is_told_where_it_goes(
-    cluster: Cluster, work: Path
+    cluster: Cluster, work: Path, token: str
 ) -> None:
-    """A token cluster joined from a home that holds no token: one `error:` line naming the
-    address and where Ray looks for the token, exit 2, no traceback."""
-    env = driver_env(cluster, cluster.home.parent / "no-token")
-    res = realign_run(work, "no-token", "--engine", "ray", "--address", "auto", env=env)
+    """A token cluster joined from a home that holds no token, or a token of another cluster:
+    one `error:` line naming the address and where the token goes, exit 2, no traceback."""
+    home = cluster.home.parent / f"token-{token}"
+    if token == "another":
+        (home / ".ray").mkdir(parents=True)
+        (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    env = driver_env(cluster, home)
+    res = realign_run(work, f"token-{token}", "--engine", "ray", "--address", "auto", env=env)
     text = res.stdout + res.stderr
     assert res.returncode == 2, text[-3000:]
     assert "error: --address auto: could not join the Ray cluster" in text, text[-3000:]
     assert "RAY_AUTH_TOKEN" in text and "Traceback" not in text, text[-3000:]
+
+
+# ------------------------------------------------------- without a cluster
+
+
+class FlakyRay:
+    """`ray` whose `init` fails as Ray Client's proxy does when the server it forks for the
+    session dies (ray-project/ray#63202), `fails` times, then connects."""
+
+    def __init__(self, fails: int) -> None:
+        import ray
+
+        self.exceptions = ray.exceptions
+        self.fails, self.calls = fails, 0
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, address: str, **kwargs: object) -> None:
+        self.calls += 1
+        if self.calls <= self.fails:
+            raise ConnectionAbortedError("Initialization failure from server: Starting Ray client")
+
+
+@pytest.mark.parametrize(
+    ("address", "fails", "calls", "joins"),
+    [
+        ("ray://head:10001", 2, 3, True),  # the third try starts a server that lives
+        ("ray://head:10001", 3, 3, False),  # then it gives up, with one error line
+        ("10.0.0.1:6379", 1, 1, False),  # not Ray Client: nothing to retry
+    ],
+)
+def test_ray_client_tries_again_when_its_server_dies_at_start(
+    monkeypatch: pytest.MonkeyPatch, address: str, fails: int, calls: int, joins: bool
+) -> None:
+    from realign.distributed import run
+    from realign.errors import UsageError
+
+    flaky = FlakyRay(fails)
+    monkeypatch.setattr(run, "require_ray", lambda: flaky)
+    monkeypatch.setattr(run, "match_cluster_auth", lambda address: None)
+    if joins:
+        assert run.init_ray(address, 2) is flaky
+    else:
+        with pytest.raises(UsageError, match=f"^--address {address}: could not join"):
+            run.init_ray(address, 2)
+    assert flaky.calls == calls
