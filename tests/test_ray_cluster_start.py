@@ -10,7 +10,7 @@ process group of its own, with
   unset), which is where `--address auto` looks first (`--temp-dir` would not do: a driver
   finds `auto` only under its own default temp folder, and would fall back to any GCS process
   on the machine, another test's included);
-- ports from a free block of 26000-26999, `--num-cpus 2`, the node on 127.0.0.1.
+- ports from a free block of 26000-26999, `--num-cpus 2`, `--node-ip-address 127.0.0.1`.
 It is stopped by signalling its own process group (`ray stop` would stop every Ray on the
 machine, other test modules' included), and the teardown checks no process of it is left.
 
@@ -185,11 +185,6 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     ports = dict(zip(PORT_NAMES, range(base, base + len(PORT_NAMES)), strict=True))
     first_worker = base + len(PORT_NAMES)
     extra = {"HOME": str(home), "RAY_TMPDIR": str(ray_tmp), "REALIGN_HOME": str(root / "rh")}
-    if mode == "token":  # the token first: `ray start` in token mode does not make one
-        gen = [str(RAY_CLI), "get-auth-token", "--generate"]
-        subprocess.run(gen, env=clean_env(**extra), capture_output=True, check=True, timeout=60)
-        assert (home / ".ray" / "auth_token").is_file()
-        extra["RAY_AUTH_MODE"] = "token"
     argv = [
         str(RAY_CLI), "start", "--head", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
         "--include-dashboard", "false", "--disable-usage-stats",
@@ -198,19 +193,27 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         "--max-worker-port", str(first_worker + WORKER_PORTS - 1),
     ]  # fmt: skip
     c = Cluster(mode, home, ray_tmp, ports["ray-client-server-port"], root / "ray-start.log")
-    with c.log.open("wb") as log:
-        # Its own session: the Ray processes it leaves running stay in its process group.
-        proc = subprocess.Popen(
-            argv, env=clean_env(**extra), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+    proc = None
     try:
+        if mode == "token":  # the token first: `ray start` in token mode does not make one
+            gen = [str(RAY_CLI), "get-auth-token", "--generate"]
+            subprocess.run(gen, env=clean_env(**extra), capture_output=True, check=True, timeout=60)
+            assert (home / ".ray" / "auth_token").is_file()
+            extra["RAY_AUTH_MODE"] = "token"
+        with c.log.open("wb") as log:
+            # Its own session: the Ray processes it leaves running stay in its process group.
+            proc = subprocess.Popen(
+                argv, env=clean_env(**extra), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
         wait_ready(proc, c)
         yield c
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        survivors = stop_group(proc.pid, ray_tmp)
+        survivors: list[str] = []
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            survivors = stop_group(proc.pid, ray_tmp)
         shutil.rmtree(root, ignore_errors=True)
         assert survivors == [], f"Ray processes of the test cluster left running: {survivors}"
 
@@ -373,6 +376,8 @@ def test_a_driver_without_the_clusters_token_is_told_where_it_goes(
         (home / ".ray").mkdir(parents=True)
         (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
     env = driver_env(cluster, home)
+    # Ray tries a refused GCS for ~20 s (one try a second): 2 tell the same story.
+    env["RAY_gcs_server_port_wait_time_s"] = "2"
     res = realign_run(work, f"token-{token}", "--engine", "ray", "--address", "auto", env=env)
     text = res.stdout + res.stderr
     assert res.returncode == 2, text[-3000:]
