@@ -404,7 +404,11 @@ class FlakyRay:
     def init(self, address: str, **kwargs: object) -> None:
         self.calls += 1
         if self.calls <= self.fails:
-            raise ConnectionAbortedError("Initialization failure from server: Starting Ray client")
+            raise ConnectionAbortedError(
+                "Initialization failure from server:\nTraceback (most recent call last):\n"
+                '  File "proxier.py", line 772, in Datapath\n'
+                "RuntimeError: Starting Ray client server failed.\n"
+            )
 
 
 @pytest.mark.parametrize(
@@ -427,6 +431,10 @@ def test_ray_client_tries_again_when_its_server_dies_at_start(
     if joins:
         assert run.init_ray(address, 2) is flaky
     else:
-        with pytest.raises(UsageError, match=f"^--address {address}: could not join"):
+        with pytest.raises(UsageError, match=f"^--address {address}: could not join") as e:
             run.init_ray(address, 2)
+        # One line: the server's traceback reduced to what failed.
+        assert str(e.value).endswith(
+            "Initialization failure from server: RuntimeError: Starting Ray client server failed."
+        )
     assert flaky.calls == calls

@@ -90,7 +90,9 @@ def join_error(address: str, error: Exception) -> str:
     """What a driver that could not join the cluster at `address` tells the user: Ray's reason
     and, in token mode, where the token comes from (Ray's own refusal of a token that is not
     the cluster's is a bare connection error or, through Ray Client, a timeout)."""
-    why = str(error).strip() or type(error).__name__
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    # A server's traceback (Ray Client): its first line and its last, the exception, say it.
+    why = " ".join(lines[:1] + lines[-1:] if len(lines) > 1 else lines) or type(error).__name__
     message = f"--address {address}: could not join the Ray cluster: {why}"
     if os.environ.get(AUTH_MODE) == "token" and "RAY_AUTH_TOKEN" not in why:
         message += (
