@@ -12,6 +12,7 @@ import functools
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import tiktoken
@@ -42,9 +43,15 @@ def _ensure_offline_cache() -> None:
         if src is None:
             return
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        shutil.copyfile(src, tmp)
-        tmp.replace(target)
+        # Processes starting together on a fresh machine (Ray workers) all copy: each to a
+        # file of its own, renamed over the target at once, so none sees another's half.
+        fd, tmp = tempfile.mkstemp(dir=cache, prefix=f"{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(cache))
 
 

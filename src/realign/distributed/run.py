@@ -23,7 +23,7 @@ from rich.console import Console
 
 from realign.credentials import Credentials, shareable_env
 from realign.distributed import NAMESPACE, require_ray
-from realign.distributed.auth import match_cluster_auth
+from realign.distributed.auth import join_error, match_cluster_auth
 from realign.distributed.budget import budget_actor
 from realign.distributed.cache import cache_actor
 from realign.distributed.keys import key_actor
@@ -43,6 +43,11 @@ BLOCK = 32
 # Settings the workers read from their environment (endpoints, realign settings), handed over
 # in `runtime_env`, which Ray logs: keys are filtered out (`shareable_env`) and go in memory.
 ENV_PREFIXES = ("REALIGN_", "OPENAI_", "GOOGLE_", "SERPER_", "HF_", "TIKTOKEN_")
+
+log = logging.getLogger(__name__)
+
+# Tries at joining a cluster through Ray Client whose server fails to start the session.
+CLIENT_ATTEMPTS = 3
 
 
 def init_ray(address: str | None, workers: int) -> Any:
@@ -65,7 +70,24 @@ def init_ray(address: str | None, workers: int) -> Any:
     }
     if address:
         match_cluster_auth(address)  # the cluster's token mode, unless RAY_AUTH_MODE says
-        ray.init(address=address, **kwargs)
+        for attempt in range(1, CLIENT_ATTEMPTS + 1):
+            try:
+                ray.init(address=address, **kwargs)
+                break
+            except ConnectionAbortedError as e:
+                # Ray Client's server for this session died as it started (a fork race in
+                # Ray 2.60's proxy, ray-project/ray#63202): a new attempt starts a new one.
+                if not is_client(address) or attempt == CLIENT_ATTEMPTS:
+                    raise UsageError(join_error(address, e)) from e
+                log.warning(
+                    "Ray Client: the cluster's server could not start this session "
+                    "(ray-project/ray#63202); trying again (%d/%d)",
+                    attempt + 1,
+                    CLIENT_ATTEMPTS,
+                )
+            except (ConnectionError, ray.exceptions.AuthenticationError) as e:
+                # No cluster there, or it refused us (mode, token): the option is at fault.
+                raise UsageError(join_error(address, e)) from e
     else:
         ray.init(num_cpus=workers + 1, **kwargs)
     return ray
