@@ -83,7 +83,7 @@ def print_scaling(local: Measured, ray_rows: list[Measured], ideal: float, cores
     base = max(ray_rows, key=lambda m: m.workers)  # the most workers: the most contention
     c, a, d, s = (base.ms(x) for x in (base.client_s, base.actor_s, base.ray_s, base.server_s))
     print(
-        f"3. expected scaling, from the {base.label} row: c = {c:.3f} ms CPU a request in the "
+        f"2. expected scaling, from the {base.label} row: c = {c:.3f} ms CPU a request in the "
         f"workers (the local engine: {local.ms(local.client_s):.3f}), a = {a:.3f} ms in the "
         f"budget actor, d = {d:.3f} ms in the driver and Ray's daemons, s = {s:.3f} ms in "
         "the fake endpoint"

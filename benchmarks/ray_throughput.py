@@ -213,8 +213,8 @@ def measure_workers(
     client = sum(r["cpu_s"] for r in results)
     actor = spent.get(actor_pid, 0.0)
     server = server1.cpu_seconds - server0.cpu_seconds
-    others = {server1.pid, actor_pid, *pids}
-    rest = sum(cpu for pid, cpu in spent.items() if pid not in others)
+    apart = {server1.pid, actor_pid, *pids}
+    rest = sum(cpu for pid, cpu in spent.items() if pid not in apart)
     seconds = max(r["ended"] for r in results) - start_at
     return Measured(
         label=f"ray, {workers} worker{'s' if workers > 1 else ''}",
