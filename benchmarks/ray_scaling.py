@@ -93,14 +93,17 @@ def print_scaling(local: Measured, ray_rows: list[Measured], ideal: float, cores
         "1000 / a, C/L) requests/s, with about R x c / 1000 workers (one a core; the actor "
         "and Ray's daemons use what is left)"
     )
-    print(f"  {'':<16}{'N x 1000/(c+a+d)':>18}{'1000/a':>9}{'R(N)':>8}{'workers':>9}  bound by")
+    print(
+        f"  {'':<16}{'N x 1000/(c+a+d)':>18}{'1000/a':>9}{'R(N)':>8}{'workers':>9}"
+        f"{'cores busy':>12}  bound by"
+    )
     for n in (4, 8, 16, 32):
         by_cores, by_actor = n * 1000 / (c + a + d), (1000 / a if a > 0 else math.inf)
         r = min(client_bound_rate(n, c, a, d), ideal)
         bound = "the cores" if r == by_cores else "the budget actor" if r == by_actor else "C/L"
         print(
             f"  {f'N = {n} cores':<16}{by_cores:>18.0f}{by_actor:>9.0f}{r:>8.0f}"
-            f"{math.ceil(r * c / 1000):>9}  {bound}"
+            f"{math.ceil(r * c / 1000):>9}{r * (c + a + d) / 1000:>12.1f}  {bound}"
             + (f" (this benchmark's C/L = {ideal:.0f})" if bound == "C/L" else "")
         )
     c_local = local.ms(local.client_s)
@@ -117,12 +120,16 @@ def print_scaling(local: Measured, ray_rows: list[Measured], ideal: float, cores
         free = max(0.1, cores - m.others_cores)
         ms = [m.ms(x) for x in (m.client_s, m.actor_s, m.ray_s, m.server_s)]
         predicted[m.workers] = client_bound_rate(free, *ms, workers=m.workers)
+    worker_cores = one.ms(one.client_s) * one.rate / 1000
+    rest_cores = one.ms(one.actor_s + one.ray_s + one.server_s) * one.rate / 1000
     print(
-        f"   check on this machine ({cores} cores, shared with the endpoint and other jobs): "
-        f"{base.workers} workers / 1 worker = {base.rate / one.rate:.2f}x measured, "
-        f"{predicted[base.workers] / predicted[1]:.2f}x by the model with the cores the other "
-        f"jobs left ({cores - one.others_cores:.1f} and {cores - base.others_cores:.1f}) "
-        f"and the endpoint's s counted; {base.workers}x is out of reach here because one "
-        "worker already leaves the second core only part free: the endpoint, the budget "
-        "actor, Ray's daemons and other jobs run there too"
+        f"   check on this machine ({cores} cores, shared with the endpoint): {base.workers} "
+        f"workers / 1 worker = {base.rate / one.rate:.2f}x measured, "
+        f"{predicted[base.workers] / predicted[1]:.2f}x by the model (the endpoint's s "
+        f"counted; other jobs left {cores - one.others_cores:.1f} and "
+        f"{cores - base.others_cores:.1f} cores). Not {base.workers}x: with 1 worker, the worker "
+        f"took {worker_cores:.2f} core and the budget actor, Ray and the endpoint "
+        f"{rest_cores:.2f} more, so the second worker found only "
+        f"{max(0.0, cores - one.others_cores - worker_cores - rest_cores):.2f} core free, "
+        "and everything it adds costs the actor and the endpoint more as well"
     )
