@@ -133,3 +133,13 @@ def print_scaling(local: Measured, ray_rows: list[Measured], ideal: float, cores
         f"{max(0.0, cores - one.others_cores - worker_cores - rest_cores):.2f} core free, "
         "and everything it adds costs the actor and the endpoint more as well"
     )
+    # The check above uses each row's own costs (it shows the CPU accounting explains the
+    # rate); a forecast from the 1-worker row alone shows how far contention moves them.
+    ms1 = [one.ms(x) for x in (one.client_s, one.actor_s, one.ray_s, one.server_s)]
+    forecast = client_bound_rate(cores - one.others_cores, *ms1, workers=base.workers)
+    print(
+        f"   forecast of {base.workers} workers from the 1-worker row's costs alone: "
+        f"{forecast:.0f} req/s ({forecast / one.rate:.2f}x), measured {base.rate:.0f}: the "
+        f"costs a request rose {base.ms(base.client_s + base.actor_s + base.ray_s + base.server_s) / sum(ms1):.2f}x "
+        "with every core busy"
+    )
