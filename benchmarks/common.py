@@ -244,6 +244,41 @@ def cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def process_tree_cpu(root: int | None = None) -> dict[int, float]:
+    """CPU seconds (user + system, all threads) of each live process from `root` (default: this
+    one) down, read from /proc (Linux): a Ray driver's tree holds Ray's daemons, its workers
+    and actors, and the servers it started."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, …
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    tree: dict[int, float] = {}
+    todo = [root or os.getpid()]
+    while todo:
+        pid = todo.pop()
+        if pid in cpu:
+            tree[pid] = cpu[pid]
+        todo += children.get(pid, [])
+    return tree
+
+
+def machine_busy_seconds() -> float:
+    """Busy CPU seconds of all cores since boot, from /proc/stat: the difference of two readings
+    over the wall time between them is how many cores were busy (ours and everyone else's)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def load_average() -> str:
     one, five, _ = os.getloadavg()
     return f"{one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores"

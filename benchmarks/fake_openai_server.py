@@ -14,7 +14,17 @@ message content; `tools` → a tool call with the arguments). Knobs:
   counts, malformed answers to the first `malformed_budget` requests whose prompt contains
   `malformed_marker` (e.g. some records' instructions), valid ones after that.
 
-`GET /stats` returns counters (requests, 429s, charged tokens, peak concurrency, …).
+`GET /stats` returns counters (requests, 429s, charged tokens, peak concurrency, …) and the
+server process's own CPU seconds so far (`cpu_seconds`), so a benchmark can say how much of the
+machine the endpoint took.
+
+`lean=True` is the CPU-light endpoint for measuring a client: an asyncio Protocol (no stream
+objects, no task per connection) that splits requests out of the bytes received, parses each
+body with orjson (C) only to key the answer by the request's shape (model, `n`,
+`response_format`, `tools`), and replays each shape's whole HTTP answer, built once, as
+pre-encoded bytes; a timer per request holds it for the latency. Capacity holds as above;
+latency jitter, limits and fault injection do not exist there (a lean config that sets them is
+refused), and `usage` is that of the shape's first request.
 
 A raw asyncio HTTP/1.1 server (keep-alive, Content-Length bodies): no framework, so the server
 costs little CPU next to the client being measured on a 2-core machine.
@@ -31,15 +41,18 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import random
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import BaseModel
+import orjson
+from pydantic import BaseModel, model_validator
 
 import realign.tokens as tok
 
@@ -67,6 +80,21 @@ class ServerConfig(BaseModel):
     key_sha256: str = ""
     # A careless provider: every 401 quotes the credential it was sent (to test redaction).
     echo_rejected_key: bool = False
+    lean: bool = False  # answer from pre-encoded bytes (see the module docstring)
+
+    @model_validator(mode="after")
+    def _lean_has_no_limits_or_faults(self) -> ServerConfig:
+        if self.lean:
+            unsupported = [
+                name
+                for name in ("latency_jitter", "rpm", "tpm", "p429", "p500", "phang", "pmalformed")
+                if getattr(self, name)
+            ]
+            unsupported += ["malformed_marker"] if self.malformed_marker else []
+            unsupported += ["key_sha256"] if self.key_sha256 or self.echo_rejected_key else []
+            if unsupported:
+                raise ValueError(f"lean mode has no {', '.join(unsupported)}")
+        return self
 
 
 class Stats(BaseModel):
@@ -93,6 +121,10 @@ class Stats(BaseModel):
     auth_headers_seen: int = 0
     auth_ok: int = 0  # requests whose key matched `key_sha256`
     auth_rejected: int = 0
+    # This server process's CPU (user + system) when the stats were read, and its pid; for a
+    # server run in a thread, the whole host process's.
+    cpu_seconds: float = 0.0
+    pid: int = 0
 
 
 class _Bucket:
@@ -167,18 +199,30 @@ class FakeOpenAIServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        # Lean mode: each request shape's whole HTTP answer; requests waiting for capacity.
+        self._answers: dict[bytes, bytes] = {}
+        self._waiting: deque[tuple[asyncio.BaseTransport, bytes]] = deque()
+        self._transports: set[asyncio.Transport] = set()
         self.port = 0
 
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._server = await asyncio.start_server(self._connection, host, port, backlog=4096)
+        if self.config.lean:
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(
+                lambda: _LeanProtocol(self), host, port, backlog=4096
+            )
+        else:
+            self._server = await asyncio.start_server(self._connection, host, port, backlog=4096)
         self.port = self._server.sockets[0].getsockname()[1]
         return f"http://{host}:{self.port}/v1"
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        for transport in list(self._transports):
+            transport.close()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -230,13 +274,7 @@ class FakeOpenAIServer:
                     headers[k.strip().lower()] = v.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
                 status, extra, payload = await self._route(method, path, headers, body)
-                head = [
-                    f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}",
-                    "content-type: application/json",
-                    f"content-length: {len(payload)}",
-                ]
-                head += [f"{k}: {v}" for k, v in extra.items()]
-                writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
+                writer.write(_http(status, extra, payload))
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
             pass  # client went away, malformed request line, or server shutting down
@@ -244,16 +282,64 @@ class FakeOpenAIServer:
             self._tasks.discard(task)
             writer.close()
 
+    def lean_request(self, transport: asyncio.Transport, head: bytes, body: bytes) -> None:
+        """One request split out by `_LeanProtocol`: answered now, or after the latency."""
+        method, path, _ = head.split(b" ", 2)
+        if method != b"POST" or not path.startswith(b"/v1/chat/completions"):
+            status, payload = self._plain(method.decode(), path.decode())
+            transport.write(_http(status, {}, payload))
+            return
+        self.stats.requests += 1
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            transport.write(_http(400, {}, _error("body is not JSON", "invalid_request_error")))
+            return
+        shape = orjson.dumps(
+            [req.get(k) for k in ("model", "n", "response_format", "tools")],
+            option=orjson.OPT_SORT_KEYS,
+        )
+        answer = self._answers.get(shape)
+        if answer is None:
+            text = "".join(_content_text(m.get("content")) for m in req.get("messages", []))
+            payload = self._completion(req, int(req.get("n") or 1), len(text) // 4, False)
+            answer = self._answers[shape] = _http(200, {}, payload)
+        self.stats.admitted += 1
+        if self.config.capacity and self._active >= self.config.capacity:
+            self._waiting.append((transport, answer))
+        else:
+            self._lean_start(transport, answer)
+
+    def _lean_start(self, transport: asyncio.BaseTransport, answer: bytes) -> None:
+        self._active += 1
+        self.stats.peak_concurrency = max(self.stats.peak_concurrency, self._active)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.config.latency, self._lean_finish, transport, answer)
+
+    def _lean_finish(self, transport: asyncio.BaseTransport, answer: bytes) -> None:
+        self._active -= 1
+        self.stats.ok += 1
+        if not transport.is_closing():
+            transport.write(answer)  # type: ignore[attr-defined]
+        if self._waiting:
+            self._lean_start(*self._waiting.popleft())
+
+    def _plain(self, method: str, path: str) -> tuple[int, bytes]:
+        """The routes that are not a chat completion."""
+        if method == "GET" and path.startswith("/stats"):
+            self.stats.cpu_seconds, self.stats.pid = time.process_time(), os.getpid()
+            return 200, self.stats.model_dump_json().encode()
+        if method == "GET" and path.startswith("/v1/models"):
+            return 200, b'{"object":"list","data":[{"id":"fake-model","object":"model"}]}'
+        return 404, b'{"error":{"message":"not found","type":"invalid_request_error"}}'
+
     async def _route(
         self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
-        if method == "GET" and path.startswith("/stats"):
-            return 200, {}, self.stats.model_dump_json().encode()
-        if method == "GET" and path.startswith("/v1/models"):
-            return 200, {}, b'{"object":"list","data":[{"id":"fake-model","object":"model"}]}'
         if method == "POST" and path.startswith("/v1/chat/completions"):
             return await self._chat(headers, body)
-        return 404, {}, b'{"error":{"message":"not found","type":"invalid_request_error"}}'
+        status, payload = self._plain(method, path)
+        return status, {}, payload
 
     async def _chat(
         self, headers: dict[str, str], body: bytes
@@ -436,6 +522,42 @@ class FakeOpenAIServer:
         return h
 
 
+class _LeanProtocol(asyncio.Protocol):
+    """One keep-alive connection of the lean server: splits requests (head, Content-Length
+    body) out of the bytes received and hands each to `FakeOpenAIServer.lean_request`."""
+
+    def __init__(self, server: FakeOpenAIServer) -> None:
+        self.server = server
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server._transports.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.server._transports.discard(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            head = bytes(self.buffer[: end + 2])
+            try:
+                at = head.lower().find(b"\ncontent-length:")
+                length = int(head[at + 16 : head.index(b"\r", at + 1)]) if at >= 0 else 0
+            except ValueError:  # not HTTP: drop the connection, as the full server does
+                self.transport.close()
+                return
+            if len(self.buffer) < end + 4 + length:
+                return  # the rest of the body is still on its way
+            body = bytes(self.buffer[end + 4 : end + 4 + length])
+            del self.buffer[: end + 4 + length]
+            self.server.lean_request(self.transport, head, body)
+
+
 _REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -444,6 +566,17 @@ _REASONS = {
     500: "Internal Server Error",
     504: "Gateway Timeout",
 }
+
+
+def _http(status: int, extra: dict[str, str], payload: bytes) -> bytes:
+    """One whole HTTP/1.1 answer (keep-alive) with a JSON body."""
+    head = [
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}",
+        "content-type: application/json",
+        f"content-length: {len(payload)}",
+    ]
+    head += [f"{k}: {v}" for k, v in extra.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload
 
 
 def _error(message: str, kind: str) -> bytes:
