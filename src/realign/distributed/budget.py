@@ -25,7 +25,11 @@ from typing import Any
 
 from realign.llm.ratelimit import AdaptiveLimit, Pacer
 
-LEASE = 8  # request slots taken per lease call
+# Request slots taken per lease call (a worker takes only as many as it has requests waiting).
+# Each call costs the actor a fixed ~2 ms of CPU, so the lease size sets the ceiling of a
+# whole Ray run: with 8 the actor spent 0.21-0.34 ms a request (a ceiling near 3,000-4,600
+# requests/s on any number of cores), with 32 about 0.08 ms (benchmarks/ray_throughput.py).
+LEASE = 32
 # Requests' worth of tokens taken per pacing lease. Credit taken early and spent late reaches
 # the provider bunched with other workers' requests: 4 workers at an enforced 600k TPM on a
 # loaded machine saw 5% 429s with 8, ~1% with 2. Pacing only happens under a known RPM/TPM,
