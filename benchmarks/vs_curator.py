@@ -131,9 +131,7 @@ def children_cpu() -> float:
     return ru.children_user + ru.children_system
 
 
-def run_tool(
-    name: str, cmd: list[str], env: dict[str, str], cfg: ServerConfig, records: int
-) -> dict[str, float]:
+def run_tool(cmd: list[str], env: dict[str, str], cfg: ServerConfig) -> dict[str, float]:
     with serve_in_subprocess(cfg) as url:
         full = [part.replace("{URL}", url) for part in cmd]
         cpu0 = children_cpu()
@@ -224,7 +222,7 @@ def main() -> None:
                 "--concurrency", str(concurrency),
             ]  # fmt: skip
             env = {**base_env, "REALIGN_HOME": str(work / "realign-home")}
-            results["realign"] = run_tool("realign", cmd, env, cfg, args.records)
+            results["realign"] = run_tool(cmd, env, cfg)
             out_lines = sum(1 for _ in (work / "out.jsonl").open(encoding="utf-8"))
             results["realign"]["records_out"] = out_lines
         if args.skip != "curator":
@@ -241,7 +239,7 @@ def main() -> None:
                 "HF_HUB_OFFLINE": "1",
                 "PYTHONPATH": "",
             }
-            results["curator"] = run_tool("curator", cmd, env, cfg, args.records)
+            results["curator"] = run_tool(cmd, env, cfg)
     for name, r in results.items():
         share = f"{r['rate'] / limit:.2f} of capacity" if limit else "overhead-bound"
         row(f"{name}: sending window", f"{r['rate']:,.0f} req/s", share)

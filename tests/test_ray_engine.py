@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from book_records import alpaca, without_time
 from packs import TYPES, write_pack
 from subprocess_runs import kill_when_done, realign_run_argv, run_env
 from typer.testing import CliRunner
@@ -49,27 +50,6 @@ def ray_session():  # type: ignore[no-untyped-def]
     )
     yield ray
     ray.shutdown()
-
-
-def alpaca(n: int) -> list[str]:
-    return [
-        json.dumps(
-            {
-                "instruction": f"Question number {i}: who wrote book {i}?",
-                "input": "",
-                # Over 8 words: a short answer would be held to its words by the filter.
-                "output": f"Author {i} wrote book {i} in the year {1900 + i}.",
-                "id": f"r{i}",
-            }
-        )
-        for i in range(n)
-    ]
-
-
-def without_time(text: str) -> str:
-    """Provenance carries the wall-clock time a record was done and the command line (here
-    `-o` and `--engine` differ): the fields two equivalent runs do not share."""
-    return re.sub(r'"(time|command)": ?"(?:[^"\\]|\\.)*"', r'"\1": ""', text)
 
 
 def test_ray_run_writes_what_the_local_engine_writes_and_shares_one_cache(

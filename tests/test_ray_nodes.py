@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from book_records import alpaca
 from packs import write_pack
 from subprocess_runs import records_done
 from typer.testing import CliRunner
@@ -100,20 +101,6 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
         else:
             os.environ["RAY_TMPDIR"] = saved
         shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
-def alpaca(n: int) -> list[str]:
-    return [
-        json.dumps(
-            {
-                "instruction": f"Question number {i}: who wrote book {i}?",
-                "input": "",
-                "output": f"Author {i} wrote book {i} in the year {1900 + i}.",
-                "id": f"r{i}",
-            }
-        )
-        for i in range(n)
-    ]
 
 
 def test_losing_the_second_node_loses_nothing_and_it_never_opened_the_cache_or_state(

@@ -72,6 +72,10 @@ class ChatResponse(BaseModel):
     # does not hash the request a second time (~0.1 ms for a rewrite request).
     _asked: tuple[ChatRequest, str] | None = PrivateAttr(default=None)
 
+    def finish_reason(self, i: int) -> str | None:
+        """Why text `i` ended; None when the backend did not say."""
+        return self.finish_reasons[i] if i < len(self.finish_reasons) else None
+
 
 class BackendError(RuntimeError):
     """A backend failure. `retryable` tells the engine whether to try again."""

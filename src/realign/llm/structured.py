@@ -83,11 +83,10 @@ async def structured_output(
             try:
                 out.append(schema.model_validate(json.loads(text)))
                 if finish_reasons is not None:
-                    reasons = resp.finish_reasons
-                    finish_reasons.append(reasons[i] if i < len(reasons) else None)
+                    finish_reasons.append(resp.finish_reason(i))
             except (ValidationError, json.JSONDecodeError) as e:
                 last_raw, last_err = text, _short_error(e)
-                truncated |= i < len(resp.finish_reasons) and resp.finish_reasons[i] == "length"
+                truncated |= resp.finish_reason(i) == "length"
         if len(out) >= request.n:
             for sent, answer in chain:
                 engine.store(sent, answer)

@@ -90,11 +90,10 @@ async def rewrite_text(engine: Engine, request: ChatRequest) -> list[Candidate]:
     raw = ""
     for _ in range(ATTEMPTS):
         resp = await engine.chat(request, store=False)
-        reasons = resp.finish_reasons
         # Each readable reply with its own finish reason: "length" lets the filter's
         # `truncated` rule keep the original, as it does for structured rewrites.
         parsed = [
-            (p, reasons[i] if i < len(reasons) else None)
+            (p, resp.finish_reason(i))
             for i, p in enumerate(parse_reply(t) for t in resp.texts)
             if p is not None
         ]
