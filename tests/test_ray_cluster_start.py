@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from book_records import alpaca, without_time
 from packs import TYPES, write_pack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,17 +237,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The input (one unreadable line among the records) and a pack that rewrites the type
     the fake classifier answers (`default`)."""
     folder = tmp_path_factory.mktemp("work")
-    lines = [
-        json.dumps(
-            {
-                "instruction": f"Question number {i}: who wrote book {i}?",
-                "input": "",
-                "output": f"Author {i} wrote book {i} in the year {1900 + i}.",
-                "id": f"r{i}",
-            }
-        )
-        for i in range(N)
-    ]
+    lines = alpaca(N)
     lines.insert(7, "{not json")
     (folder / "in.jsonl").write_text("\n".join(lines) + "\n")
     types = {**TYPES, "default": ("Anything that fits no other type.", "yes", "no", "Answer.")}
@@ -273,8 +263,7 @@ def run_files(work: Path, name: str) -> tuple[str, str]:
     the fields two runs of the same input under different flags do not share."""
     out = (work / f"{name}.jsonl").read_text()
     failures = work / f"{name}.failures.jsonl"
-    blank = re.sub(r'"(time|command)": ?"(?:[^"\\]|\\.)*"', r'"\1": ""', out)
-    return blank, failures.read_text() if failures.exists() else ""
+    return without_time(out), failures.read_text() if failures.exists() else ""
 
 
 @pytest.fixture(scope="module")
@@ -428,6 +417,9 @@ def test_ray_client_tries_again_when_its_server_dies_at_start(
     flaky = FlakyRay(fails)
     monkeypatch.setattr(run, "require_ray", lambda: flaky)
     monkeypatch.setattr(run, "match_cluster_auth", lambda address: None)
+    # No token mode: an earlier test's Ray session in this process may have left it set, and
+    # the error line then adds where the token goes.
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     if joins:
         assert run.init_ray(address, 2) is flaky
     else:
