@@ -26,7 +26,9 @@ Set-up (once): `python3.11 -m venv /work/bench-venv && /work/bench-venv/bin/pip 
 bespokelabs-curator==0.1.31`. curator counts tokens with tiktoken; its encoding files come
 from realign's offline copy (TIKTOKEN_CACHE_DIR, see realign.tokens), so no network is used.
 Run: python benchmarks/vs_curator.py --curator-python /work/bench-venv/bin/python
-     [--records 5000 --capacity 200 --latency 0.5 --concurrency 300]
+     [--records 5000 --capacity 200 --latency 0.5 --concurrency 300] [--ceiling]
+(`--ceiling` also runs a bare aiohttp loop against the same endpoint: what any client can
+reach there, the server's own event loop sharing the machine's cores.)
 """
 
 from __future__ import annotations
@@ -151,6 +153,39 @@ def run_tool(cmd: list[str], env: dict[str, str], cfg: ServerConfig) -> dict[str
     }
 
 
+def bare_loop(cfg: ServerConfig, records: int, concurrency: int) -> dict[str, float]:
+    """The endpoint's ceiling for any client: a bare aiohttp loop posting one pre-built body at
+    the same concurrency and doing nothing with the answers (its window from its first
+    request: it sends no probe)."""
+    import asyncio
+
+    import aiohttp
+
+    body = json.dumps(
+        {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 64}
+    ).encode()
+    headers = {"content-type": "application/json", "authorization": f"Bearer {FAKE_KEY}"}
+
+    async def send_all(url: str) -> None:
+        gate = asyncio.Semaphore(concurrency)
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one() -> None:
+                async with gate, session.post(
+                    f"{url}/chat/completions", data=body, headers=headers
+                ) as resp:
+                    await resp.read()
+
+            await asyncio.gather(*(one() for _ in range(records)))
+
+    with serve_in_subprocess(cfg) as url:
+        asyncio.run(send_all(url))
+        st = fetch_stats(url)
+    rate, window, _ = window_rate(st, 0)
+    return {"rate": rate, "window": window}
+
+
 def probes(st: Stats, latency: float) -> int:
     """How many requests the client sent alone before its first burst: each admitted only after
     the one before it was answered, and followed by a wait of at least half the endpoint's
@@ -190,6 +225,11 @@ def main() -> None:
     )
     ap.add_argument("--curator-python", default="/work/bench-venv/bin/python")
     ap.add_argument("--skip", choices=["realign", "curator"], default=None)
+    ap.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also measure the endpoint's ceiling: a bare aiohttp loop with no work per answer",
+    )
     args = ap.parse_args()
     concurrency = args.concurrency or int(args.capacity * 1.5)
     cfg = ServerConfig(latency=args.latency, capacity=args.capacity)
@@ -255,6 +295,10 @@ def main() -> None:
             f"{args.records / r['wall']:,.0f} records/s, {r['cpu'] / args.records * 1e3:.2f} ms "
             f"CPU/record, {r['requests']:,.0f} requests",
         )
+    if args.ceiling:
+        bare = bare_loop(cfg, args.records, concurrency)
+        share = f"{bare['rate'] / limit:.2f} of capacity" if limit else "overhead-bound"
+        row("bare aiohttp loop (the ceiling)", f"{bare['rate']:,.0f} req/s", share)
     if len(results) == 2:
         ahead = results["realign"]["rate"] / max(results["curator"]["rate"], 1e-9)
         row("realign / curator (window rate)", f"{ahead:.2f}x")
